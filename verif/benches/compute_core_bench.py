@@ -1,0 +1,256 @@
+"""cocotb bench of the compute core (``hw/compute_core.py``) against the golden model.
+
+Every operand beat's result (raw accumulators and requantized int8) is checked
+bit for bit against :func:`tinyattn.verif.golden.dot_array` and
+:func:`tinyattn.verif.golden.requantize`, under random stalls on the operand
+stream, random back-pressure on the result stream, and random weight writes
+into the banks while beats are in flight.
+
+Signals are driven after the falling edge and sampled in the read-only phase
+before the next rising edge, so a handshake seen by the bench is exactly the
+one the design sees on that edge, under Icarus and Verilator alike.
+
+Knobs (environment, set by the launcher): ``TINYATTN_BEATS``,
+``TINYATTN_STALL_IN`` / ``TINYATTN_STALL_OUT`` (probability that a new beat is
+held back / that ``ready`` is low in a cycle), ``TINYATTN_WEIGHT_WRITES``
+(probability of a weight write per cycle).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.triggers import FallingEdge, ReadOnly
+
+from tinyattn.config import EngineConfig
+from tinyattn.hw.compute_core import (
+    PIPELINE_DEPTH,
+    operand_layout,
+    result_layout,
+    weight_layout,
+)
+from tinyattn.verif import golden
+from tinyattn.verif.benches.common import (
+    bench_config,
+    bench_seed,
+    env_float,
+    env_int,
+    start_clock_and_reset,
+    write_metrics,
+)
+from tinyattn.verif.bits import pack, unpack
+
+
+@dataclass
+class OperandBeat:
+    """One operand beat as the bench means it (unpacked)."""
+
+    x: np.ndarray  # (vec_len,) int8 or uint8 values
+    x_signed: bool
+    bank: int
+    acc_in: np.ndarray  # (n_pe,) signed acc_bits
+    mult: np.ndarray  # (n_pe,)
+    shift: np.ndarray
+    add: np.ndarray
+    relu: bool
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "x": self.x & 0xFF,
+            "acc_in": self.acc_in,
+            "requant": [
+                {"mult": int(m), "shift": int(s), "add": int(a)}
+                for m, s, a in zip(self.mult, self.shift, self.add, strict=True)
+            ],
+            "x_signed": int(self.x_signed),
+            "bank": self.bank,
+            "relu": int(self.relu),
+        }
+
+
+def random_beat(cfg: EngineConfig, rng: np.random.Generator) -> OperandBeat:
+    """A beat whose requantization lands mostly in range, sometimes saturates or wraps."""
+    x_signed = bool(rng.integers(2))
+    x = rng.integers(-128, 128, cfg.vec_len) if x_signed else rng.integers(0, 256, cfg.vec_len)
+    lim = 1 << (cfg.acc_bits - 1)
+    # Typical |dot| is about 74 * 74 * sqrt(vec_len) (uniform int8 lanes).
+    typical_dot = 74 * 74 * np.sqrt(cfg.vec_len)
+    if rng.random() < 0.1:  # near the wrap boundary
+        edge = rng.choice([-lim, lim - 1], cfg.n_pe)
+        acc_in = edge - np.sign(edge) * rng.integers(0, 1 << 16, cfg.n_pe)
+    else:
+        span = int(4 * typical_dot)
+        acc_in = rng.integers(-span, span + 1, cfg.n_pe)
+    mult = rng.integers(0, 256, cfg.n_pe)
+    # Aim the shift so that mult * acc >> shift is of int8 size, with jitter;
+    # now and then anything, to cover saturation.
+    typical = 2 * typical_dot * np.maximum(mult, 1)
+    shift = np.clip(np.round(np.log2(typical / 64)) + rng.integers(-2, 3, cfg.n_pe), 0, 31)
+    wild = rng.random(cfg.n_pe) < 0.1
+    shift = np.where(wild, rng.integers(0, 32, cfg.n_pe), shift).astype(np.int64)
+    return OperandBeat(
+        x=x.astype(np.int64),
+        x_signed=x_signed,
+        bank=int(rng.integers(2)),
+        acc_in=np.asarray(acc_in, dtype=np.int64),
+        mult=mult,
+        shift=shift,
+        add=rng.integers(-128, 128, cfg.n_pe),
+        relu=bool(rng.random() < 0.3),
+    )
+
+
+def expected_result(cfg: EngineConfig, beat: OperandBeat, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Golden result of ``beat`` with weight bank contents ``weights`` (2, n_pe, vec_len)."""
+    acc = golden.dot_array(beat.x[None, :], weights[beat.bank], beat.acc_in[None, :], cfg.acc_bits)[0]
+    y = golden.requantize(acc, beat.mult, beat.shift, beat.add)
+    if beat.relu:
+        y = golden.relu(y)
+    return {"acc": acc, "y": y.astype(np.int64)}
+
+
+class ComputeCoreTB:
+    """Owns the clock, reset and the three stream models of the compute core."""
+
+    def __init__(self, dut: Any, cfg: EngineConfig, seed: int) -> None:
+        self.dut = dut
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        self.w_layout = weight_layout(cfg)
+        self.op_layout = operand_layout(cfg)
+        self.res_layout = result_layout(cfg)
+        # The bench's model of the two weight banks.
+        self.weights = np.zeros((2, cfg.n_pe, cfg.vec_len), dtype=np.int64)
+
+    async def reset(self) -> None:
+        d = self.dut
+        d.weights__valid.value = 0
+        d.weights__payload.value = 0
+        d.operands__valid.value = 0
+        d.operands__payload.value = 0
+        d.results__ready.value = 0
+        await start_clock_and_reset(d)
+
+    def random_weight_write(self) -> tuple[int, int, np.ndarray]:
+        w = self.rng.integers(-128, 128, self.cfg.vec_len)
+        return int(self.rng.integers(2)), int(self.rng.integers(self.cfg.n_pe)), w
+
+    async def run(
+        self,
+        beats: list[OperandBeat],
+        *,
+        stall_in: float,
+        stall_out: float,
+        weight_writes: float,
+        preload: bool = True,
+    ) -> int:
+        """Stream ``beats`` through and check every result; returns cycles used.
+
+        With ``preload`` every unit of both banks is written first (one write a
+        cycle, not counted). Raises ``AssertionError`` on the first mismatch.
+        """
+        d, cfg, rng = self.dut, self.cfg, self.rng
+        writes: deque[tuple[int, int, np.ndarray]] = deque()
+        if preload:
+            for bank in range(2):
+                for unit in range(cfg.n_pe):
+                    writes.append((bank, unit, rng.integers(-128, 128, cfg.vec_len)))
+            await self._drain_writes(writes)
+
+        pending = deque(beats)
+        expected: deque[tuple[int, dict[str, np.ndarray]]] = deque()
+        seen = 0
+        cycles = 0
+        op_valid = False
+        w_cur: tuple[int, int, np.ndarray] | None = None
+        while seen < len(beats):
+            await FallingEdge(d.clk)
+            cycles += 1
+            # -- drive this cycle's inputs ------------------------------------
+            if not op_valid and pending and rng.random() >= stall_in:
+                beat = pending[0]
+                d.operands__payload.value = pack(self.op_layout, beat.payload())
+                op_valid = True
+            d.operands__valid.value = int(op_valid)
+            res_ready = rng.random() >= stall_out
+            d.results__ready.value = int(res_ready)
+            w_cur = self.random_weight_write() if rng.random() < weight_writes else None
+            if w_cur is not None:
+                bank, unit, w = w_cur
+                d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
+            d.weights__valid.value = int(w_cur is not None)
+            # -- sample the handshakes that happen on the coming rising edge ----
+            await ReadOnly()
+            if op_valid and d.operands__ready.value:
+                beat = pending.popleft()
+                expected.append((len(beats) - len(pending) - 1, expected_result(cfg, beat, self.weights)))
+                op_valid = False
+            if res_ready and d.results__valid.value:
+                got = unpack(self.res_layout, d.results__payload.value.to_unsigned())
+                assert expected, "result without an accepted operand beat"
+                index, want = expected.popleft()
+                for key in ("acc", "y"):
+                    if not np.array_equal(got[key], want[key]):
+                        raise AssertionError(
+                            f"beat {index}: {key} mismatch\n got  {got[key].tolist()}\n"
+                            f" want {want[key].tolist()}\n beat {beats[index]}"
+                        )
+                seen += 1
+            if w_cur is not None:
+                # The write lands on this edge, after the beat above sampled the banks.
+                bank, unit, w = w_cur
+                self.weights[bank, unit] = w
+            if cycles > 50 * (len(beats) + 10) + 1000:
+                raise AssertionError(f"hang: {seen} of {len(beats)} results after {cycles} cycles")
+        await FallingEdge(d.clk)
+        d.operands__valid.value = 0
+        d.weights__valid.value = 0
+        return cycles
+
+    async def _drain_writes(self, writes: deque[tuple[int, int, np.ndarray]]) -> None:
+        d = self.dut
+        while writes:
+            await FallingEdge(d.clk)
+            bank, unit, w = writes.popleft()
+            d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
+            d.weights__valid.value = 1
+            await ReadOnly()
+            assert d.weights__ready.value == 1, "weight port must always be ready"
+            self.weights[bank, unit] = w
+        await FallingEdge(d.clk)
+        d.weights__valid.value = 0
+
+
+@cocotb.test()
+async def random_stalls(dut: Any) -> None:
+    """Random beats, random stalls both sides, random weight writes in flight."""
+    cfg = bench_config().engine
+    seed = bench_seed()
+    tb = ComputeCoreTB(dut, cfg, seed)
+    await tb.reset()
+    n = env_int("TINYATTN_BEATS", 200)
+    beats = [random_beat(cfg, tb.rng) for _ in range(n)]
+    cycles = await tb.run(
+        beats,
+        stall_in=env_float("TINYATTN_STALL_IN", 0.3),
+        stall_out=env_float("TINYATTN_STALL_OUT", 0.3),
+        weight_writes=env_float("TINYATTN_WEIGHT_WRITES", 0.1),
+    )
+    write_metrics("random_stalls", {"beats": n, "cycles": cycles, "seed": seed})
+
+
+@cocotb.test()
+async def full_throughput(dut: Any) -> None:
+    """Without stalls the core accepts a beat every cycle and answers after PIPELINE_DEPTH."""
+    cfg = bench_config().engine
+    tb = ComputeCoreTB(dut, cfg, bench_seed() + 1)
+    await tb.reset()
+    n = env_int("TINYATTN_BEATS", 200)
+    beats = [random_beat(cfg, tb.rng) for _ in range(n)]
+    cycles = await tb.run(beats, stall_in=0.0, stall_out=0.0, weight_writes=0.0)
+    assert cycles == n + PIPELINE_DEPTH, f"{n} beats took {cycles} cycles, want {n + PIPELINE_DEPTH}"
+    write_metrics("full_throughput", {"beats": n, "cycles": cycles})
