@@ -25,8 +25,8 @@ from tinyattn.hw.tops import build_top, verilog_module_name
 __all__ = ["build_root", "file_lock", "generate_verilog", "source_digest", "verilog_for"]
 
 _PKG_ROOT = Path(__file__).resolve().parent.parent
-# Everything whose change can change a netlist.
-_SOURCE_DIRS = ("hw", "tinyattn")
+# Everything whose change can change a netlist: the generators and the parameter object.
+_SOURCE_GLOBS = ("hw/**/*.py", "tinyattn/config.py")
 
 
 def build_root() -> Path:
@@ -38,8 +38,8 @@ def source_digest() -> str:
     """12 hex digits over the generator sources and the Amaranth version."""
     h = hashlib.sha256()
     h.update(importlib.metadata.version("amaranth").encode())
-    for d in _SOURCE_DIRS:
-        for path in sorted((_PKG_ROOT / d).rglob("*.py")):
+    for pattern in _SOURCE_GLOBS:
+        for path in sorted(_PKG_ROOT.glob(pattern)):
             h.update(str(path.relative_to(_PKG_ROOT)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]

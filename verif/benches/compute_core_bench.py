@@ -147,22 +147,21 @@ class ComputeCoreTB:
         stall_out: float,
         weight_writes: float,
         preload: bool = True,
-    ) -> int:
-        """Stream ``beats`` through and check every result; returns cycles used.
+    ) -> tuple[int, list[dict[str, np.ndarray]]]:
+        """Stream ``beats`` through and check every result against the golden model.
 
-        With ``preload`` every unit of both banks is written first (one write a
-        cycle, not counted). Raises ``AssertionError`` on the first mismatch.
+        With ``preload`` every unit of both banks is first written with random
+        weights (one write a cycle, not counted). Returns the cycles from the
+        first beat offered to the last result taken, and the results in order.
+        Raises ``AssertionError`` on the first mismatch.
         """
         d, cfg, rng = self.dut, self.cfg, self.rng
-        writes: deque[tuple[int, int, np.ndarray]] = deque()
         if preload:
-            for bank in range(2):
-                for unit in range(cfg.n_pe):
-                    writes.append((bank, unit, rng.integers(-128, 128, cfg.vec_len)))
-            await self._drain_writes(writes)
+            await self.load_weights(rng.integers(-128, 128, (2, cfg.n_pe, cfg.vec_len)))
 
         pending = deque(beats)
         expected: deque[tuple[int, dict[str, np.ndarray]]] = deque()
+        results: list[dict[str, np.ndarray]] = []
         seen = 0
         cycles = 0
         op_valid = False
@@ -199,6 +198,7 @@ class ComputeCoreTB:
                             f"beat {index}: {key} mismatch\n got  {got[key].tolist()}\n"
                             f" want {want[key].tolist()}\n beat {beats[index]}"
                         )
+                results.append(got)
                 seen += 1
             if w_cur is not None:
                 # The write lands on this edge, after the beat above sampled the banks.
@@ -209,18 +209,20 @@ class ComputeCoreTB:
         await FallingEdge(d.clk)
         d.operands__valid.value = 0
         d.weights__valid.value = 0
-        return cycles
+        return cycles, results
 
-    async def _drain_writes(self, writes: deque[tuple[int, int, np.ndarray]]) -> None:
+    async def load_weights(self, banks: np.ndarray) -> None:
+        """Write ``banks`` (2, n_pe, vec_len) into the core, one unit a cycle."""
         d = self.dut
-        while writes:
-            await FallingEdge(d.clk)
-            bank, unit, w = writes.popleft()
-            d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
-            d.weights__valid.value = 1
-            await ReadOnly()
-            assert d.weights__ready.value == 1, "weight port must always be ready"
-            self.weights[bank, unit] = w
+        for bank in range(2):
+            for unit in range(self.cfg.n_pe):
+                w = banks[bank, unit]
+                await FallingEdge(d.clk)
+                d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
+                d.weights__valid.value = 1
+                await ReadOnly()
+                assert d.weights__ready.value == 1, "weight port must always be ready"
+                self.weights[bank, unit] = w
         await FallingEdge(d.clk)
         d.weights__valid.value = 0
 
@@ -234,7 +236,7 @@ async def random_stalls(dut: Any) -> None:
     await tb.reset()
     n = env_int("TINYATTN_BEATS", 200)
     beats = [random_beat(cfg, tb.rng) for _ in range(n)]
-    cycles = await tb.run(
+    cycles, _ = await tb.run(
         beats,
         stall_in=env_float("TINYATTN_STALL_IN", 0.3),
         stall_out=env_float("TINYATTN_STALL_OUT", 0.3),
@@ -251,6 +253,71 @@ async def full_throughput(dut: Any) -> None:
     await tb.reset()
     n = env_int("TINYATTN_BEATS", 200)
     beats = [random_beat(cfg, tb.rng) for _ in range(n)]
-    cycles = await tb.run(beats, stall_in=0.0, stall_out=0.0, weight_writes=0.0)
+    cycles, _ = await tb.run(beats, stall_in=0.0, stall_out=0.0, weight_writes=0.0)
     assert cycles == n + PIPELINE_DEPTH, f"{n} beats took {cycles} cycles, want {n + PIPELINE_DEPTH}"
     write_metrics("full_throughput", {"beats": n, "cycles": cycles})
+
+
+@cocotb.test()
+async def gemm_tile(dut: Any) -> None:
+    """``Y = ReLU(requant(X · W + b))`` for X (M, 2*vec_len), W (2*vec_len, n_pe).
+
+    The two K chunks sit in the two weight banks; pass 1 starts from the bias
+    and returns raw partial sums, pass 2 adds the second chunk to them and
+    requantizes. The result is compared with :func:`golden.gemm` as a whole.
+    """
+    cfg = bench_config().engine
+    seed = bench_seed()
+    tb = ComputeCoreTB(dut, cfg, seed)
+    rng = tb.rng
+    await tb.reset()
+    m, k, n = env_int("TINYATTN_ROWS", 64), 2 * cfg.vec_len, cfg.n_pe
+    x = rng.integers(-128, 128, (m, k))
+    w = rng.integers(-128, 128, (k, n))
+    bias = rng.integers(-(1 << 16), 1 << 16, n)
+    mult = rng.integers(64, 256, n)
+    # Put the outputs in int8 range: |acc| is about 74 * 74 * sqrt(K).
+    shift = np.full(n, int(np.round(np.log2(2 * 74 * 74 * np.sqrt(k) * 160 / 64))))
+    add = rng.integers(-16, 17, n)
+    await tb.load_weights(np.stack([w[: cfg.vec_len].T, w[cfg.vec_len :].T]))
+
+    def beats(chunk: int, acc_in: np.ndarray) -> list[OperandBeat]:
+        return [
+            OperandBeat(
+                x=x[row, chunk * cfg.vec_len : (chunk + 1) * cfg.vec_len],
+                x_signed=True,
+                bank=chunk,
+                acc_in=acc_in[row],
+                mult=mult,
+                shift=shift,
+                add=add,
+                relu=True,
+            )
+            for row in range(m)
+        ]
+
+    opts = {"stall_in": 0.0, "stall_out": 0.0, "weight_writes": 0.0, "preload": False}
+    cycles1, partial = await tb.run(beats(0, np.tile(bias, (m, 1))), **opts)
+    cycles2, final = await tb.run(beats(1, np.stack([r["acc"] for r in partial])), **opts)
+    y = np.stack([r["y"] for r in final])
+    want = golden.gemm(x, w, bias, mult=mult, shift=shift, add=add, relu_en=True, acc_bits=cfg.acc_bits)
+    mismatches = int(np.count_nonzero(y != want))
+    assert mismatches == 0, f"{mismatches} of {y.size} outputs differ from golden.gemm (seed {seed})"
+    assert np.count_nonzero(want) > y.size // 4, "test vector too degenerate: mostly zeros"
+    cycles = cycles1 + cycles2
+    macs = m * k * n
+    ideal = macs // cfg.macs_per_cycle
+    write_metrics(
+        "gemm_tile",
+        {
+            "m": m,
+            "k": k,
+            "n": n,
+            "checked": int(y.size),
+            "cycles": cycles,
+            "ideal_cycles": ideal,
+            "macs": macs,
+            "utilization": ideal / cycles,
+            "seed": seed,
+        },
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from tinyattn.cli import main
+
+sys.exit(main())

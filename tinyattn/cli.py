@@ -1,0 +1,217 @@
+"""The ``tinyattn`` command line.
+
+Exit status: 0 on success, 1 when a check fails (a simulation mismatch, a lint
+warning), 2 for bad input (an invalid configuration, an unknown top, a
+missing file), with one line on stderr that names what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinyattn.config import ClusterConfig, ConfigError
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _load_config(path: str | None) -> ClusterConfig:
+    return ClusterConfig.load(path) if path else ClusterConfig()
+
+
+def _tops_help() -> str:
+    from tinyattn.hw.tops import TOPS
+
+    return "; ".join(f"{name}: {desc}" for name, (_, desc) in TOPS.items())
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tinyattn.hw.tops import TOPS, verilog_module_name
+    from tinyattn.sim.verilog import generate_verilog
+
+    cfg = _load_config(args.config)
+    if args.top not in TOPS:
+        raise UsageError(f"unknown top {args.top!r}; known tops: {', '.join(TOPS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    module = verilog_module_name(args.top)
+    verilog_path = out / f"{module}.v"
+    verilog_path.write_text(generate_verilog(args.top, cfg))
+    config_path = out / "config.json"
+    config_path.write_text(cfg.to_json())
+    print(f"wrote {verilog_path} (module {module}, config {cfg.stable_hash()})")
+    print(f"wrote {config_path}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.config)
+    text = cfg.to_toml()
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (config {cfg.stable_hash()})")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from tinyattn.hw.tops import TOPS, verilog_module_name
+    from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
+    from tinyattn.sim.verilog import verilog_for
+
+    cfg = _load_config(args.config)
+    tops = [args.top] if args.top else list(TOPS)
+    status = EXIT_OK
+    for top in tops:
+        if top not in TOPS:
+            raise UsageError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}")
+        verilog = verilog_for(top, cfg)
+        run = verilator_lint(verilog, verilog_module_name(top))
+        ok = run.returncode == 0 and "%Warning" not in run.stderr
+        print(f"{'ok  ' if ok else 'FAIL'} verilator --lint-only -Wall {verilog}")
+        if not ok:
+            sys.stdout.write(run.stderr)
+            status = EXIT_FAIL
+    print(f"waived rules (sim/tools.py): {', '.join(VERILATOR_WAIVERS)}")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tinyattn.sim.runner import failure_report, run_bench
+
+    cfg = _load_config(args.config)
+    e = cfg.engine
+    k = 2 * e.vec_len
+    print(
+        f"tinyattn demo: compute core {e.n_pe} units x {e.vec_len} lanes "
+        f"({e.macs_per_cycle} MAC/cycle), config {cfg.stable_hash()}"
+    )
+    print(
+        f"GEMM tile Y[{args.rows}x{e.n_pe}] = ReLU(requant(X[{args.rows}x{k}] . W[{k}x{e.n_pe}]"
+        f" + b)) on {args.sim}, seed {args.seed}"
+    )
+    print("generating Verilog and building the simulator (cached after the first run) ...")
+    sys.stdout.flush()
+    result = run_bench(
+        "compute_core",
+        cfg,
+        "tinyattn.verif.benches.compute_core_bench",
+        args.sim,
+        testcase="gemm_tile",
+        seed=args.seed,
+        env={"TINYATTN_ROWS": str(args.rows)},
+    )
+    if not result.ok:
+        print(failure_report(result, args.seed))
+        return EXIT_FAIL
+    m = result.metrics["gemm_tile"]
+    print(f"bit-exact against the golden model: {m['checked']} outputs, 0 mismatches")
+    print(
+        f"cycles: {m['cycles']} (ideal {m['ideal_cycles']} at {e.macs_per_cycle} MAC/cycle, "
+        f"{m['macs']} MACs) -> utilization {m['utilization']:.1%}"
+    )
+    print(f"run folder: {result.test_dir}")
+    return EXIT_OK
+
+
+def cmd_quantize_report(argv: list[str]) -> int:
+    from tinyattn.sw.report import main as report_main
+
+    return report_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyattn",
+        description=(
+            "Generator for a tinyML transformer cluster: an integer attention engine, "
+            "a shared-memory cluster, a bit-exact golden model and cocotb benches."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="cluster configuration (TOML); default: the reference configuration",
+        )
+
+    p = sub.add_parser(
+        "generate",
+        help="write the Verilog of a top and its resolved configuration",
+        description="Write <out>/tinyattn_<top>.v and <out>/config.json (the resolved "
+        "configuration). Output is byte-identical for equal inputs. Tops: " + _tops_help(),
+    )
+    config_arg(p)
+    p.add_argument("--top", default="compute_core", help="design to generate (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser(
+        "config",
+        help="print or write the resolved configuration as TOML",
+        description="Print the configuration (the default one, or FILE after validation) as "
+        "TOML; a starting point for your own.",
+    )
+    config_arg(p)
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "lint",
+        help="run verilator --lint-only -Wall on generated Verilog",
+        description="Generate each top (or --top) and lint it with Verilator, -Wall, with the "
+        "reviewed waivers of sim/tools.py. Exit 1 on any warning.",
+    )
+    config_arg(p)
+    p.add_argument("--top", help="one top only (default: all)")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser(
+        "demo",
+        help="run a random GEMM tile through the compute core RTL and check it",
+        description="Generate the compute core, run a random GEMM tile through it in a "
+        "simulator (two K chunks accumulated through the core's partial-sum input), compare "
+        "bit for bit with the golden model and print the cycle count.",
+    )
+    config_arg(p)
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--rows", type=int, default=64, help="rows M of the tile (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
+
+    sub.add_parser(
+        "quantize-report",
+        help="quantize MobileBERT and report the integer model's error per layer",
+        description="tinyattn quantize-report PATH_OR_SYNTHETIC [options]; see "
+        "`tinyattn quantize-report --help`.",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "quantize-report":
+        return cmd_quantize_report(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"tinyattn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
