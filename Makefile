@@ -13,7 +13,7 @@ JOBS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-slow lint bench clean distclean icarus
+.PHONY: demo test test-slow lint bench clean distclean sim-deps
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,28 +21,33 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[sim,model,dev]'
 	@touch $(STAMP)
 
-# Icarus: install with apt when missing and we may (root or passwordless sudo);
-# otherwise the Icarus cases are skipped with a loud notice in the test summary.
-icarus:
-	@if command -v iverilog >/dev/null 2>&1 && command -v vvp >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing iverilog with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing iverilog with sudo apt-get"; \
-		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+# System packages, installed with apt when missing and we may (root or
+# passwordless sudo): iverilog (Icarus), liblz4-dev (Verilator's FST waves).
+# Without apt the Icarus cases are skipped with a loud notice in the test summary.
+APT_PKGS := $(strip $(if $(shell command -v iverilog),,iverilog) \
+	$(if $(wildcard /usr/include/lz4.h),,liblz4-dev))
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+
+sim-deps:
+	@if [ -z "$(APT_PKGS)" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ -z "$(SUDO)" ] || sudo -n true 2>/dev/null; }; then \
+		echo "installing $(APT_PKGS) with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null \
+		|| echo "!!! WARNING: apt-get could not install $(APT_PKGS) !!!"; \
 	else \
-		echo "!!! WARNING: iverilog is missing and cannot be installed here: Icarus cases will be SKIPPED !!!"; \
+		echo "!!! WARNING: $(APT_PKGS) missing and apt-get is not usable here:" \
+		     "Icarus cases will be SKIPPED, Verilator waves unavailable !!!"; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) sim-deps
 	$(VENV)/bin/tinyattn demo
 
-test: $(STAMP) icarus
+test: $(STAMP) sim-deps
 	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
 
 # The slower sweeps: larger configurations and the 24-layer model.
-test-slow: $(STAMP) icarus
+test-slow: $(STAMP) sim-deps
 	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)

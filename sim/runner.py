@@ -27,6 +27,8 @@ from .verilog import file_lock, verilog_for
 __all__ = ["SIMULATORS", "BenchResult", "failure_report", "run_bench", "selected_simulators", "simulator_missing"]
 
 SIMULATORS = ("icarus", "verilator")
+#: Name of the wave dump in a run folder, for both simulators.
+WAVES_FILE = "dump.fst"
 
 
 def selected_simulators(value: str | None = None) -> list[str]:
@@ -79,8 +81,8 @@ def run_bench(
     """Simulate ``test_module`` (an importable cocotb module) against top ``top``.
 
     The bench receives the configuration as JSON in ``TINYATTN_CONFIG`` and the
-    seed in ``TINYATTN_SEED``; ``env`` adds more variables. Waves (FST) are
-    written to the run's folder when ``waves`` is true or ``WAVES=1``. A bench may
+    seed in ``TINYATTN_SEED``; ``env`` adds more variables. Waves are written
+    to ``<run folder>/dump.fst`` when ``waves`` is true or ``WAVES=1``. A bench may
     write ``metrics.json`` into its working folder; it is returned in ``metrics``.
     """
     if sim not in SIMULATORS:
@@ -90,6 +92,11 @@ def run_bench(
         raise RuntimeError(missing)
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
+    if waves and sim == "verilator" and not Path("/usr/include/lz4.h").exists():
+        raise RuntimeError(
+            "Verilator FST waves need the lz4 headers: apt-get install liblz4-dev "
+            "(make test installs it where it may)"
+        )
     verilog = verilog_for(top, cfg)
     module = verilog_module_name(top)
     build_dir = verilog.parent / (sim + ("-waves" if waves else ""))
@@ -131,6 +138,9 @@ def run_bench(
             extra_env=run_env,
             seed=seed,
             waves=waves,
+            # Icarus writes its FST where this plusarg says; Verilator writes
+            # dump.fst into the run folder by itself.
+            plusargs=[f"+dumpfile_path={test_dir / WAVES_FILE}"] if waves and sim == "icarus" else [],
             timescale=("1ns", "1ps"),
             log_file=test_dir / "sim.log",
         )

@@ -880,3 +880,13 @@ class MobileBert:
     def last_hidden_state(self, input_ids: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Only the final layer output (same shapes as one :meth:`forward` entry)."""
         return self.forward(input_ids, **kwargs)[-1]
+
+    def quantize(self, calibration_ids: np.ndarray, **kw: Any) -> Any:
+        """Post-training int8 quantization: a ``tinyattn.sw.quantize.QuantizedMobileBert``.
+
+        ``calibration_ids`` ``(S,)`` or ``(B, S)``; keyword arguments go to
+        :func:`tinyattn.sw.quantize.quantize_mobilebert` (see ``docs/quantization.md``).
+        """
+        from tinyattn.sw.quantize import quantize_mobilebert
+
+        return quantize_mobilebert(self, calibration_ids, **kw)

@@ -26,4 +26,4 @@ def test_compute_core(name: str, sim: str, seed: int) -> None:
         "compute_core", cfg, BENCH, sim, seed=seed, env={"TINYATTN_BEATS": str(beats)}
     )
     assert result.ok, failure_report(result, seed)
-    assert set(result.passed) == {"random_stalls", "full_throughput"}, result.passed
+    assert set(result.passed) == {"random_stalls", "full_throughput", "gemm_tile"}, result.passed
