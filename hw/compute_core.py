@@ -125,7 +125,10 @@ class ComputeCore(wiring.Component):
 
         # -- weight banks: two sets of n_pe x vec_len int8 registers -------------
         banks = [
-            [Signal(data.ArrayLayout(signed(8), cfg.vec_len), name=f"w_b{b}_u{u}") for u in range(cfg.n_pe)]
+            [
+                Signal(data.ArrayLayout(signed(8), cfg.vec_len), name=f"w_b{b}_u{u}")
+                for u in range(cfg.n_pe)
+            ]
             for b in range(2)
         ]
         wr = self.weights.payload
@@ -165,7 +168,9 @@ class ComputeCore(wiring.Component):
         # lane to 9 signed bits by zero- or sign-extension.
         x_ext = [Mux(beat.x_signed, lane.as_signed(), lane) for lane in beat.x]
         for u in range(cfg.n_pe):
-            w_sel = [Mux(beat.bank, banks[1][u][lane], banks[0][u][lane]) for lane in range(cfg.vec_len)]
+            w_sel = [
+                Mux(beat.bank, banks[1][u][lane], banks[0][u][lane]) for lane in range(cfg.vec_len)
+            ]
             dot = _tree_sum([x_ext[lane] * w_sel[lane] for lane in range(cfg.vec_len)])
             with m.If(load[0]):
                 m.d.sync += s1_acc[u].eq(beat.acc_in[u] + dot)  # truncation = wrap

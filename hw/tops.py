@@ -22,7 +22,7 @@ TOPS: dict[str, tuple[Callable[[ClusterConfig], wiring.Component], str]] = {
 
 
 def build_top(name: str, cfg: ClusterConfig) -> wiring.Component:
-    """Instantiate top ``name`` for ``cfg``; an unknown name raises ``KeyError`` listing the known."""
+    """Instantiate top ``name`` for ``cfg``; an unknown name raises ``KeyError``."""
     if name not in TOPS:
         raise KeyError(f"unknown top {name!r}; known tops: {', '.join(TOPS)}")
     return TOPS[name][0](cfg)

@@ -12,19 +12,26 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cocotb_tools.runner import get_runner
+from tinyattn.hw.tops import verilog_module_name
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.tops import verilog_module_name
 
 from .tools import ensure_verilator_on_path, icarus_missing_reason, verilator_waiver_args
 from .verilog import file_lock, verilog_for
 
-__all__ = ["SIMULATORS", "BenchResult", "failure_report", "run_bench", "selected_simulators", "simulator_missing"]
+__all__ = [
+    "SIMULATORS",
+    "BenchResult",
+    "failure_report",
+    "run_bench",
+    "selected_simulators",
+    "simulator_missing",
+]
 
 SIMULATORS = ("icarus", "verilator")
 #: Name of the wave dump in a run folder, for both simulators.
@@ -39,7 +46,9 @@ def selected_simulators(value: str | None = None) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     for name in names:
         if name not in SIMULATORS:
-            raise ValueError(f"SIM={value!r}: unknown simulator {name!r}; use icarus, verilator or all")
+            raise ValueError(
+                f"SIM={value!r}: unknown simulator {name!r}; use icarus, verilator or all"
+            )
     return names
 
 
@@ -127,7 +136,9 @@ def run_bench(
         **(env or {}),
     }
     results_xml = test_dir / "results.xml"
-    try:
+    # The runner exits when a test fails or the simulator dies; the results
+    # file (if any) and the log tell which.
+    with suppress(SystemExit):
         runner.test(
             test_module=test_module,
             hdl_toplevel=module,
@@ -140,14 +151,12 @@ def run_bench(
             waves=waves,
             # Icarus writes its FST where this plusarg says; Verilator writes
             # dump.fst into the run folder by itself.
-            plusargs=[f"+dumpfile_path={test_dir / WAVES_FILE}"] if waves and sim == "icarus" else [],
+            plusargs=[f"+dumpfile_path={test_dir / WAVES_FILE}"]
+            if waves and sim == "icarus"
+            else [],
             timescale=("1ns", "1ps"),
             log_file=test_dir / "sim.log",
         )
-    except SystemExit:
-        # The runner exits when a test fails or the simulator dies; the results
-        # file (if any) and the log tell which.
-        pass
     passed = _read_results(results_xml) if results_xml.exists() else {}
     metrics_path = test_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -159,9 +168,7 @@ def failure_report(result: BenchResult, seed: int) -> str:
     log = result.test_dir / "sim.log"
     tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
     failed = [name for name, ok in result.passed.items() if not ok] or ["<simulator died>"]
-    return (
-        f"failed: {', '.join(failed)} (seed {seed}); log: {log}\n" + "\n".join(tail)
-    )
+    return f"failed: {', '.join(failed)} (seed {seed}); log: {log}\n" + "\n".join(tail)
 
 
 @contextmanager

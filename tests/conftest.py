@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from tinyattn.sim.runner import selected_simulators, simulator_missing
 
 _SKIPPED_SIMS: dict[str, str] = {}
@@ -33,7 +32,11 @@ def seed() -> int:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    skipped = {r.longrepr[2] for r in terminalreporter.stats.get("skipped", []) if isinstance(r.longrepr, tuple)}
+    skipped = {
+        r.longrepr[2]
+        for r in terminalreporter.stats.get("skipped", [])
+        if isinstance(r.longrepr, tuple)
+    }
     notes = sorted(s for s in skipped if "SIMULATOR MISSING" in s)
     if notes:
         terminalreporter.write_sep("!", "SIMULATOR CASES SKIPPED", red=True, bold=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
-
-from tinyattn.config import EngineConfig
 from tinyattn.hw.compute_core import operand_layout
 from tinyattn.verif.bits import pack, unpack
+
+from tinyattn.config import EngineConfig
 
 
 def test_pack_matches_amaranth_const() -> None:
@@ -19,8 +19,12 @@ def test_pack_matches_amaranth_const() -> None:
     value = {
         "x": rng.integers(0, 256, 8),
         "acc_in": rng.integers(-(2**23), 2**23, 4),
-        "requant": [{"mult": 200, "shift": 31, "add": -128}, {"mult": 0, "shift": 0, "add": 127},
-                    {"mult": 1, "shift": 5, "add": -1}, {"mult": 255, "shift": 16, "add": 3}],
+        "requant": [
+            {"mult": 200, "shift": 31, "add": -128},
+            {"mult": 0, "shift": 0, "add": 127},
+            {"mult": 1, "shift": 5, "add": -1},
+            {"mult": 255, "shift": 16, "add": 3},
+        ],
         "x_signed": 1,
         "bank": 1,
         "relu": 0,

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from tinyattn.verif import golden
 
 int8s = st.integers(-128, 127)
@@ -51,9 +50,9 @@ def test_requantize_matches_exact_rational(acc: int, mult: int, shift: int, add:
 
 
 def test_requantize_rejects_out_of_range_parameters() -> None:
-    with pytest.raises(ValueError, match="mult must lie in 0..255"):
+    with pytest.raises(ValueError, match=r"mult must lie in 0\.\.255"):
         golden.requantize(1, 256, 0)
-    with pytest.raises(ValueError, match="shift must lie in 0..31"):
+    with pytest.raises(ValueError, match=r"shift must lie in 0\.\.31"):
         golden.requantize(1, 1, 32)
     with pytest.raises(TypeError, match="integer array"):
         golden.requantize(np.array([1.5]), 1, 0)
@@ -65,8 +64,12 @@ def test_residual_add_matches_exact_rational(y: int, r: int, ym: int, rm: int, s
     assert int(golden.residual_add(y, r, ym, rm, s)) == max(-128, min(127, exact))
 
 
-@given(y=int8s, g=st.integers(-(2**15), 2**15 - 1), b=st.integers(-(2**31), 2**31 - 1),
-       s=st.integers(0, 31))
+@given(
+    y=int8s,
+    g=st.integers(-(2**15), 2**15 - 1),
+    b=st.integers(-(2**31), 2**31 - 1),
+    s=st.integers(0, 31),
+)
 def test_affine_matches_exact_rational(y: int, g: int, b: int, s: int) -> None:
     exact = math.floor(Fraction(g * y + b, 2**s) + Fraction(1, 2))
     assert int(golden.affine(y, g, b, s)) == max(-128, min(127, exact))
@@ -90,8 +93,9 @@ def test_gemm_hand_checked() -> None:
     y = golden.gemm(x, w, [1, 0, -2], mult=[1, 2, 3], shift=1, add=[0, 0, -1])
     # per column: *1/2, *2/2, *3/2 rounded half up, then add
     assert y.tolist() == [[10, 10, -1], [7, 50, 2]]
-    assert golden.gemm(x, w, [1, 0, -2], mult=[1, 2, 3], shift=1, add=[0, 0, -1],
-                       relu_en=True).tolist() == [[10, 10, 0], [7, 50, 2]]
+    assert golden.gemm(
+        x, w, [1, 0, -2], mult=[1, 2, 3], shift=1, add=[0, 0, -1], relu_en=True
+    ).tolist() == [[10, 10, 0], [7, 50, 2]]
 
 
 def test_gemm_epilogue_order() -> None:
@@ -124,12 +128,15 @@ def test_gemm_accumulator_wraps_to_acc_bits() -> None:
 def test_dot_array_matches_python_loop(x: np.ndarray, data: st.DataObject) -> None:
     n_units = data.draw(st.integers(1, 5))
     w = data.draw(hnp.arrays(np.int64, (n_units, x.shape[1]), elements=int8s))
-    acc_in = data.draw(hnp.arrays(np.int64, (x.shape[0], n_units),
-                                  elements=st.integers(-(2**23), 2**23 - 1)))
+    acc_in = data.draw(
+        hnp.arrays(np.int64, (x.shape[0], n_units), elements=st.integers(-(2**23), 2**23 - 1))
+    )
     got = golden.dot_array(x, w, acc_in, acc_bits=24)
     for m in range(x.shape[0]):
         for j in range(n_units):
-            total = int(acc_in[m, j]) + sum(int(a) * int(b) for a, b in zip(x[m], w[j]))
+            total = int(acc_in[m, j]) + sum(
+                int(a) * int(b) for a, b in zip(x[m], w[j], strict=True)
+            )
             total = (total + 2**23) % 2**24 - 2**23
             assert got[m, j] == total
 
@@ -177,8 +184,11 @@ def test_itamax_matches_scalar_recurrence(row: list[int], group: int) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    x=hnp.arrays(np.int64, st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 48)),
-                 elements=st.integers(-100, 100)),
+    x=hnp.arrays(
+        np.int64,
+        st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 48)),
+        elements=st.integers(-100, 100),
+    ),
     group=st.sampled_from([1, 4, 16]),
     shift=st.integers(-27, 27),
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
 from tinyattn.sim.verilog import generate_verilog, verilog_for
+
+from tinyattn.config import ClusterConfig, EngineConfig
 
 SMALL = ClusterConfig(engine=EngineConfig(n_pe=4, vec_len=8, acc_bits=24))
 
@@ -21,7 +21,9 @@ def test_generation_is_deterministic() -> None:
 def test_build_folder_is_keyed_by_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINYATTN_BUILD_DIR", str(tmp_path))
     a = verilog_for("compute_core", SMALL)
-    b = verilog_for("compute_core", ClusterConfig(engine=EngineConfig(n_pe=2, vec_len=8, acc_bits=24)))
+    b = verilog_for(
+        "compute_core", ClusterConfig(engine=EngineConfig(n_pe=2, vec_len=8, acc_bits=24))
+    )
     assert a.parent != b.parent
     assert a.parent.name.startswith(f"compute_core-{SMALL.stable_hash()}-")
     mtime = a.stat().st_mtime_ns

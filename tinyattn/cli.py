@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration). Output is byte-identical for equal inputs. Tops: " + _tops_help(),
     )
     config_arg(p)
-    p.add_argument("--top", default="compute_core", help="design to generate (default: %(default)s)")
+    p.add_argument(
+        "--top", default="compute_core", help="design to generate (default: %(default)s)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.set_defaults(func=cmd_generate)
 

@@ -13,7 +13,14 @@ from cocotb.triggers import ClockCycles
 
 from tinyattn.config import ClusterConfig
 
-__all__ = ["bench_config", "bench_seed", "env_float", "env_int", "start_clock_and_reset", "write_metrics"]
+__all__ = [
+    "bench_config",
+    "bench_seed",
+    "env_float",
+    "env_int",
+    "start_clock_and_reset",
+    "write_metrics",
+]
 
 CLOCK_PERIOD_NS = 10
 

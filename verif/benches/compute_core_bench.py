@@ -25,8 +25,6 @@ from typing import Any
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
-
-from tinyattn.config import EngineConfig
 from tinyattn.hw.compute_core import (
     PIPELINE_DEPTH,
     operand_layout,
@@ -43,6 +41,8 @@ from tinyattn.verif.benches.common import (
     write_metrics,
 )
 from tinyattn.verif.bits import pack, unpack
+
+from tinyattn.config import EngineConfig
 
 
 @dataclass
@@ -104,9 +104,13 @@ def random_beat(cfg: EngineConfig, rng: np.random.Generator) -> OperandBeat:
     )
 
 
-def expected_result(cfg: EngineConfig, beat: OperandBeat, weights: np.ndarray) -> dict[str, np.ndarray]:
+def expected_result(
+    cfg: EngineConfig, beat: OperandBeat, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     """Golden result of ``beat`` with weight bank contents ``weights`` (2, n_pe, vec_len)."""
-    acc = golden.dot_array(beat.x[None, :], weights[beat.bank], beat.acc_in[None, :], cfg.acc_bits)[0]
+    acc = golden.dot_array(beat.x[None, :], weights[beat.bank], beat.acc_in[None, :], cfg.acc_bits)[
+        0
+    ]
     y = golden.requantize(acc, beat.mult, beat.shift, beat.add)
     if beat.relu:
         y = golden.relu(y)
@@ -186,7 +190,9 @@ class ComputeCoreTB:
             await ReadOnly()
             if op_valid and d.operands__ready.value:
                 beat = pending.popleft()
-                expected.append((len(beats) - len(pending) - 1, expected_result(cfg, beat, self.weights)))
+                expected.append(
+                    (len(beats) - len(pending) - 1, expected_result(cfg, beat, self.weights))
+                )
                 op_valid = False
             if res_ready and d.results__valid.value:
                 got = unpack(self.res_layout, d.results__payload.value.to_unsigned())
@@ -254,7 +260,9 @@ async def full_throughput(dut: Any) -> None:
     n = env_int("TINYATTN_BEATS", 200)
     beats = [random_beat(cfg, tb.rng) for _ in range(n)]
     cycles, _ = await tb.run(beats, stall_in=0.0, stall_out=0.0, weight_writes=0.0)
-    assert cycles == n + PIPELINE_DEPTH, f"{n} beats took {cycles} cycles, want {n + PIPELINE_DEPTH}"
+    assert cycles == n + PIPELINE_DEPTH, (
+        f"{n} beats took {cycles} cycles, want {n + PIPELINE_DEPTH}"
+    )
     write_metrics("full_throughput", {"beats": n, "cycles": cycles})
 
 
@@ -300,9 +308,13 @@ async def gemm_tile(dut: Any) -> None:
     cycles1, partial = await tb.run(beats(0, np.tile(bias, (m, 1))), **opts)
     cycles2, final = await tb.run(beats(1, np.stack([r["acc"] for r in partial])), **opts)
     y = np.stack([r["y"] for r in final])
-    want = golden.gemm(x, w, bias, mult=mult, shift=shift, add=add, relu_en=True, acc_bits=cfg.acc_bits)
+    want = golden.gemm(
+        x, w, bias, mult=mult, shift=shift, add=add, relu_en=True, acc_bits=cfg.acc_bits
+    )
     mismatches = int(np.count_nonzero(y != want))
-    assert mismatches == 0, f"{mismatches} of {y.size} outputs differ from golden.gemm (seed {seed})"
+    assert mismatches == 0, (
+        f"{mismatches} of {y.size} outputs differ from golden.gemm (seed {seed})"
+    )
     assert np.count_nonzero(want) > y.size // 4, "test vector too degenerate: mostly zeros"
     cycles = cycles1 + cycles2
     macs = m * k * n
