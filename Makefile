@@ -50,6 +50,12 @@ test: $(STAMP) sim-deps
 test-slow: $(STAMP) sim-deps
 	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m slow $(PYTEST_ARGS)
 
+# Benchmarks (Verilator, default configuration): tables on stdout, records in build/bench.json.
+bench: $(STAMP) sim-deps
+	@command -v yosys >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq yosys >/dev/null; } \
+		|| echo "!!! yosys missing and not installable: area is not measured !!!"
+	$(VENV)/bin/tinyattn bench all --json build/bench.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

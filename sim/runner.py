@@ -7,6 +7,7 @@ parallel pytest-xdist workers never share files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,6 +35,18 @@ __all__ = [
 ]
 
 SIMULATORS = ("icarus", "verilator")
+
+_ICARUS_DUMPER = """\
+// Wave dumper for Icarus (Verilog-2005): the file comes from +dumpfile_path.
+module tinyattn_waves;
+  reg [8*1024-1:0] path;
+  initial begin
+    if ($value$plusargs("dumpfile_path=%s", path)) $dumpfile(path);
+    else $dumpfile("dump.fst");
+    $dumpvars(0, {top});
+  end
+endmodule
+"""
 #: Name of the wave dump in a run folder, for both simulators.
 WAVES_FILE = "dump.fst"
 
@@ -112,18 +125,37 @@ def run_bench(
 
     runner = get_runner(sim)
     build_args: list[str] = []
+    sources: list[Path] = [verilog]
     if sim == "verilator":
         build_args = [*verilator_waiver_args(), "-O3", "--x-assign", "fast", "--x-initial", "fast"]
         if waves:
             build_args.append("--trace-fst")
+    else:
+        # Icarus in SystemVerilog mode (the runner's -g2012) gives declaration
+        # initialisers (`reg r = 0;`) no time-0 event, so Yosys-emitted
+        # `always @*` blocks that depend only on such registers stay X until
+        # something changes. Verilog-2005 mode has the event and matches
+        # Verilator; the later -g wins. cocotb's own dump module needs SV, so
+        # waves come from our Verilog-2005 one.
+        build_args = ["-g2005"]
+        if waves:
+            build_args += ["-s", "tinyattn_waves"]
+    # The build folder name also covers the build arguments: changing them rebuilds.
+    args_key = hashlib.sha256(" ".join([*build_args, _ICARUS_DUMPER]).encode()).hexdigest()[:6]
+    build_dir = build_dir.with_name(f"{build_dir.name}-{args_key}")
+    if waves and sim == "icarus":
+        build_dir.mkdir(parents=True, exist_ok=True)
+        dumper = build_dir / "tinyattn_waves.v"
+        dumper.write_text(_ICARUS_DUMPER.format(top=module))
+        sources.append(dumper)
     with file_lock(verilog.parent / f".{build_dir.name}.lock"), _verilator_make_fixes(sim):
         runner.build(
-            sources=[verilog],
+            sources=sources,
             hdl_toplevel=module,
             build_dir=build_dir,
             build_args=build_args,
             timescale=("1ns", "1ps"),
-            waves=waves,
+            waves=waves and sim == "verilator",
             log_file=build_dir / "build.log",
         )
 

@@ -33,6 +33,11 @@ VERILATOR_WAIVERS: dict[str, str] = {
     "products (e.g. the dropped low bits of a rounding shift) for waveform debugging.",
     "PROCASSINIT": "Amaranth gives every flop an initial value equal to its reset value; "
     "reset still drives it, the initialiser only documents it.",
+    "CASEINCOMPLETE": "Yosys writes an Array lookup or write as a `casez` over the in-range "
+    "indices after a default assignment in the same block: other values keep the default, "
+    "no latch is inferred.",
+    "DECLFILENAME": "Amaranth emits a design's whole hierarchy into one file named after the "
+    "top, so submodules (`tinyattn_engine.core`, ...) never match the file name.",
 }
 
 

@@ -9,6 +9,7 @@ file lock, the others wait and reuse it.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import hashlib
 import importlib.metadata
@@ -18,15 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from amaranth.back import verilog
-from tinyattn.hw.tops import build_top, verilog_module_name
+from tinyattn.hw.tops import TOPS, build_top, verilog_module_name
 
 from tinyattn.config import ClusterConfig
 
 __all__ = ["build_root", "file_lock", "generate_verilog", "source_digest", "verilog_for"]
 
 _PKG_ROOT = Path(__file__).resolve().parent.parent
-# Everything whose change can change a netlist: the generators and the parameter object.
-_SOURCE_GLOBS = ("hw/**/*.py", "tinyattn/config.py")
 
 
 def build_root() -> Path:
@@ -34,14 +33,39 @@ def build_root() -> Path:
     return Path(os.environ.get("TINYATTN_BUILD_DIR", "build")).resolve()
 
 
-def source_digest() -> str:
-    """12 hex digits over the generator sources and the Amaranth version."""
+def _hw_imports(path: Path) -> set[str]:
+    """Modules of tinyattn.hw that ``path`` imports (``from .x import``, ``from tinyattn.hw.x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.level == 1:
+                found.add(node.module.split(".")[0])
+            elif node.module.startswith("tinyattn.hw."):
+                found.add(node.module.split(".")[2])
+    return found
+
+
+def source_digest(top: str) -> str:
+    """12 hex digits over the sources that can change ``top``'s netlist.
+
+    Those are the top's module in ``hw/`` and every ``hw/`` module it imports,
+    transitively, plus ``tinyattn/config.py`` and the Amaranth version, so an
+    edit to an unrelated design does not invalidate this one's builds.
+    """
+    hw = _PKG_ROOT / "hw"
+    todo, seen = [TOPS[top].module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not (hw / f"{name}.py").exists():
+            continue
+        seen.add(name)
+        todo.extend(_hw_imports(hw / f"{name}.py"))
     h = hashlib.sha256()
     h.update(importlib.metadata.version("amaranth").encode())
-    for pattern in _SOURCE_GLOBS:
-        for path in sorted(_PKG_ROOT.glob(pattern)):
-            h.update(str(path.relative_to(_PKG_ROOT)).encode())
-            h.update(path.read_bytes())
+    sources = [*(hw / f"{name}.py" for name in sorted(seen)), _PKG_ROOT / "tinyattn" / "config.py"]
+    for path in sources:
+        h.update(str(path.relative_to(_PKG_ROOT)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -65,7 +89,7 @@ def generate_verilog(top: str, cfg: ClusterConfig) -> str:
 
 def verilog_for(top: str, cfg: ClusterConfig) -> Path:
     """Path of the cached netlist of ``top`` for ``cfg``, generating it when missing."""
-    folder = build_root() / f"{top}-{cfg.stable_hash()}-{source_digest()}"
+    folder = build_root() / f"{top}-{cfg.stable_hash()}-{source_digest(top)}"
     out = folder / f"{verilog_module_name(top)}.v"
     with file_lock(folder / ".lock"):
         if not out.exists():

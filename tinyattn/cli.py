@@ -30,7 +30,7 @@ def _load_config(path: str | None) -> ClusterConfig:
 def _tops_help() -> str:
     from tinyattn.hw.tops import TOPS
 
-    return "; ".join(f"{name}: {desc}" for name, (_, desc) in TOPS.items())
+    return "; ".join(f"{name}: {top.description}" for name, top in TOPS.items())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -123,6 +123,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tinyattn.sim import benchmarks
+
+    cfg = _load_config(args.config)
+    records: list[dict] = []
+    if args.what in ("engine", "all"):
+        e = cfg.engine
+        print(
+            f"engine benchmark: {e.n_pe} x {e.vec_len} = {e.macs_per_cycle} MAC/cycle, "
+            f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {args.sim}"
+        )
+        sys.stdout.flush()
+        engine = benchmarks.run_engine_bench(cfg, sim=args.sim)
+        area = None
+        if not args.no_synth:
+            try:
+                area = benchmarks.cells_per_mac(cfg, "engine")
+            except RuntimeError as exc:
+                print(f"area: not measured ({exc})")
+        for r in engine:
+            r["group"] = "engine"
+            if area:
+                r["cells_per_mac"] = area["cells_per_mac"]
+        print(benchmarks.format_table(engine, ["stall_cycles", "bound"]))
+        if area:
+            print(
+                f"area (yosys synth): {area['cells']} cells, {area['cells_per_mac']} cells per MAC"
+            )
+        records += engine
+    if args.what in ("interconnect", "all"):
+        from tinyattn.sim.bench_interconnect import run_interconnect_bench
+
+        print(f"interconnect benchmark: config {cfg.stable_hash()}, on {args.sim}")
+        sys.stdout.flush()
+        icn = run_interconnect_bench(cfg, sim=args.sim)
+        for r in icn:
+            r["group"] = "interconnect"
+        print(benchmarks.format_table(icn, ["mean_wait", "max_wait"]))
+        records += icn
+    if args.json:
+        benchmarks.write_json(args.json, records)
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
 def cmd_quantize_report(argv: list[str]) -> int:
     from tinyattn.sw.report import main as report_main
 
@@ -191,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=64, help="rows M of the tile (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure cycles against the ideal (engine, interconnect) under Verilator",
+        description="Run the benchmarks and print a table of cycles, ideal cycles and "
+        "utilization (useful MACs / (cycles x peak)); --json writes the records. engine: GEMM "
+        "128x512x128 and 128x128x512, attention S=128 and S=64 (H=4, head dim 32), each with "
+        "an ideal memory and with 10%% random grant stalls, plus cells per MAC from yosys.",
+    )
+    p.add_argument("what", choices=("engine", "interconnect", "all"))
+    config_arg(p)
+    p.add_argument("--json", metavar="OUT", help="write the records as JSON")
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys area measurement")
+    p.set_defaults(func=cmd_bench)
 
     sub.add_parser(
         "quantize-report",

@@ -102,7 +102,12 @@ class EngineConfig(_Section):
     acc_bits : int
         Accumulator width in bits. Sums wrap modulo ``2**acc_bits``.
     max_dim : int
-        Largest M, N or K (and sequence length) a job may use.
+        Largest M, N or K a job may use.
+    max_seq : int
+        Most keys of an attention job (the engine keeps a tile's logits on chip).
+    tile_m : int
+        Rows of X (or queries) the engine keeps on chip per tile; weights are
+        reused across them, so larger tiles need less memory bandwidth.
     job_queue_depth : int
         Jobs that firmware may queue while one runs.
     """
@@ -113,6 +118,8 @@ class EngineConfig(_Section):
     vec_len: int = 64
     acc_bits: int = 32
     max_dim: int = 4096
+    max_seq: int = 128
+    tile_m: int = 64
     job_queue_depth: int = 2
 
     def __post_init__(self) -> None:
@@ -131,6 +138,10 @@ class EngineConfig(_Section):
         self._check_pow2("max_dim", 64, 65536)
         if self.max_dim < self.vec_len or self.max_dim < self.n_pe:
             self._fail("max_dim", "must be at least vec_len and n_pe")
+        self._check_pow2("max_seq", 16, 4096)
+        if self.max_seq % self.n_pe or self.max_seq > self.max_dim:
+            self._fail("max_seq", "must be a multiple of n_pe and at most max_dim")
+        self._check_pow2("tile_m", 8, 1024)
         self._check_range("job_queue_depth", 2, 16)
 
     @property

@@ -312,21 +312,29 @@ def attention_head(
 
     Parameters
     ----------
-    q, k : (S, D) int8
-    v : (S, D) int8
+    q : (Sq, D) int8 queries
+    k : (Sk, D) int8 keys
+    v : (Sk, Dv) int8 values
     qk_requant, av_requant : (mult, shift, add) of the two requantizations
     group : ITAMax group (the engine's ``n_pe``)
 
     Returns
     -------
-    (S, D) int8 head output.
+    (Sq, Dv) int8 head output.
     """
     q = _as_int("q", q, -128, 127)
     k = _as_int("k", k, -128, 127)
     v = _as_int("v", v, -128, 127)
-    if q.shape != k.shape or q.shape[0] != v.shape[0] or q.ndim != 2 or v.ndim != 2:
+    if (
+        q.ndim != 2
+        or k.ndim != 2
+        or v.ndim != 2
+        or q.shape[1] != k.shape[1]
+        or k.shape[0] != v.shape[0]
+    ):
         raise ValueError(
-            f"attention needs Q, K (S, D) and V (S, Dv); got {q.shape}, {k.shape}, {v.shape}"
+            "attention needs Q (Sq, D), K (Sk, D) and V (Sk, Dv); "
+            f"got {q.shape}, {k.shape}, {v.shape}"
         )
     logits = requantize(wrap(matmul_exact(q, k.T), acc_bits), *qk_requant)
     probs = itamax(logits, group)

@@ -1,0 +1,128 @@
+"""ITAMax: the streaming integer softmax, one group of ``n_pe`` logits a cycle.
+
+For each query row of a tile the unit keeps the running maximum ``m`` and sum
+``s`` of :func:`tinyattn.verif.golden.itamax`. A row's groups arrive in key
+order but interleaved with the other rows' (the array produces one group of
+``n_pe`` keys for every row before moving to the next keys), so the state is
+one register pair per row, updated in the cycle its group arrives::
+
+    m' = max(m, max(g))
+    s' = (s >> (m' - m)) + sum(256 >> (m' - x) for x in g)
+
+On a row's last group the unit also divides: ``inv = 65280 // s``. The
+probabilities are produced later, lane by lane, as ``p = inv >> (m - x)``
+(:func:`probabilities`), when the ``P · V`` pass reads the logits back.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+__all__ = ["ItaMax", "probabilities"]
+
+ITAMAX_NUMERATOR = 65280
+
+
+def _shr_sat(value: object, amount: object, width: int) -> object:
+    """``value >> amount`` for a non-negative ``value`` of ``width`` bits; 0 from ``width`` on."""
+    return Mux(amount >= width, 0, value >> amount[: max(1, (width - 1).bit_length())])
+
+
+def probabilities(m: object, inv: object, logits: list) -> list:
+    """``inv >> (m - x)`` per lane (uint8); ``m`` is the row maximum, so ``m - x >= 0``."""
+    return [_shr_sat(inv, (m - x).as_unsigned(), 8) for x in logits]
+
+
+class ItaMax(wiring.Component):
+    """Running softmax state of ``tile_m`` rows.
+
+    Ports
+    -----
+    valid, row, first, last, logits : In
+        One group: ``first`` starts the row (``m = -128, s = 0``), ``last``
+        finishes it (``inv`` is computed).
+    read_row : In
+        Row whose final ``m`` and ``inv`` appear combinationally on
+        ``read_m`` / ``read_inv``.
+    """
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        e = cfg.engine
+        self.cfg = cfg
+        # s <= 256 * keys: one maximum contributes 256, every other key at most 256.
+        self.sum_bits = 9 + (e.max_seq - 1).bit_length()
+        super().__init__(
+            {
+                "valid": In(1),
+                "row": In(range(e.tile_m)),
+                "first": In(1),
+                "last": In(1),
+                "logits": In(data.ArrayLayout(signed(8), e.n_pe)),
+                "read_row": In(range(e.tile_m)),
+                "read_m": Out(signed(8)),
+                "read_inv": Out(unsigned(8)),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        e = self.cfg.engine
+        m = Module()
+        sb = self.sum_bits
+        ms = Array([Signal(signed(8), name=f"m{r}", init=-128) for r in range(e.tile_m)])
+        ss = Array([Signal(unsigned(sb), name=f"s{r}") for r in range(e.tile_m)])
+        invs = Array([Signal(unsigned(8), name=f"inv{r}") for r in range(e.tile_m)])
+
+        m_old = Signal(signed(8))
+        s_old = Signal(unsigned(sb))
+        m.d.comb += [
+            m_old.eq(Mux(self.first, -128, ms[self.row])),
+            s_old.eq(Mux(self.first, 0, ss[self.row])),
+        ]
+        # Group maximum by a balanced tree of comparisons.
+        level = list(self.logits)
+        while len(level) > 1:
+            nxt = [
+                Mux(level[i] > level[i + 1], level[i], level[i + 1])
+                for i in range(0, len(level) - 1, 2)
+            ]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        m_new = Signal(signed(8))
+        m.d.comb += m_new.eq(Mux(level[0] > m_old, level[0], m_old))
+        grow = Signal(unsigned(9))  # m' - m, 0..255
+        m.d.comb += grow.eq(m_new - m_old)
+        terms = []
+        for i, x in enumerate(self.logits):
+            d = Signal(unsigned(9), name=f"d{i}")
+            m.d.comb += d.eq(m_new - x)
+            terms.append(_shr_sat(Const(256, unsigned(9)), d, 9))
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        s_new = Signal(unsigned(sb))
+        m.d.comb += s_new.eq(_shr_sat(s_old, grow, sb) + total)
+
+        # inv = 65280 // s_new by restoring division: the quotient has 8 bits.
+        rem = Const(ITAMAX_NUMERATOR, unsigned(17))
+        quotient = []
+        for bit in reversed(range(8)):
+            step = s_new << bit
+            take = Signal(name=f"q{bit}")
+            nxt = Signal(unsigned(17), name=f"rem{bit}")
+            m.d.comb += [take.eq(rem >= step), nxt.eq(Mux(take, rem - step, rem))]
+            quotient.append(take)
+            rem = nxt
+        inv = Signal(unsigned(8))
+        m.d.comb += inv.eq(Cat(*reversed(quotient)))
+
+        with m.If(self.valid):
+            m.d.sync += [ms[self.row].eq(m_new), ss[self.row].eq(s_new)]
+            with m.If(self.last):
+                m.d.sync += invs[self.row].eq(inv)
+        m.d.comb += [self.read_m.eq(ms[self.read_row]), self.read_inv.eq(invs[self.read_row])]
+        return m

@@ -1,0 +1,187 @@
+"""Engine job descriptors: one definition for the RTL, the golden model and the driver.
+
+A job is what firmware writes into the engine's job registers. Both kinds
+operate on int8 tensors in L1, addressed by byte address and row stride.
+
+``GEMM`` — ``Y = epilogue(X · Wᵀ + b)``::
+
+    X  (m, k)  at a_addr, row stride a_stride
+    Wᵀ (n, k)  at b_addr, row stride b_stride   (weights output-major, as HF Linear stores them)
+    Y  (m, n)  at c_addr, row stride c_stride
+    R  (m, n)  at d_addr, row stride d_stride   (residual, when FLAG_RESIDUAL)
+    params     at p_addr: one 16-byte record per output channel (per row with FLAG_PER_ROW)
+
+``ATTENTION`` — for each head h < heads, with ``q = m`` queries, ``n`` keys, head dim ``k``::
+
+    Q  (m, k)  at a_addr + h * a_hstride, row stride a_stride
+    K  (n, k)  at b_addr + h * b_hstride, row stride b_stride
+    Vᵀ (k, n)  at d_addr + h * d_hstride, row stride d_stride   (values transposed)
+    O  (m, k)  at c_addr + h * c_hstride, row stride c_stride
+    O = requantize(ITAMax(requantize(Q · Kᵀ, qk)) · V, av)
+
+The per-channel parameter record (little endian, 16 bytes)::
+
+    word 0  bias   int32
+    word 1  mult   uint8 [7:0], shift [12:8], add int8 [23:16]
+    word 2  gamma  int16 [15:0]        (FLAG_AFFINE)
+    word 3  beta   int32               (FLAG_AFFINE)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import unsigned
+from amaranth.lib import data
+
+from tinyattn.config import ClusterConfig
+
+__all__ = [
+    "FLAG_AFFINE",
+    "FLAG_PER_ROW",
+    "FLAG_RELU",
+    "FLAG_RESIDUAL",
+    "PARAM_RECORD_BYTES",
+    "Job",
+    "JobError",
+    "Op",
+    "job_layout",
+    "pack_params",
+]
+
+PARAM_RECORD_BYTES = 16
+
+FLAG_RELU = 1 << 0
+FLAG_RESIDUAL = 1 << 1
+FLAG_AFFINE = 1 << 2
+FLAG_PER_ROW = 1 << 3
+FLAGS_ALL = FLAG_RELU | FLAG_RESIDUAL | FLAG_AFFINE | FLAG_PER_ROW
+
+
+class Op(enum.IntEnum):
+    """Job kinds. 0 and 3 are invalid (a job left at reset values is an error, not a no-op)."""
+
+    GEMM = 1
+    ATTENTION = 2
+
+
+class JobError(enum.IntEnum):
+    """Error codes of a rejected job, in the order the checks are made."""
+
+    NONE = 0
+    UNKNOWN_OP = 1  #: op is not GEMM or ATTENTION, or a flag it does not have is set
+    ZERO_DIM = 2  #: m, n, k or heads is zero
+    DIM_LIMIT = 3  #: a dimension exceeds max_dim, or attention k > vec_len / n > max_seq
+    GRANULE = 4  #: n or k not a multiple of 4, or attention n not a multiple of n_pe
+    MISALIGNED = 5  #: an address or stride is not a multiple of 4
+    OUT_OF_RANGE = 6  #: a tensor reaches beyond L1
+
+
+def job_layout(cfg: ClusterConfig) -> data.StructLayout:
+    """The job descriptor as the engine's job queue holds it."""
+    e = cfg.engine
+    addr = unsigned(cfg.memory.size_bytes.bit_length())  # one bit more: catches overflow
+    stride = unsigned(24)
+    dim = unsigned(max(16, e.max_dim.bit_length()))
+    requant = data.StructLayout({"mult": unsigned(8), "shift": unsigned(5), "add": unsigned(8)})
+    return data.StructLayout(
+        {
+            "op": unsigned(2),
+            "flags": unsigned(4),
+            "m": dim,
+            "n": dim,
+            "k": dim,
+            "heads": unsigned(8),
+            "a_addr": addr,
+            "b_addr": addr,
+            "c_addr": addr,
+            "d_addr": addr,
+            "p_addr": addr,
+            "a_stride": stride,
+            "b_stride": stride,
+            "c_stride": stride,
+            "d_stride": stride,
+            "a_hstride": stride,
+            "b_hstride": stride,
+            "c_hstride": stride,
+            "d_hstride": stride,
+            "qk": requant,  # attention: Q·Kᵀ requantization
+            "av": requant,  # attention: P·V requantization
+            "res_y_mult": unsigned(8),  # GEMM residual add
+            "res_r_mult": unsigned(8),
+            "res_shift": unsigned(5),
+            "aff_shift": unsigned(5),  # GEMM per-channel affine
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as firmware would program it. Unused fields stay 0.
+
+    ``qk`` and ``av`` are ``(mult, shift, add)`` with ``add`` as a signed int8.
+    """
+
+    op: int
+    m: int
+    n: int
+    k: int
+    heads: int = 1
+    flags: int = 0
+    a_addr: int = 0
+    b_addr: int = 0
+    c_addr: int = 0
+    d_addr: int = 0
+    p_addr: int = 0
+    a_stride: int = 0
+    b_stride: int = 0
+    c_stride: int = 0
+    d_stride: int = 0
+    a_hstride: int = 0
+    b_hstride: int = 0
+    c_hstride: int = 0
+    d_hstride: int = 0
+    qk: tuple[int, int, int] = (0, 0, 0)
+    av: tuple[int, int, int] = (0, 0, 0)
+    res_y_mult: int = 0
+    res_r_mult: int = 0
+    res_shift: int = 0
+    aff_shift: int = 0
+
+    def payload(self) -> dict[str, object]:
+        """Field values for :func:`job_layout` (signed ``add`` as its 8-bit pattern)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key in ("qk", "av"):
+            mult, shift, add = d[key]  # type: ignore[misc]
+            d[key] = {"mult": mult, "shift": shift, "add": add & 0xFF}
+        return d
+
+    def replace(self, **changes: object) -> Job:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def pack_params(
+    bias: np.ndarray,
+    mult: np.ndarray,
+    shift: np.ndarray,
+    add: np.ndarray,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+) -> bytes:
+    """Per-channel parameter records (see the module docstring), little endian."""
+    n = len(bias)
+    gamma = np.zeros(n, np.int64) if gamma is None else np.asarray(gamma, np.int64)
+    beta = np.zeros(n, np.int64) if beta is None else np.asarray(beta, np.int64)
+    words = np.zeros((n, 4), dtype=np.uint32)
+    words[:, 0] = np.asarray(bias, np.int64) & 0xFFFFFFFF
+    words[:, 1] = (
+        (np.asarray(mult, np.int64) & 0xFF)
+        | ((np.asarray(shift, np.int64) & 0x1F) << 8)
+        | ((np.asarray(add, np.int64) & 0xFF) << 16)
+    )
+    words[:, 2] = gamma & 0xFFFF
+    words[:, 3] = beta & 0xFFFFFFFF
+    return words.astype("<u4").tobytes()

@@ -1,0 +1,151 @@
+"""Benchmarks: measured cycles against the ideal, as a table and as JSON records.
+
+Every record has at least ``name``, ``cycles``, ``ideal_cycles`` and
+``utilization``. Timing lives here, never in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tinyattn.config import ClusterConfig
+
+from .runner import failure_report, run_bench
+from .verilog import verilog_for
+
+__all__ = ["ENGINE_CASES", "cells_per_mac", "format_table", "run_engine_bench", "write_json"]
+
+ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
+
+#: (name, kind, m, n, k, heads): the issue's reference workloads. GEMM names read
+#: M x K x N (Y (M, N) = X (M, K) · W (K, N)); attention names give S, heads, head dim.
+ENGINE_CASES: list[tuple[str, str, int, int, int, int]] = [
+    ("gemm 128x512x128", "gemm", 128, 128, 512, 1),
+    ("gemm 128x128x512", "gemm", 128, 512, 128, 1),
+    ("attention S=128 H=4 D=32", "attention", 128, 128, 32, 4),
+    ("attention S=64 H=4 D=32", "attention", 64, 64, 32, 4),
+]
+
+
+def attention_bound(cfg: ClusterConfig, k: int) -> float:
+    """Best attention utilization of this engine for head dimension ``k``.
+
+    QKᵀ contracts over the head dimension: one operand beat uses ``k`` of the
+    ``vec_len`` lanes. P·V contracts over the keys and uses them all. With equal
+    MACs in both halves the bound is ``2 / (1 + vec_len / k)`` (k <= vec_len).
+    """
+    return 2 / (1 + cfg.engine.vec_len / k)
+
+
+def run_engine_bench(
+    cfg: ClusterConfig,
+    *,
+    sim: str = "verilator",
+    stalls: Sequence[float] = (0.0, 0.1),
+    cases: Sequence[tuple[str, str, int, int, int, int]] = tuple(ENGINE_CASES),
+    seed: int = 1,
+) -> list[dict[str, Any]]:
+    """Run each case once per grant-stall probability; return one record per run."""
+    records = []
+    for name, kind, m, n, k, heads in cases:
+        for withhold in stalls:
+            env = {
+                "TINYATTN_PERF_KIND": kind,
+                "TINYATTN_PERF_M": str(m),
+                "TINYATTN_PERF_N": str(n),
+                "TINYATTN_PERF_K": str(k),
+                "TINYATTN_PERF_HEADS": str(heads),
+                "TINYATTN_WITHHOLD": str(withhold),
+            }
+            result = run_bench(
+                "engine", cfg, ENGINE_BENCH, sim, testcase="job_perf", env=env, seed=seed
+            )
+            if not result.ok:
+                raise RuntimeError(f"benchmark {name!r} failed: {failure_report(result, seed)}")
+            metrics = dict(result.metrics["job_perf"])
+            record = {
+                "name": f"{name}, {int(withhold * 100)}% stalls",
+                "cycles": metrics.pop("cycles"),
+                "ideal_cycles": metrics.pop("ideal_cycles"),
+                "utilization": round(metrics.pop("utilization"), 4),
+                **metrics,
+                "sim": sim,
+            }
+            if kind == "attention":
+                record["bound"] = round(attention_bound(cfg, k), 4)
+            records.append(record)
+    return records
+
+
+def cells_per_mac(cfg: ClusterConfig, top: str) -> dict[str, Any]:
+    """Synthesize ``top`` with Debian's yosys (``synth; stat``) and count cells per MAC.
+
+    Raises ``RuntimeError`` naming the missing tool when yosys is not installed.
+    """
+    yosys = shutil.which("yosys")
+    if yosys is None:
+        raise RuntimeError("yosys is not installed: `make bench` installs it with apt")
+    verilog = verilog_for(top, cfg)
+    module = f"tinyattn_{top}"
+    log = verilog.parent / f"yosys-{top}.log"
+    if not log.exists() or "Number of cells" not in log.read_text(errors="replace"):
+        run = subprocess.run(
+            [
+                yosys,
+                "-q",
+                "-l",
+                str(log),
+                "-p",
+                f"read_verilog {verilog}; synth -top {module}; stat",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"yosys failed on {top}: {run.stderr[-2000:]}")
+    counts = [int(c) for c in re.findall(r"Number of cells:\s+(\d+)", log.read_text())]
+    cells = counts[-1]  # the top module's total, reported last
+    return {
+        "top": top,
+        "cells": cells,
+        "macs_per_cycle": cfg.engine.macs_per_cycle,
+        "cells_per_mac": round(cells / cfg.engine.macs_per_cycle, 1),
+    }
+
+
+def format_table(records: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> str:
+    """A fixed-width text table: name, cycles, ideal, utilization and ``extra`` columns."""
+    cols = ["name", "cycles", "ideal_cycles", "utilization", *extra]
+    rows = [[_fmt(r.get(c, "")) for c in cols] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    line = "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cols, widths, strict=True))
+    )
+    out = [line, "-" * len(line)]
+    for row in rows:
+        out.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.1%}" if v <= 1.5 else f"{v:.1f}"
+    return str(v)
+
+
+def write_json(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write ``records`` as a JSON list, keys sorted, for diffing between runs."""
+    Path(path).write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,124 @@
+"""The golden job model: its checks, and its results against the golden primitives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params
+from tinyattn.verif import golden
+from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
+from tinyattn.verif.engine_model import check_job, read_matrix, run_job, write_matrix
+
+from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
+
+CFG = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+)
+
+
+def fresh(seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, CFG.memory.size_bytes, dtype=np.uint8), rng
+
+
+def test_gemm_job_is_golden_gemm_and_touches_only_y() -> None:
+    mem, rng = fresh(1)
+    job = random_gemm(mem, CFG, rng, m=9, n=20, k=36, flags=0)
+    before = mem.copy()
+    assert run_job(mem, job, CFG) == JobError.NONE
+    x = read_matrix(before, job.a_addr, job.a_stride, 9, 36)
+    wt = read_matrix(before, job.b_addr, job.b_stride, 20, 36)
+    recs = before[job.p_addr : job.p_addr + 20 * 16].view("<i4").reshape(20, 4)
+    w1 = recs[:, 1].astype(np.int64)
+    add = ((w1 >> 16) & 0xFF).astype(np.uint8).view(np.int8)
+    want = golden.gemm(x, wt.T, recs[:, 0], mult=w1 & 0xFF, shift=(w1 >> 8) & 0x1F, add=add,
+                       acc_bits=24)  # fmt: skip
+    assert np.array_equal(read_matrix(mem, job.c_addr, job.c_stride, 9, 20), want)
+    changed = np.flatnonzero(mem != before)
+    y_bytes = {job.c_addr + r * job.c_stride + c for r in range(9) for c in range(20)}
+    assert set(changed.tolist()) <= y_bytes
+
+
+def test_per_row_gemm_gives_the_transpose() -> None:
+    """Vᵀ = (Wv, X) with per-row parameters equals (X, Wv) per-channel, transposed."""
+    mem, rng = fresh(2)
+    s, e, d = 12, 32, 8
+    alloc = Allocator(mem.size, rng)
+    x_addr, x_stride = alloc.matrix(s, e)
+    w_addr, w_stride = alloc.matrix(d, e)
+    write_matrix(mem, x_addr, x_stride, rng.integers(-128, 128, (s, e)))
+    write_matrix(mem, w_addr, w_stride, rng.integers(-128, 128, (d, e)))
+    p_addr = alloc.take(d * 16)
+    params = pack_params(rng.integers(-999, 999, d), rng.integers(1, 255, d), np.full(d, 10),
+                         rng.integers(-5, 5, d))  # fmt: skip
+    mem[p_addr : p_addr + d * 16] = np.frombuffer(params, np.uint8)
+    v_addr, v_stride = alloc.matrix(s, d)
+    vt_addr, vt_stride = alloc.matrix(d, s)
+    v_job = Job(op=Op.GEMM, m=s, n=d, k=e, a_addr=x_addr, a_stride=x_stride, b_addr=w_addr,
+                b_stride=w_stride, c_addr=v_addr, c_stride=v_stride, p_addr=p_addr)  # fmt: skip
+    vt_job = Job(op=Op.GEMM, m=d, n=s, k=e, flags=FLAG_PER_ROW, a_addr=w_addr, a_stride=w_stride,
+                 b_addr=x_addr, b_stride=x_stride, c_addr=vt_addr, c_stride=vt_stride,
+                 p_addr=p_addr)  # fmt: skip
+    assert run_job(mem, v_job, CFG) == JobError.NONE
+    assert run_job(mem, vt_job, CFG) == JobError.NONE
+    v = read_matrix(mem, v_addr, v_stride, s, d)
+    assert np.array_equal(read_matrix(mem, vt_addr, vt_stride, d, s), v.T)
+
+
+def test_attention_job_is_golden_attention_per_head() -> None:
+    mem, rng = fresh(3)
+    job = random_attention(mem, CFG, rng, m=10, n=24, k=8, heads=3)
+    before = mem.copy()
+    assert run_job(mem, job, CFG) == JobError.NONE
+    for h in range(3):
+        q = read_matrix(before, job.a_addr + h * job.a_hstride, job.a_stride, 10, 8)
+        k = read_matrix(before, job.b_addr + h * job.b_hstride, job.b_stride, 24, 8)
+        vt = read_matrix(before, job.d_addr + h * job.d_hstride, job.d_stride, 8, 24)
+        want = golden.attention_head(q, k, vt.T, qk_requant=job.qk, av_requant=job.av, group=4,
+                                     acc_bits=24)  # fmt: skip
+        got = read_matrix(mem, job.c_addr + h * job.c_hstride, job.c_stride, 10, 8)
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"op": 0}, JobError.UNKNOWN_OP),
+        ({"flags": 16}, JobError.UNKNOWN_OP),
+        ({"n": 0}, JobError.ZERO_DIM),
+        ({"k": 8192}, JobError.DIM_LIMIT),
+        ({"n": 6}, JobError.GRANULE),
+        ({"b_stride": 6}, JobError.MISALIGNED),
+        ({"p_addr": 2}, JobError.MISALIGNED),
+        ({"c_addr": CFG.memory.size_bytes - 4}, JobError.OUT_OF_RANGE),
+    ],
+)
+def test_gemm_checks(change: dict, code: JobError) -> None:
+    mem, rng = fresh(4)
+    job = random_gemm(mem, CFG, rng, m=4, n=8, k=8, flags=0)
+    assert check_job(job, CFG) == JobError.NONE
+    before = mem.copy()
+    assert run_job(mem, job.replace(**change), CFG) == code
+    assert np.array_equal(mem, before), "a rejected job must not write"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"flags": 1}, JobError.UNKNOWN_OP),
+        ({"heads": 0}, JobError.ZERO_DIM),
+        ({"k": 20}, JobError.DIM_LIMIT),
+        ({"n": 68}, JobError.DIM_LIMIT),
+        ({"n": 18}, JobError.GRANULE),
+        ({"a_hstride": 2}, JobError.MISALIGNED),
+        ({"c_hstride": None}, JobError.OUT_OF_RANGE),  # head 1 of O just past L1
+    ],
+)
+def test_attention_checks(change: dict, code: JobError) -> None:
+    mem, rng = fresh(5)
+    job = random_attention(mem, CFG, rng, m=4, n=16, k=8, heads=2)
+    assert check_job(job, CFG) == JobError.NONE
+    if change.get("c_hstride", 0) is None:
+        change = {"c_hstride": CFG.memory.size_bytes - job.c_addr}
+    assert check_job(job.replace(**change), CFG) == code

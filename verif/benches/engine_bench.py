@@ -1,0 +1,421 @@
+"""cocotb bench of the attention engine (``hw/engine.py``) against the golden job model.
+
+The engine's wide port is served by :class:`tinyattn.verif.obi.ObiTarget`, a
+model L1 that withholds each lane's grant at random (``TINYATTN_WITHHOLD``,
+default 0.3), under the OBI protocol checker. After every job the *whole* L1
+image is compared with :func:`tinyattn.verif.engine_model.run_job` applied to
+the same image, so a stray write anywhere fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+from typing import Any
+
+import cocotb
+import numpy as np
+from tinyattn.hw.engine import status_layout
+from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, Job, JobError, Op, job_layout
+from tinyattn.verif.benches.common import (
+    bench_config,
+    bench_seed,
+    env_float,
+    env_int,
+    start_clock_and_reset,
+    write_metrics,
+)
+from tinyattn.verif.bits import pack, unpack
+from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
+from tinyattn.verif.engine_model import run_job
+from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiTarget, obi_ports
+
+from tinyattn.config import ClusterConfig
+
+
+class JobSource:
+    """Pushes queued jobs into the engine's ``jobs`` stream (a CycleLoop agent)."""
+
+    def __init__(self, dut: Any, cfg: ClusterConfig) -> None:
+        self.dut = dut
+        self.layout = job_layout(cfg)
+        self.queue: deque[Job] = deque()
+        self.current: Job | None = None
+        self.accepted: list[tuple[int, Job]] = []
+        dut.jobs__valid.value = 0
+
+    def drive(self, cycle: int) -> None:
+        if self.current is None and self.queue:
+            self.current = self.queue.popleft()
+            self.dut.jobs__payload.value = pack(self.layout, self.current.payload())
+        self.dut.jobs__valid.value = int(self.current is not None)
+
+    def sample(self, cycle: int) -> None:
+        if self.current is not None and self.dut.jobs__ready.value:
+            self.accepted.append((cycle, self.current))
+            self.current = None
+
+
+class EventMonitor:
+    """Records every ``done`` event with the error code it reports."""
+
+    def __init__(self, dut: Any) -> None:
+        self.dut = dut
+        self.layout = status_layout()
+        self.events: list[tuple[int, int]] = []  # (cycle, error code)
+        self.status: dict[str, int] = {}
+
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        self.status = unpack(self.layout, self.dut.status.value.to_unsigned())
+        if self.dut.done.value:
+            self.events.append((cycle, self.status["error"]))
+
+
+class PinDriver:
+    """Drives plain input pins from the cycle loop (writes outside it would land in read-only)."""
+
+    def __init__(self, dut: Any, **pins: int) -> None:
+        self.dut = dut
+        self.next: dict[str, int] = dict(pins)
+
+    def drive(self, cycle: int) -> None:
+        for name, value in self.next.items():
+            getattr(self.dut, name).value = value
+
+    def sample(self, cycle: int) -> None:
+        pass
+
+
+class EngineTB:
+    """Clock, reset, the model L1 with its checker, the job source and the event monitor."""
+
+    def __init__(self, dut: Any, cfg: ClusterConfig, seed: int, withhold: float) -> None:
+        self.dut = dut
+        self.cfg = cfg
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.mem = bytearray(cfg.memory.size_bytes)
+        self.image = np.frombuffer(self.mem, dtype=np.uint8)  # a view: writes go to mem
+        self.loop = CycleLoop(dut.clk)
+        self.lanes = obi_ports(dut, "mem", cfg.engine.port_lanes)
+        self.l1 = ObiTarget(self.lanes, self.mem, rng=random.Random(seed), withhold=withhold)
+        self.checker = ObiChecker(self.lanes, latency=1)
+        self.source = JobSource(dut, cfg)
+        self.monitor = EventMonitor(dut)
+        self.pins = PinDriver(dut, clear=0)
+        self.loop.add(self.l1, self.checker, self.source, self.monitor, self.pins)
+
+    async def reset(self) -> None:
+        self.dut.clear.value = 0
+        await start_clock_and_reset(self.dut)
+
+    async def run_jobs(self, jobs: list[Job], *, timeout: int) -> list[tuple[int, int]]:
+        """Queue ``jobs``, wait for their done events; returns (cycles, error) per job."""
+        first_event = len(self.monitor.events)
+        start = self.loop.cycle
+        self.source.queue.extend(jobs)
+        await self.loop.run_until(
+            lambda: len(self.monitor.events) >= first_event + len(jobs),
+            timeout=timeout,
+            what=f"done events of {len(jobs)} jobs (seed {self.seed})",
+        )
+        return [(c - start, err) for c, err in self.monitor.events[first_event:]]
+
+    def check_image(self, want: np.ndarray, what: str, job: Job | None = None) -> None:
+        diff = np.flatnonzero(self.image != want)
+        if diff.size:
+            a = int(diff[0])
+            where = ""
+            if job is not None and job.c_stride:
+                row, col = divmod(a - job.c_addr, job.c_stride)
+                where = f" = output row {row}, column {col}"
+            raise AssertionError(
+                f"{what}: {diff.size} bytes differ from the golden model, first at {a:#x}{where} "
+                f"(got {self.image[a].view(np.int8)}, want {want[a].view(np.int8)}) "
+                f"(seed {self.seed})"
+            )
+
+
+def _small_dims(cfg: ClusterConfig, rng: np.random.Generator) -> tuple[int, int, int]:
+    """Random GEMM dims: up to two tiles and a ragged third in each direction.
+
+    With TINYATTN_SMALL=1 (slow simulators at large configurations), up to one
+    tile and a ragged second.
+    """
+    e = cfg.engine
+    tiles = 1 if env_int("TINYATTN_SMALL", 0) else 2
+    m = int(rng.integers(1, tiles * e.tile_m + 3))
+    n = 4 * int(rng.integers(1, (tiles * e.vec_len + 8) // 4))
+    k = 4 * int(rng.integers(1, (tiles * e.vec_len + 8) // 4))
+    return m, n, k
+
+
+@cocotb.test()
+async def gemm_random(dut: Any) -> None:
+    """Random GEMM jobs (all flag combinations, ragged tiles) one after another."""
+    cfg = bench_config()
+    seed = bench_seed()
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    for i in range(env_int("TINYATTN_JOBS", 6)):
+        tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+        m, n, k = _small_dims(cfg, tb.rng)
+        job = random_gemm(tb.image, cfg, tb.rng, m=m, n=n, k=k, flags=i % 16 if i < 16 else None)
+        want = tb.image.copy()
+        assert run_job(want, job, cfg) == JobError.NONE
+        [(cycles, err)] = await tb.run_jobs([job], timeout=200 * (m * n * k // 64 + 200))
+        assert err == 0, f"job {i} {job} reported error {JobError(err).name} (seed {seed})"
+        tb.check_image(want, f"job {i} (m={m} n={n} k={k} flags={job.flags:#x})", job)
+        dut._log.info("job %d m=%d n=%d k=%d flags=%#x: %d cycles", i, m, n, k, job.flags, cycles)
+    tb.checker.finish()
+
+
+@cocotb.test()
+async def gemm_queue(dut: Any) -> None:
+    """Three jobs queued back to back: done events in order, all results right."""
+    cfg = bench_config()
+    seed = bench_seed() + 1
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    alloc = Allocator(tb.image.size, tb.rng)
+    e = cfg.engine
+    jobs = [
+        random_gemm(
+            tb.image, cfg, tb.rng, m=e.tile_m + 1, n=e.vec_len, k=2 * e.vec_len, alloc=alloc
+        )
+        for _ in range(3)
+    ]
+    want = tb.image.copy()
+    for job in jobs:
+        assert run_job(want, job, cfg) == JobError.NONE
+    results = await tb.run_jobs(jobs, timeout=400_000)
+    assert [err for _, err in results] == [0, 0, 0], results
+    # The queue took the second job while the first ran.
+    assert tb.source.accepted[1][0] < tb.monitor.events[-3][0], "second job not queued early"
+    tb.check_image(want, "three queued jobs")
+    tb.checker.finish()
+
+
+def _att(good: Job, cfg: ClusterConfig) -> Job:
+    """A valid one-head attention job over the GEMM job's buffers (all fit in them)."""
+    e = cfg.engine
+    return good.replace(
+        op=Op.ATTENTION, flags=0, m=4, n=e.n_pe, k=4, heads=1,
+        d_addr=good.b_addr, d_stride=good.b_stride,
+    )  # fmt: skip
+
+
+def invalid_jobs(cfg: ClusterConfig, good: Job) -> list[tuple[str, Job, JobError]]:
+    """One job per error class, each a small edit of a valid job."""
+    size = cfg.memory.size_bytes
+    e = cfg.engine
+    return [
+        ("op 0", good.replace(op=0), JobError.UNKNOWN_OP),
+        ("op 3", good.replace(op=3), JobError.UNKNOWN_OP),
+        ("m = 0", good.replace(m=0), JobError.ZERO_DIM),
+        ("k = 0", good.replace(k=0), JobError.ZERO_DIM),
+        ("n > max_dim", good.replace(n=e.max_dim + 4), JobError.DIM_LIMIT),
+        ("k % 4", good.replace(k=good.k - 2), JobError.GRANULE),
+        ("a_addr % 4", good.replace(a_addr=good.a_addr + 2), JobError.MISALIGNED),
+        ("c_stride % 4", good.replace(c_stride=good.c_stride + 1), JobError.MISALIGNED),
+        ("Y beyond L1", good.replace(c_addr=size - 4), JobError.OUT_OF_RANGE),
+        ("W beyond L1", good.replace(b_stride=size // 2), JobError.OUT_OF_RANGE),
+        ("attention with a flag", _att(good, cfg).replace(flags=FLAG_RELU), JobError.UNKNOWN_OP),
+        ("heads = 0", _att(good, cfg).replace(heads=0), JobError.ZERO_DIM),
+        ("head dim > vec_len", _att(good, cfg).replace(k=e.vec_len + 4), JobError.DIM_LIMIT),
+        ("keys > max_seq", _att(good, cfg).replace(n=e.max_seq + e.n_pe), JobError.DIM_LIMIT),
+        (
+            "keys % n_pe",
+            _att(good, cfg).replace(n=e.n_pe + 4) if e.n_pe > 4 else _att(good, cfg).replace(n=6),
+            JobError.GRANULE,
+        ),
+        ("head stride % 4", _att(good, cfg).replace(heads=2, b_hstride=2), JobError.MISALIGNED),
+        (
+            "last head beyond L1",
+            _att(good, cfg).replace(heads=2, c_hstride=size - good.c_addr),
+            JobError.OUT_OF_RANGE,
+        ),
+        (
+            "residual beyond L1",
+            good.replace(flags=good.flags | FLAG_RESIDUAL, d_addr=size - 8, d_stride=4),
+            JobError.OUT_OF_RANGE,
+        ),
+    ]
+
+
+@cocotb.test()
+async def gemm_errors(dut: Any) -> None:
+    """Every invalid-job class: an event with the right code, L1 untouched, no hang."""
+    cfg = bench_config()
+    seed = bench_seed() + 2
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    good = random_gemm(tb.image, cfg, tb.rng, m=5, n=8, k=8, flags=0)
+    cases = invalid_jobs(cfg, good)
+    before = tb.image.copy()
+    results = await tb.run_jobs([job for _, job, _ in cases], timeout=100 * len(cases) + 100)
+    for (name, job, want), (_, got) in zip(cases, results, strict=True):
+        assert run_job(before.copy(), job, cfg) == want, f"golden model disagrees on {name}"
+        assert got == want, (
+            f"{name}: engine reported {got}, want {want.name}={int(want)} (seed {seed})"
+        )
+    tb.check_image(before, "after rejected jobs")
+    # And the engine still works.
+    want = tb.image.copy()
+    run_job(want, good, cfg)
+    [(_, err)] = await tb.run_jobs([good], timeout=100_000)
+    assert err == 0
+    tb.check_image(want, "valid job after rejected ones")
+    tb.checker.finish()
+
+
+@cocotb.test()
+async def gemm_soft_clear(dut: Any) -> None:
+    """A soft clear in the middle of a job (with one queued): idle, then a job runs right."""
+    cfg = bench_config()
+    seed = bench_seed() + 3
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    e = cfg.engine
+    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    alloc = Allocator(tb.image.size, tb.rng)
+    big = random_gemm(
+        tb.image, cfg, tb.rng, m=2 * e.tile_m, n=2 * e.vec_len, k=2 * e.vec_len, alloc=alloc
+    )
+    small = random_gemm(tb.image, cfg, tb.rng, m=3, n=8, k=8, alloc=alloc)
+    tb.source.queue.extend([big, small])
+    cut = int(tb.rng.integers(20, 200))
+    await tb.loop.run(cut)
+    tb.pins.next["clear"] = 1
+    await tb.loop.step()
+    tb.pins.next["clear"] = 0
+    await tb.loop.run_until(
+        lambda: not tb.monitor.status["busy"] and not tb.source.queue and tb.source.current is None,
+        timeout=2000,
+        what=f"idle after a soft clear at cycle {cut} (seed {seed})",
+    )
+    events_before = len(tb.monitor.events)
+    await tb.loop.run(20)
+    assert len(tb.monitor.events) == events_before, "a cleared job finished after the clear"
+    want = tb.image.copy()
+    run_job(want, small, cfg)
+    [(_, err)] = await tb.run_jobs([small], timeout=100_000)
+    assert err == 0
+    tb.check_image(want, f"job after a soft clear at cycle {cut}")
+    tb.checker.finish()
+
+
+@cocotb.test()
+async def job_perf(dut: Any) -> None:
+    """One job of TINYATTN_PERF_KIND (gemm | attention) and size TINYATTN_PERF_M/N/K/HEADS.
+
+    Records cycles from queueing to the done event, the ideal cycles at peak
+    MAC rate, utilization (useful MACs / (cycles x peak)) and the counters.
+    """
+    cfg = bench_config()
+    seed = bench_seed() + 4
+    e = cfg.engine
+    withhold = env_float("TINYATTN_WITHHOLD", 0.0)
+    tb = EngineTB(dut, cfg, seed, withhold)
+    await tb.reset()
+    kind = os.environ.get("TINYATTN_PERF_KIND", "gemm")
+    m = env_int("TINYATTN_PERF_M", 2 * e.tile_m)
+    n = env_int("TINYATTN_PERF_N", 2 * e.vec_len)
+    k = env_int("TINYATTN_PERF_K", 4 * e.vec_len if kind == "gemm" else min(32, e.vec_len))
+    heads = env_int("TINYATTN_PERF_HEADS", 1)
+    if kind == "gemm":
+        job = random_gemm(
+            tb.image, cfg, tb.rng, m=m, n=n, k=k, flags=env_int("TINYATTN_PERF_FLAGS", 0)
+        )
+        macs = m * n * k
+    else:
+        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads)
+        macs = 2 * heads * m * n * k
+    want = tb.image.copy()
+    assert run_job(want, job, cfg) == JobError.NONE
+    busy0, stall0, macs0 = (int(s.value) for s in (dut.busy_cycles, dut.stall_cycles, dut.macs))
+    timeout = 40 * macs // e.macs_per_cycle + 20_000
+    [(cycles, err)] = await tb.run_jobs([job], timeout=timeout)
+    assert err == 0, f"error {JobError(err).name}"
+    tb.check_image(want, f"{kind} perf job", job)
+    counted = int(dut.macs.value) - macs0
+    assert counted == macs, f"MAC counter {counted}, want {macs}"
+    write_metrics(
+        "job_perf",
+        {
+            "kind": kind,
+            "m": m,
+            "n": n,
+            "k": k,
+            "heads": heads,
+            "macs": macs,
+            "cycles": cycles,
+            "busy_cycles": int(dut.busy_cycles.value) - busy0,
+            "stall_cycles": int(dut.stall_cycles.value) - stall0,
+            "ideal_cycles": macs // e.macs_per_cycle,
+            "utilization": macs / (cycles * e.macs_per_cycle),
+            "withhold": withhold,
+        },
+    )
+    tb.checker.finish()
+
+
+def _attention_dims(cfg: ClusterConfig, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    e = cfg.engine
+    small = env_int("TINYATTN_SMALL", 0)
+    m = int(rng.integers(1, (1 if small else 2) * e.tile_m + 3))
+    n = e.n_pe * int(rng.integers(1, e.max_seq // (2 if small else 1) // e.n_pe + 1))
+    k = 4 * int(rng.integers(1, e.vec_len // 4 + 1))
+    return m, n, k, int(rng.integers(1, 4))
+
+
+@cocotb.test()
+async def attention_random(dut: Any) -> None:
+    """Random multi-head attention jobs: ragged query tiles, any key count of the granule."""
+    cfg = bench_config()
+    seed = bench_seed() + 5
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    for i in range(env_int("TINYATTN_JOBS", 6)):
+        tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+        m, n, k, heads = _attention_dims(cfg, tb.rng)
+        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads)
+        want = tb.image.copy()
+        assert run_job(want, job, cfg) == JobError.NONE
+        [(cycles, err)] = await tb.run_jobs([job], timeout=50 * heads * (m + 8) * (n + 8) + 5000)
+        assert err == 0, f"job {i} {job} reported error {JobError(err).name} (seed {seed})"
+        tb.check_image(want, f"attention {i} (m={m} n={n} k={k} heads={heads})", job)
+        dut._log.info("attention %d m=%d n=%d k=%d h=%d: %d cycles", i, m, n, k, heads, cycles)
+    tb.checker.finish()
+
+
+@cocotb.test()
+async def mixed_queue(dut: Any) -> None:
+    """GEMM and attention jobs queued back to back, sharing one L1 image."""
+    cfg = bench_config()
+    seed = bench_seed() + 6
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    e = cfg.engine
+    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    alloc = Allocator(tb.image.size, tb.rng)
+    jobs = [
+        random_attention(
+            tb.image, cfg, tb.rng, m=e.tile_m + 2, n=2 * e.n_pe, k=8, heads=2, alloc=alloc
+        ),
+        random_gemm(tb.image, cfg, tb.rng, m=5, n=8, k=e.vec_len + 4, flags=FLAG_RELU, alloc=alloc),
+        random_attention(tb.image, cfg, tb.rng, m=3, n=e.n_pe, k=e.vec_len, heads=1, alloc=alloc),
+    ]
+    want = tb.image.copy()
+    for job in jobs:
+        assert run_job(want, job, cfg) == JobError.NONE
+    results = await tb.run_jobs(jobs, timeout=400_000)
+    assert [err for _, err in results] == [0, 0, 0], results
+    tb.check_image(want, "mixed queue")
+    tb.checker.finish()
