@@ -111,7 +111,7 @@ class _Shape:
             last = Signal(range(lanes + 1))
             m.d.comb += [
                 chunks.eq(_ceil_div_pow2(dim, vec_len)),
-                last.eq(((dim - 1) & (vec_len - 1)) // 4 + 1),
+                last.eq((((dim - 1) & (vec_len - 1)) >> 2) + 1),
             ]
             return chunks, last
 
@@ -837,7 +837,7 @@ class Engine(wiring.Component):
             & (rf_pending < MAX_READS),
             addr=job.d_addr + (rt.m0 + rf_r) * job.d_stride + rt.n0,
             we=0,
-            mask=word_mask((rt.cols + 3) // 4),
+            mask=word_mask((rt.cols + 3) >> 2),
             tag=TAG_R,
         )
         with m.If(r_acc):
@@ -877,11 +877,16 @@ class Engine(wiring.Component):
         for c in range(vec_len):
             v1 = Signal(signed(8), name=f"post_res{c}")
             v2 = Signal(signed(8), name=f"post_aff{c}")
-            rs = (job.res_y_mult * y_in[c] + job.res_r_mult * res_in[c] + half_res) >> job.res_shift
+            # Named intermediates: each is used three times by the saturation.
+            rs = Signal(signed(20), name=f"post_rsum{c}")
+            m.d.comb += rs.eq(
+                (job.res_y_mult * y_in[c] + job.res_r_mult * res_in[c] + half_res) >> job.res_shift
+            )
             m.d.comb += v1.eq(Mux(residual_en, _sat8(rs), y_in[c]))
             chan_w = Mux(y_slot, params[1][c].as_value(), params[0][c].as_value())
             prec = param_layout(Mux(per_row, row_rec_w.as_value(), chan_w))
-            af = (prec.gamma * v1 + prec.beta + half_aff) >> job.aff_shift
+            af = Signal(signed(35), name=f"post_asum{c}")
+            m.d.comb += af.eq((prec.gamma * v1 + prec.beta + half_aff) >> job.aff_shift)
             m.d.comb += v2.eq(Mux(affine_en, _sat8(af), v1))
             m.d.comb += y_out[c].eq(Mux(post_en & relu_en & (v2 < 0), 0, v2))
         y_addr = Mux(
@@ -894,7 +899,7 @@ class Engine(wiring.Component):
             go & have_row & yw_loaded & res_ok,
             addr=y_addr,
             we=1,
-            mask=word_mask((yt.cols + 3) // 4),
+            mask=word_mask((yt.cols + 3) >> 2),
             wdata=y_out.as_value(),
         )
         m.d.comb += res_data.r_en.eq(y_acc & residual_en)

@@ -72,9 +72,10 @@ class ItaMax(wiring.Component):
         e = self.cfg.engine
         m = Module()
         sb = self.sum_bits
-        ms = Array([Signal(signed(8), name=f"m{r}", init=-128) for r in range(e.tile_m)])
-        ss = Array([Signal(unsigned(sb), name=f"s{r}") for r in range(e.tile_m)])
-        invs = Array([Signal(unsigned(8), name=f"inv{r}") for r in range(e.tile_m)])
+        m_regs = [Signal(signed(8), name=f"m{r}", init=-128) for r in range(e.tile_m)]
+        s_regs = [Signal(unsigned(sb), name=f"s{r}") for r in range(e.tile_m)]
+        inv_regs = [Signal(unsigned(8), name=f"inv{r}") for r in range(e.tile_m)]
+        ms, ss, invs = Array(m_regs), Array(s_regs), Array(inv_regs)
 
         m_old = Signal(signed(8))
         s_old = Signal(unsigned(sb))
@@ -120,9 +121,11 @@ class ItaMax(wiring.Component):
         inv = Signal(unsigned(8))
         m.d.comb += inv.eq(Cat(*reversed(quotient)))
 
-        with m.If(self.valid):
-            m.d.sync += [ms[self.row].eq(m_new), ss[self.row].eq(s_new)]
-            with m.If(self.last):
-                m.d.sync += invs[self.row].eq(inv)
+        # One enable per row (an Array on the left would give every register a full case).
+        for r in range(e.tile_m):
+            with m.If(self.valid & (self.row == r)):
+                m.d.sync += [m_regs[r].eq(m_new), s_regs[r].eq(s_new)]
+                with m.If(self.last):
+                    m.d.sync += inv_regs[r].eq(inv)
         m.d.comb += [self.read_m.eq(ms[self.read_row]), self.read_inv.eq(invs[self.read_row])]
         return m

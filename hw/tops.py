@@ -45,6 +45,11 @@ TOPS: dict[str, Top] = {
         "tcdm", "Tcdm", "L1 banks behind the logarithmic interconnect (narrow and wide OBI ports)"
     ),
     "dma": Top("dma", "Dma", "2-D strided L2 <-> L1 DMA with a descriptor queue"),
+    "regblock": Top(
+        "regblock",
+        "RegBlock",
+        "peripheral registers (engine, DMA, events) behind an OBI target, from hw/regmap.py",
+    ),
 }
 
 

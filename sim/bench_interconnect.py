@@ -38,9 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
-
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 
 from .runner import failure_report, run_bench
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocotb_tools.runner import get_runner
-from tinyattn.hw.tops import verilog_module_name
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.tops import verilog_module_name
 
 from .tools import ensure_verilator_on_path, icarus_missing_reason, verilator_waiver_args
 from .verilog import file_lock, verilog_for

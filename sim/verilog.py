@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from amaranth.back import verilog
-from tinyattn.hw.tops import TOPS, build_top, verilog_module_name
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.tops import TOPS, build_top, verilog_module_name
 
 __all__ = ["build_root", "file_lock", "generate_verilog", "source_digest", "verilog_for"]
 

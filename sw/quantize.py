@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tinyattn.sw.mobilebert import Linear, MobileBert, MobileBertConfig, Norm
-from tinyattn.verif import golden
 
 from tinyattn.config import EngineConfig
+from tinyattn.sw.mobilebert import Linear, MobileBert, MobileBertConfig, Norm
+from tinyattn.verif import golden
 
 __all__ = [
     "AffineParams",

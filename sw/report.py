@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
 from tinyattn.sw.mobilebert import CheckpointError, ConfigError, MobileBert, MobileBertConfig
 from tinyattn.sw.quantize import QuantizationError, QuantizedMobileBert
 

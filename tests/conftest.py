@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from tinyattn.sim.runner import selected_simulators, simulator_missing
 
 _SKIPPED_SIMS: dict[str, str] = {}

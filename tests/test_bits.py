@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
-from tinyattn.hw.compute_core import operand_layout
-from tinyattn.verif.bits import pack, unpack
 
 from tinyattn.config import EngineConfig
+from tinyattn.hw.compute_core import operand_layout
+from tinyattn.verif.bits import pack, unpack
 
 
 def test_pack_matches_amaranth_const() -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tinyattn.sim.runner import failure_report, run_bench
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
+from tinyattn.sim.runner import failure_report, run_bench
 
 BENCH = "tinyattn.verif.benches.dma_bench"
 TESTS = {"random_transfers", "queue_back_to_back", "errors_and_clear", "throughput"}

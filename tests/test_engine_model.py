@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params
 from tinyattn.verif import golden
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import check_job, read_matrix, run_job, write_matrix
-
-from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
 
 CFG = ClusterConfig(
     engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),

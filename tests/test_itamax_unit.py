@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from tinyattn.hw.itamax import ItaMax
-from tinyattn.verif import golden
 
 from tinyattn.config import ClusterConfig, EngineConfig
+from tinyattn.hw.itamax import ItaMax
+from tinyattn.verif import golden
 
 
 @pytest.mark.parametrize(

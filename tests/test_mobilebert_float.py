@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+
 from tinyattn.sw.mobilebert import (
     CheckpointError,
     ConfigError,

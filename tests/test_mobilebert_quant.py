@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
 from tinyattn.sw.quantize import (
     AttentionOp,

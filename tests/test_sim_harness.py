@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tinyattn.sim.runner import WAVES_FILE, failure_report, run_bench, selected_simulators
 
 from tinyattn.config import ClusterConfig, EngineConfig
+from tinyattn.sim.runner import WAVES_FILE, failure_report, run_bench, selected_simulators
 
 SMALL = ClusterConfig(engine=EngineConfig(n_pe=2, vec_len=4, acc_bits=19))
 

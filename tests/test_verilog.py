@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
 from tinyattn.sim.verilog import generate_verilog, verilog_for
-
-from tinyattn.config import ClusterConfig, EngineConfig
 
 SMALL = ClusterConfig(engine=EngineConfig(n_pe=4, vec_len=8, acc_bits=24))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import (
     FLAG_PER_ROW,
     FLAG_RESIDUAL,
@@ -19,8 +21,6 @@ from tinyattn.hw.job import (
     pack_params,
 )
 from tinyattn.verif.engine_model import write_matrix
-
-from tinyattn.config import ClusterConfig
 
 __all__ = ["Allocator", "random_attention", "random_gemm"]
 

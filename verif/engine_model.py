@@ -8,6 +8,8 @@ defined in :mod:`tinyattn.hw.job`; the arithmetic is :mod:`tinyattn.verif.golden
 from __future__ import annotations
 
 import numpy as np
+
+from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import (
     FLAG_AFFINE,
     FLAG_PER_ROW,
@@ -20,8 +22,6 @@ from tinyattn.hw.job import (
     Op,
 )
 from tinyattn.verif import golden
-
-from tinyattn.config import ClusterConfig
 
 __all__ = ["check_job", "job_tensors", "read_matrix", "run_job", "write_matrix"]
 

@@ -25,6 +25,8 @@ from typing import Any
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
+
+from tinyattn.config import EngineConfig
 from tinyattn.hw.compute_core import (
     PIPELINE_DEPTH,
     operand_layout,
@@ -41,8 +43,6 @@ from tinyattn.verif.benches.common import (
     write_metrics,
 )
 from tinyattn.verif.bits import pack, unpack
-
-from tinyattn.config import EngineConfig
 
 
 @dataclass

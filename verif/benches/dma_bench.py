@@ -32,6 +32,8 @@ from typing import Any
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
+
+from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import (
     ALIGN_BYTES,
     Direction,
@@ -48,8 +50,6 @@ from tinyattn.verif.benches.common import (
     write_metrics,
 )
 from tinyattn.verif.bits import pack, unpack
-
-from tinyattn.config import ClusterConfig
 
 #: Cycles from a descriptor's acceptance to its ``done`` beyond one per beat, for an
 #: unstalled transfer with the minimum L2 latency (a functional contract of the RTL).

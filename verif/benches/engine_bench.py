@@ -16,6 +16,8 @@ from typing import Any
 
 import cocotb
 import numpy as np
+
+from tinyattn.config import ClusterConfig
 from tinyattn.hw.engine import status_layout
 from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, Job, JobError, Op, job_layout
 from tinyattn.verif.benches.common import (
@@ -30,8 +32,6 @@ from tinyattn.verif.bits import pack, unpack
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiTarget, obi_ports
-
-from tinyattn.config import ClusterConfig
 
 
 class JobSource:
