@@ -621,6 +621,11 @@ class Engine(wiring.Component):
         ]
         with m.If(resp_w & wd.last):
             m.d.sync += cnt["w_loaded"].eq(cnt["w_loaded"] + 1)
+        # Rows of the X chunk being filled (chunk number x_loaded): the issuer may
+        # start on a chunk's first rows before its last ones arrive.
+        x_rows = Signal(range(tile_m + 1), name="x_rows")
+        with m.If(resp_x):
+            m.d.sync += x_rows.eq(Mux(xd.last, 0, x_rows + 1))
         with m.If(resp_x & xd.last):
             m.d.sync += cnt["x_loaded"].eq(cnt["x_loaded"] + 1)
         with m.If(resp_p):
@@ -659,7 +664,7 @@ class Engine(wiring.Component):
         operands_ready = Mux(
             it.is_pv,
             cnt["qk_done"] == is_qk_units,  # the unit's logits and inv are complete
-            is_chunk < cnt["x_loaded"],
+            (is_chunk < cnt["x_loaded"]) | ((is_chunk == cnt["x_loaded"]) & (is_r < x_rows)),
         )
         ready_block = (
             (is_block < cnt["w_loaded"])
@@ -856,12 +861,15 @@ class Engine(wiring.Component):
         yt = _UnitWalker(m, "yw", shape, e)
         yw_r = Signal(range(tile_m), name="yw_r")
         yw_loaded = Signal(name="yw_loaded")  # ybuf_r.data holds row yw_r
+        yw_last = yw_r == yt.rows - 1
+        # While row r is being written, read row r + 1: one row a cycle within a unit.
+        yw_next = Signal(name="yw_next")
         y_slot = yt.out_index[0]
         row_rec_w = Signal(param_layout)
         m.d.comb += [
             row_rec_w.eq(Array([Array(params[0]), Array(params[1])])[y_slot][yw_r]),
-            ybuf_r.addr.eq(Cat(yw_r, y_slot)),
-            ybuf_r.en.eq(~yw_loaded),
+            ybuf_r.addr.eq(Cat(Mux(yw_next, yw_r + 1, yw_r)[: len(yw_r)], y_slot)),
+            ybuf_r.en.eq(~yw_loaded | yw_next),
         ]
         with m.If(go & ~yt.done & yt.is_qk):
             yt.advance_in(m)  # QK units write nothing
@@ -902,10 +910,11 @@ class Engine(wiring.Component):
             mask=word_mask((yt.cols + 3) >> 2),
             wdata=y_out.as_value(),
         )
-        m.d.comb += res_data.r_en.eq(y_acc & residual_en)
+        m.d.comb += [res_data.r_en.eq(y_acc & residual_en), yw_next.eq(y_acc & ~yw_last)]
         with m.If(y_acc):
-            m.d.sync += yw_loaded.eq(0)
-            with m.If(yw_r == yt.rows - 1):
+            # Still loaded if the next row of the unit was read in this cycle.
+            m.d.sync += yw_loaded.eq(~yw_last)
+            with m.If(yw_last):
                 m.d.sync += [
                     yw_r.eq(0),
                     cnt["y_freed"].eq(cnt["y_freed"] + 1),
@@ -936,6 +945,7 @@ class Engine(wiring.Component):
                 for sig in (
                     wf_kc, wf_nb, wf_u, wf_block, xf_kc, xf_r, xf_chunk, pf_rec,
                     is_kc, is_nb, is_r, is_block, is_chunk, is_qk_units, rf_r, yw_r, yw_loaded,
+                    x_rows,
                 )
             ]  # fmt: skip
 

@@ -35,7 +35,7 @@ ALL_TESTS = [
 PLAN = {
     ("4x16", "icarus"): (ALL_TESTS, {"TINYATTN_JOBS": "12"}),
     ("4x16", "verilator"): (ALL_TESTS, {"TINYATTN_JOBS": "24"}),
-    ("8x32", "icarus"): (ALL_TESTS, {"TINYATTN_JOBS": "5"}),
+    ("8x32", "icarus"): (ALL_TESTS, {"TINYATTN_JOBS": "3"}),
     ("8x32", "verilator"): (ALL_TESTS, {"TINYATTN_JOBS": "12"}),
     ("16x64", "icarus"): (
         ["gemm_random", "gemm_errors", "gemm_soft_clear", "attention_random"],

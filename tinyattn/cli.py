@@ -49,7 +49,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     config_path.write_text(cfg.to_json())
     print(f"wrote {verilog_path} (module {module}, config {cfg.stable_hash()})")
     print(f"wrote {config_path}")
+    _write_register_files(cfg, out)
     return EXIT_OK
+
+
+def _write_register_files(cfg: ClusterConfig, out: Path) -> None:
+    """The register map's C header, Markdown reference and SystemRDL, beside the Verilog.
+
+    A configuration that has no valid engine (say, for a compute-core experiment) has no
+    register map: say so, and write the Verilog anyway.
+    """
+    from tinyattn.sw.regmap_emit import write_all
+
+    try:
+        paths = write_all(cfg, out)
+    except ConfigError as exc:
+        print(f"register map files not written: {exc}")
+        return
+    for path in paths:
+        print(f"wrote {path}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -135,11 +153,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {args.sim}"
         )
         sys.stdout.flush()
-        engine = benchmarks.run_engine_bench(cfg, sim=args.sim)
+        bench_cfg = benchmarks.engine_bench_config(cfg)
+        if bench_cfg != cfg:
+            print(
+                f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the benchmark: "
+                "the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
+            )
+        engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
         area = None
         if not args.no_synth:
             try:
-                area = benchmarks.cells_per_mac(cfg, "engine")
+                area = benchmarks.cells_per_mac(bench_cfg, "engine")
             except RuntimeError as exc:
                 print(f"area: not measured ({exc})")
         for r in engine:
@@ -194,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
         help="write the Verilog of a top and its resolved configuration",
-        description="Write <out>/tinyattn_<top>.v and <out>/config.json (the resolved "
-        "configuration). Output is byte-identical for equal inputs. Tops: " + _tops_help(),
+        description="Write <out>/tinyattn_<top>.v, <out>/config.json (the resolved "
+        "configuration) and the register map files tinyattn_regs.h, registers.md and "
+        "tinyattn.rdl. Output is byte-identical for equal inputs. Tops: " + _tops_help(),
     )
     config_arg(p)
     p.add_argument(
