@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # System packages, installed with apt when missing and we may (root or
-# passwordless sudo): iverilog (Icarus), liblz4-dev (Verilator's FST waves).
+# passwordless sudo): iverilog (Icarus), liblz4-dev (Verilator's FST waves),
+# gcc-riscv64-unknown-elf (the generated headers must compile for rv32).
 # Without apt the Icarus cases are skipped with a loud notice in the test summary.
 APT_PKGS := $(strip $(if $(shell command -v iverilog),,iverilog) \
-	$(if $(wildcard /usr/include/lz4.h),,liblz4-dev))
+	$(if $(wildcard /usr/include/lz4.h),,liblz4-dev) \
+	$(if $(shell command -v riscv64-unknown-elf-gcc),,gcc-riscv64-unknown-elf))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 
 sim-deps:

@@ -272,16 +272,17 @@ class Engine(wiring.Component):
         # ---------------------------------------------------------------- job queue
         jl = job_layout(cfg)
         queue = SyncFIFO(width=jl.size, depth=e.job_queue_depth)
+        # Soft clear: stop issuing, let the port and the core drain, then reset.
+        # No job is taken while a clear drains (it would be dropped at the reset).
+        clearing = Signal()
         m.d.comb += [
             queue.w_data.eq(self.jobs.payload.as_value()),
-            queue.w_en.eq(self.jobs.valid),
-            self.jobs.ready.eq(queue.w_rdy),
+            queue.w_en.eq(self.jobs.valid & ~clearing),
+            self.jobs.ready.eq(queue.w_rdy & ~clearing),
             self.status.queued.eq(queue.level),
         ]
         job = Signal(jl)  # the running job, latched from the queue head
 
-        # Soft clear: stop issuing, let the port and the core drain, then reset.
-        clearing = Signal()
         internal_reset = Signal()
         with m.If(self.clear):
             m.d.sync += clearing.eq(1)

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tinyattn.config import ClusterConfig, EngineConfig
+from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
 from tinyattn.sim.verilog import generate_verilog, verilog_for
 
-SMALL = ClusterConfig(engine=EngineConfig(n_pe=4, vec_len=8, acc_bits=24))
+# Small enough to be quick, valid for every top (the engine needs vec_len >= 16).
+SMALL = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=256),
+)
 
 
 def test_generation_is_deterministic() -> None:
@@ -31,7 +35,7 @@ def test_build_folder_is_keyed_by_config(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("top", list(TOPS))
-@pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["4x8", "default"])
+@pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["4x16", "default"])
 def test_verilator_lint_clean(top: str, cfg: ClusterConfig) -> None:
     run = verilator_lint(verilog_for(top, cfg), verilog_module_name(top))
     assert run.returncode == 0 and "%Warning" not in run.stderr, run.stderr[-3000:]

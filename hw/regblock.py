@@ -1,0 +1,302 @@
+"""The register block: the peripheral registers of the cluster behind one OBI target port.
+
+Generated from :func:`tinyattn.hw.regmap.register_map`: every field of the map becomes
+its storage, source, pulse or sticky flag here according to its access mode and binding;
+nothing is placed by hand. The few pieces of logic the map only names
+(``internal.<name>`` bindings: the push handshakes, the done counters, the MACS latch,
+the events) are written out below and checked against :data:`~tinyattn.hw.regmap.INTERNAL`.
+
+Bus contract (``bus``, an OBI target, 32-bit words):
+
+- ``gnt`` is high except for a write to a staging or push register of the engine (DMA)
+  while a push to the engine (DMA) is pending: such a write waits until the pending push
+  has been taken, so a staged value never changes under an offered job;
+- the response comes exactly one cycle after ``gnt``, for reads and writes;
+- byte enables apply to every writable field (a ``W1P`` / ``W1C`` bit acts only if its
+  byte is enabled); writes to ``RO`` fields are ignored; ``W1P`` fields read 0;
+- an access to an address that holds no register reads 0, changes nothing and sets
+  ``EVENTS_IRQ_STATUS.BUS_ERROR``;
+- ``addr[1:0]`` is ignored (OBI addresses are word aligned).
+
+See ``docs/registers.md`` for the map and for how the cluster top connects the block.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+from .obi import obi_signature
+from .regmap import (
+    DMA_CONTROL,
+    ENGINE_CONTROL,
+    INTERNAL,
+    REG_BITS,
+    Access,
+    MemoryMap,
+    dma_control_signature,
+    engine_control_signature,
+    parse_key,
+    register_map,
+)
+
+__all__ = ["RegBlock", "connect_dma", "connect_engine"]
+
+
+class RegBlock(wiring.Component):
+    """The cluster's peripheral registers (``CLUSTER``, ``ENGINE``, ``DMA``, ``EVENTS``).
+
+    Parameters
+    ----------
+    cfg : ClusterConfig
+    addr_bits : int, optional
+        Byte address bits of ``bus``; default: what the map needs
+        (``register_map(cfg).addr_bits``, 10 bits for 1 KiB). Wider addresses are
+        decoded in full: addresses above the map are unmapped.
+
+    Ports
+    -----
+    bus : In(obi_signature(addr_bits))
+        The OBI target port.
+    engine : Out(:func:`~tinyattn.hw.regmap.engine_control_signature`)
+        ``jobs`` (stream of ``job_layout(cfg)``), ``clear`` out; ``done``, ``status``,
+        ``busy_cycles``, ``stall_cycles``, ``idle_cycles``, ``macs`` in. Names and
+        shapes are those of :class:`~tinyattn.hw.engine.Engine`; see
+        :func:`connect_engine`.
+    dma : Out(:func:`~tinyattn.hw.regmap.dma_control_signature`)
+        ``cmd`` (stream of ``descriptor_layout``), ``clear``, ``error_ack`` out;
+        ``done``, ``done_error``, ``busy``, ``queue_level``, ``error``, ``error_code``
+        in. Those of :class:`~tinyattn.hw.dma.Dma`; see :func:`connect_dma`.
+    irq : Out(1)
+        OR of the enabled pending event flags (``IRQ_STATUS & IRQ_ENABLE``), from flops.
+    """
+
+    def __init__(self, cfg: ClusterConfig, *, addr_bits: int | None = None) -> None:
+        self.cfg = cfg
+        self.map: MemoryMap = register_map(cfg)
+        addr_bits = self.map.addr_bits if addr_bits is None else addr_bits
+        if not self.map.addr_bits <= addr_bits <= 32:
+            raise ValueError(
+                f"addr_bits = {addr_bits}: the map needs {self.map.addr_bits}..32 bits"
+            )
+        self.addr_bits = addr_bits
+        super().__init__(
+            {
+                "bus": In(obi_signature(addr_bits)),
+                "engine": Out(engine_control_signature(cfg)),
+                "dma": Out(dma_control_signature(cfg)),
+                "irq": Out(1),
+            }
+        )
+
+    def _resolve(self, key: str, internal: dict[str, Signal]) -> Value:
+        """The signal a binding names (a port path or an internal signal), sliced."""
+        path, sl = parse_key(key)
+        head, _, rest = path.partition(".")
+        if head == "internal":
+            value: object = internal[rest]
+        else:
+            value = self
+            for part in path.split("."):
+                value = getattr(value, part)
+        if isinstance(value, data.View):
+            value = value.as_value()
+        assert isinstance(value, Value), key
+        return value[sl[0] : sl[1]] if sl is not None else value
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        mm = self.map
+        bus, eng, dma = self.bus, self.engine, self.dma
+
+        # The map's internal bindings, as named signals; driven further down.
+        internal = {name: Signal(spec.width, name=f"int_{name}") for name, spec in INTERNAL.items()}
+        used = {
+            parse_key(k)[0].removeprefix("internal.")
+            for reg in mm.registers
+            for k in (
+                *(f.hw for f in reg.fields if f.hw),
+                reg.register.read_action,
+                reg.register.stall_while,
+            )
+            if k and k.startswith("internal.")
+        }
+        if used != set(INTERNAL):
+            raise ValueError(f"internal bindings not used by the map: {set(INTERNAL) - used}")
+
+        # ---------------------------------------------------------------- bus decode
+        word = bus.addr[2:]
+        hit = {}
+        for reg in mm.registers:
+            hit[reg] = Signal(name=f"hit_{reg.name.lower()}")
+            m.d.comb += hit[reg].eq(word == reg.address // 4)
+        any_hit = Cat(*hit.values()).any()
+
+        # A write to a staging/push register waits while that unit's push is pending:
+        # the staged fields drive the stream payload directly, so they must not change
+        # while it is offered.
+        stall = Const(0)
+        for reg in mm.registers:
+            if reg.register.stall_while is not None:
+                stall = stall | (hit[reg] & self._resolve(reg.register.stall_while, internal))
+        m.d.comb += bus.gnt.eq(~(bus.we & stall))
+        accept = Signal()
+        m.d.comb += accept.eq(bus.req & bus.gnt)
+        wr = accept & bus.we
+        rd = accept & ~bus.we
+        wmask = Cat(*(bus.be[i].replicate(8) for i in range(4)))
+        m.d.comb += internal["bus_error"].eq(accept & ~any_hit)
+
+        # ---------------------------------------------------------------- fields
+        storage: dict[tuple[str, str, str], Signal] = {}
+        values: dict[object, Signal] = {}
+        for reg in mm.registers:
+            name = reg.name.lower()
+            written = Signal(name=f"{name}_written")
+            m.d.comb += written.eq(wr & hit[reg])
+            value = Signal(REG_BITS, name=f"{name}_value")
+            values[reg] = value
+            for f in reg.fields:
+                lo, hi = f.offset, f.offset + f.width
+                wd, wm = bus.wdata[lo:hi], wmask[lo:hi]
+                fname = f"{name}_{f.name.lower()}"
+                if f.access is Access.RW:
+                    store = Signal(f.width, init=f.reset, name=fname)
+                    with m.If(written):
+                        m.d.sync += store.eq((store & ~wm) | (wd & wm))
+                    m.d.comb += value[lo:hi].eq(store)
+                    if f.hw is not None:
+                        m.d.comb += self._resolve(f.hw, internal).eq(store)
+                    storage[(reg.block.name, reg.register.name, f.name)] = store
+                elif f.access is Access.RO:
+                    assert f.hw is not None
+                    source = (
+                        Const(f.reset, f.width)
+                        if f.hw == "const"
+                        else self._resolve(f.hw, internal)
+                    )
+                    m.d.comb += value[lo:hi].eq(source)
+                elif f.access is Access.W1P:
+                    # One-cycle pulse in the cycle after the write's gnt (with rvalid).
+                    assert f.hw is not None
+                    pulse = Signal(f.width, name=fname)
+                    m.d.sync += pulse.eq(Mux(written, wd & wm, 0))
+                    m.d.comb += self._resolve(f.hw, internal).eq(pulse)
+                else:  # W1C: sticky; an event in the same cycle as the clear wins.
+                    assert f.hw is not None
+                    flag = Signal(f.width, init=f.reset, name=fname)
+                    cleared = Mux(written, wd & wm, 0)
+                    m.d.sync += flag.eq((flag & ~cleared) | self._resolve(f.hw, internal))
+                    m.d.comb += value[lo:hi].eq(flag)
+                    storage[(reg.block.name, reg.register.name, f.name)] = flag
+            if reg.register.read_action is not None:
+                m.d.comb += self._resolve(reg.register.read_action, internal).eq(rd & hit[reg])
+        read_value = Signal(REG_BITS)
+        with m.Switch(word):
+            for reg in mm.registers:
+                if reg.register.readable:
+                    with m.Case(reg.address // 4):
+                        m.d.comb += read_value.eq(values[reg])
+
+        # Response: one cycle after gnt; rdata is 0 for writes and unmapped reads.
+        m.d.sync += [
+            bus.rvalid.eq(accept),
+            bus.rdata.eq(Mux(rd, read_value, 0)),
+        ]
+
+        # ---------------------------------------------------------------- engine
+        # JOB_PUSH offers the staged job on `jobs`; with the queue full it stays
+        # pending until taken. CLEAR drops a pending push (the engine drops its queue in
+        # the same cycle). The engine drops jobs accepted while it drains a clear, so a
+        # push made after a CLEAR waits until `status.busy` has fallen: `status.busy` is
+        # high from the cycle after `clear` until the drain is over.
+        e_pending = Signal()
+        e_clear_wait = Signal()
+        e_offer = internal["engine_push_pending"]
+        m.d.comb += [
+            e_offer.eq(e_pending | internal["engine_push"]),
+            eng.jobs.valid.eq(e_offer & ~eng.clear & ~e_clear_wait),
+        ]
+        with m.If(eng.clear):
+            m.d.sync += e_pending.eq(0)
+        with m.Elif(eng.jobs.valid & eng.jobs.ready):
+            m.d.sync += e_pending.eq(0)
+        with m.Elif(internal["engine_push"]):
+            m.d.sync += e_pending.eq(1)
+        with m.If(eng.clear):
+            m.d.sync += e_clear_wait.eq(1)
+        with m.Elif(~eng.status.busy):
+            m.d.sync += e_clear_wait.eq(0)
+
+        m.d.sync += internal["jobs_done"].eq(internal["jobs_done"] + eng.done)
+        with m.If(internal["macs_latch"]):
+            m.d.sync += internal["macs_hi"].eq(eng.macs[32:64])
+        m.d.comb += [
+            internal["engine_done"].eq(eng.done),
+            internal["engine_error"].eq(eng.done & (eng.status.error != 0)),
+        ]
+
+        # ---------------------------------------------------------------- DMA
+        # The same push rule. The DMA takes descriptors again from the cycle after a
+        # clear, so no wait is needed here.
+        d_pending = Signal()
+        d_offer = internal["dma_push_pending"]
+        m.d.comb += [
+            d_offer.eq(d_pending | internal["dma_push"]),
+            dma.cmd.valid.eq(d_offer & ~dma.clear),
+        ]
+        with m.If(dma.clear):
+            m.d.sync += d_pending.eq(0)
+        with m.Elif(dma.cmd.valid & dma.cmd.ready):
+            m.d.sync += d_pending.eq(0)
+        with m.Elif(internal["dma_push"]):
+            m.d.sync += d_pending.eq(1)
+
+        m.d.sync += internal["dma_done_count"].eq(internal["dma_done_count"] + dma.done)
+        m.d.comb += [
+            internal["dma_done"].eq(dma.done),
+            internal["dma_error"].eq(dma.done & dma.done_error),
+        ]
+
+        # ---------------------------------------------------------------- irq
+        status = mm.register("EVENTS", "IRQ_STATUS")
+        enable = mm.register("EVENTS", "IRQ_ENABLE")
+        pending = [
+            storage[("EVENTS", "IRQ_STATUS", f.name)] & storage[("EVENTS", "IRQ_ENABLE", f.name)]
+            for f in status.fields
+        ]
+        if {f.name for f in status.fields} != {f.name for f in enable.fields}:
+            raise ValueError("EVENTS_IRQ_STATUS and EVENTS_IRQ_ENABLE must have the same fields")
+        m.d.comb += self.irq.eq(Cat(*pending).any())
+        return m
+
+
+def _connect(m: Module, ours: object, theirs: object, names: tuple[str, ...]) -> None:
+    signature = ours.signature  # type: ignore[attr-defined]
+    for name in names:
+        member = signature.members[name]
+        a, b = getattr(ours, name), getattr(theirs, name)
+        if member.is_signature:
+            wiring.connect(m, a, b)
+        elif member.flow == wiring.Flow.Out:
+            m.d.comb += b.eq(a)
+        else:
+            m.d.comb += a.eq(b)
+
+
+def connect_engine(m: Module, regs: RegBlock, engine: object) -> None:
+    """Connect ``regs.engine`` to an :class:`~tinyattn.hw.engine.Engine`'s control ports.
+
+    ``jobs`` with :func:`amaranth.lib.wiring.connect`, the other members of
+    :data:`~tinyattn.hw.regmap.ENGINE_CONTROL` with one assignment each (the engine's
+    ``mem`` port is not the register block's business).
+    """
+    _connect(m, regs.engine, engine, ENGINE_CONTROL)
+
+
+def connect_dma(m: Module, regs: RegBlock, dma: object) -> None:
+    """Connect ``regs.dma`` to a :class:`~tinyattn.hw.dma.Dma`'s control ports."""
+    _connect(m, regs.dma, dma, DMA_CONTROL)
