@@ -32,7 +32,7 @@ producer runs at most two units of work ahead; every buffer has two slots):
   add, per-channel affine, ReLU) and write them to L1.
 
 The fetchers and the writer share the port through a fixed-priority arbiter
-(weights, X, parameters, residual, writes).
+(weights, parameters, X, residual, writes).
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ from .obi import obi_signature
 from .wide_port import MAX_READS, WidePort
 
 __all__ = ["Engine", "status_layout"]
+
+#: Port priority, highest first. Weights and parameters are short and the array
+#: starves without them; X comes next (the issuer starts on its first rows);
+#: residual rows and output writes can wait for a free cycle.
+PRIORITY = ("wf", "pf", "xf", "rf", "yw")
 
 # Read-beat tags: which process a returning beat belongs to.
 TAG_W, TAG_X, TAG_P, TAG_R = 0, 1, 2, 3
@@ -463,8 +468,8 @@ class Engine(wiring.Component):
             "p_dest", data.StructLayout({"slot": 1, "first": range(entries), "last": 1})
         )
 
-        # Port arbitration: each requester offers a beat; the first one offering wins.
-        offers = []  # (valid, fields, accepted)
+        # Port arbitration: each requester offers a beat; the highest-priority one wins.
+        offers = []  # (priority, valid, fields, accepted)
 
         def requester(name: str, valid, **fields):
             # Fields are expressions muxed onto the port payload by the arbiter
@@ -472,7 +477,7 @@ class Engine(wiring.Component):
             v = Signal(name=f"{name}_valid")
             a = Signal(name=f"{name}_accepted")
             m.d.comb += v.eq(valid)
-            offers.append((v, fields, a))
+            offers.append((PRIORITY.index(name), v, fields, a))
             return a
 
         def word_mask(words):
@@ -928,7 +933,7 @@ class Engine(wiring.Component):
 
         # ---------------------------------------------------------------- arbiter
         taken = Const(0)
-        for valid, fields, accepted in offers:
+        for _, valid, fields, accepted in sorted(offers, key=lambda offer: offer[0]):
             win = valid & ~taken
             with m.If(win):
                 for name, value in fields.items():
