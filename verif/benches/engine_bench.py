@@ -397,25 +397,40 @@ async def attention_random(dut: Any) -> None:
 
 @cocotb.test()
 async def mixed_queue(dut: Any) -> None:
-    """GEMM and attention jobs queued back to back, sharing one L1 image."""
+    """A random mix of GEMM and attention jobs (random kinds, shapes, flags) queued back to back.
+
+    The jobs share one L1 image and run in queue order; the image after the last
+    one must equal the golden model applying them in the same order.
+    """
     cfg = bench_config()
     seed = bench_seed() + 6
     tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
     await tb.reset()
     e = cfg.engine
-    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
-    alloc = Allocator(tb.image.size, tb.rng)
-    jobs = [
-        random_attention(
-            tb.image, cfg, tb.rng, m=e.tile_m + 2, n=2 * e.n_pe, k=8, heads=2, alloc=alloc
-        ),
-        random_gemm(tb.image, cfg, tb.rng, m=5, n=8, k=e.vec_len + 4, flags=FLAG_RELU, alloc=alloc),
-        random_attention(tb.image, cfg, tb.rng, m=3, n=e.n_pe, k=e.vec_len, heads=1, alloc=alloc),
-    ]
+    rng = tb.rng
+    tb.image[:] = rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    alloc = Allocator(tb.image.size, rng)
+    jobs = []
+    for _ in range(env_int("TINYATTN_MIX", 4)):
+        if rng.random() < 0.5:
+            m = int(rng.integers(1, e.tile_m + 3))
+            n = 4 * int(rng.integers(1, e.vec_len // 2 + 3))
+            k = 4 * int(rng.integers(1, e.vec_len // 2 + 3))
+            jobs.append(random_gemm(tb.image, cfg, rng, m=m, n=n, k=k, alloc=alloc))
+        else:
+            m = int(rng.integers(1, e.tile_m + 3))
+            n = e.n_pe * int(rng.integers(1, max(2, 32 // e.n_pe) + 1))
+            k = 4 * int(rng.integers(1, e.vec_len // 4 + 1))
+            heads = int(rng.integers(1, 3))
+            jobs.append(
+                random_attention(tb.image, cfg, rng, m=m, n=n, k=k, heads=heads, alloc=alloc)
+            )
     want = tb.image.copy()
     for job in jobs:
         assert run_job(want, job, cfg) == JobError.NONE
     results = await tb.run_jobs(jobs, timeout=400_000)
-    assert [err for _, err in results] == [0, 0, 0], results
+    assert [err for _, err in results] == [0] * len(jobs), f"{results} (seed {seed})"
+    kinds = " ".join("G" if job.op == 1 else "A" for job in jobs)
+    dut._log.info("mixed queue %s: %s", kinds, [c for c, _ in results])
     tb.check_image(want, "mixed queue")
     tb.checker.finish()
