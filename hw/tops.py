@@ -50,6 +50,11 @@ TOPS: dict[str, Top] = {
         "RegBlock",
         "peripheral registers (engine, DMA, events) behind an OBI target, from hw/regmap.py",
     ),
+    "cluster": Top(
+        "cluster",
+        "Cluster",
+        "the shared-memory cluster: core ports, L1 + interconnect, engine, DMA, registers",
+    ),
 }
 
 

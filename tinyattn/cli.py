@@ -177,6 +177,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             r["group"] = "interconnect"
         print(benchmarks.format_table(icn, ["mean_wait", "max_wait"]))
         records += icn
+        from tinyattn.sim.bench_cluster import run_cluster_bench
+
+        print("engine GEMM in the cluster, with background traffic from the other cores")
+        sys.stdout.flush()
+        cluster = run_cluster_bench(cfg, sim=args.sim)
+        for r in cluster:
+            r["group"] = "cluster"
+        print(benchmarks.format_table(cluster, ["background"]))
+        records += cluster
     if args.json:
         benchmarks.write_json(args.json, records)
         print(f"wrote {args.json}")

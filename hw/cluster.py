@@ -1,0 +1,130 @@
+"""The cluster top: L1 + interconnect, the attention engine, the DMA, the registers, the cores' bus.
+
+::
+
+    cores[i] ----> CoreBus --l1[i]----> Tcdm.narrow[i]              (i < n_cores)
+                           --periph---> RegBlock.bus
+    RegBlock.engine <-----------------> Engine (jobs, clear, done, status, counters)
+    RegBlock.dma <--------------------> Dma (cmd, clear, error_ack, done, status)
+    RegBlock.irq ---------------------> irq
+    Engine.mem[j] --------------------> Tcdm.wide[j]                (j < vec_len / 4)
+    Dma.l1[j] ------------------------> Tcdm.narrow[n_cores + j]    (j < dma_bits / 32)
+    Dma.l2_req / Dma.l2_rsp <---------> l2_req / l2_rsp             (L2, outside)
+
+- The cores' ports go through :class:`~tinyattn.hw.core_bus.CoreBus`: core ``i``
+  reaches L1 through the TCDM's narrow port ``i``; all cores share the register block.
+- The DMA's L1 lanes are the narrow ports after the cores; its L2 streams are the
+  cluster's ``l2_req`` / ``l2_rsp`` ports (L2 lives outside the cluster).
+- The engine's wide port is the TCDM's wide side.
+- The register block is connected to the engine and the DMA with
+  :func:`~tinyattn.hw.regblock.connect_engine` / :func:`~tinyattn.hw.regblock.connect_dma`.
+  It decodes the whole 4 KiB peripheral window (``addr_bits = PERIPH_BITS``): addresses
+  above its 1 KiB map are unmapped registers (read 0, ``BUS_ERROR``). The register
+  block has no input for the CoreBus's decode errors; instead the CoreBus passes an
+  access to an unmapped cluster address to the register block as a read of
+  ``UNMAPPED_OFFSET``, an unmapped register address, so that it raises
+  ``EVENTS_IRQ_STATUS.BUS_ERROR`` like any other unmapped access.
+
+See ``docs/cluster.md`` for the address map and how firmware drives the cluster.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+from .core_bus import (
+    L1_BASE,
+    PERIPH_BASE,
+    PERIPH_BITS,
+    UNMAPPED_OFFSET,
+    CoreBus,
+    check_l1_window,
+)
+from .dma import Dma, l2_req_layout, l2_rsp_layout
+from .engine import Engine
+from .obi import obi_signature
+from .regblock import RegBlock, connect_dma, connect_engine
+from .regmap import register_map
+from .tcdm import Tcdm
+
+__all__ = ["L1_BASE", "PERIPH_BASE", "Cluster"]
+
+
+class Cluster(wiring.Component):
+    """The shared-memory cluster: engine, DMA, L1 (TCDM), registers and core ports.
+
+    Parameters
+    ----------
+    cfg : ClusterConfig
+        The whole configuration; L1 must be at most 2 MiB (the window below
+        ``PERIPH_BASE``), and the engine needs ``vec_len >= 16``.
+
+    Ports
+    -----
+    cores : In(:func:`~tinyattn.hw.obi.obi_signature` ``(32)``).array(n_cores)
+        The core ports (OBI targets), 32-bit byte addresses decoded by
+        :class:`~tinyattn.hw.core_bus.CoreBus`: L1 at ``L1_BASE``, the registers at
+        ``PERIPH_BASE``. ``rvalid`` comes exactly one cycle after ``gnt``.
+    l2_req : Out(stream of :func:`~tinyattn.hw.dma.l2_req_layout`)
+        The DMA's L2 requests (``addr``, ``we``, ``be``, ``wdata``).
+    l2_rsp : In(stream of :func:`~tinyattn.hw.dma.l2_rsp_layout`)
+        The L2 responses: one per request, reads and writes, in order.
+    irq : Out(1)
+        The register block's interrupt line: OR of ``EVENTS_IRQ_STATUS & IRQ_ENABLE``.
+    """
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        check_l1_window(cfg)
+        mm = register_map(cfg)
+        if mm.size > UNMAPPED_OFFSET:
+            raise ValueError(
+                f"the register map ({mm.size} bytes) reaches UNMAPPED_OFFSET "
+                f"{UNMAPPED_OFFSET:#x} of the peripheral window"
+            )
+        self.cfg = cfg
+        super().__init__(
+            {
+                "cores": In(obi_signature(32)).array(cfg.interconnect.n_cores),
+                "l2_req": Out(stream.Signature(l2_req_layout(cfg))),
+                "l2_rsp": In(stream.Signature(l2_rsp_layout(cfg))),
+                "irq": Out(1),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        n_cores = cfg.interconnect.n_cores
+        m = Module()
+        m.submodules.core_bus = bus = CoreBus(cfg)
+        m.submodules.tcdm = tcdm = Tcdm(cfg)
+        m.submodules.engine = engine = Engine(cfg)
+        m.submodules.dma = dma = Dma(cfg)
+        m.submodules.regs = regs = RegBlock(cfg, addr_bits=PERIPH_BITS)
+
+        # Cores -> CoreBus -> TCDM narrow ports 0 .. n_cores-1, and the registers.
+        for outer, inner in zip(self.cores, bus.cores, strict=True):
+            wiring.connect(m, wiring.flipped(outer), inner)
+        for i in range(n_cores):
+            wiring.connect(m, bus.l1[i], tcdm.narrow[i])
+        wiring.connect(m, bus.periph, regs.bus)
+
+        # DMA lanes -> the narrow ports after the cores; its L2 side to the outside.
+        for j, lane in enumerate(dma.l1):
+            wiring.connect(m, lane, tcdm.narrow[n_cores + j])
+        wiring.connect(m, wiring.flipped(self.l2_req), dma.l2_req)
+        wiring.connect(m, wiring.flipped(self.l2_rsp), dma.l2_rsp)
+
+        # Engine -> the wide port.
+        for lane, port in zip(engine.mem, tcdm.wide, strict=True):
+            wiring.connect(m, lane, port)
+
+        # Control: the register block drives the engine's job queue and the DMA's
+        # descriptor queue and reads their status; its irq is the cluster's.
+        connect_engine(m, regs, engine)
+        connect_dma(m, regs, dma)
+        m.d.comb += self.irq.eq(regs.irq)
+        return m
