@@ -62,7 +62,7 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
-from tinyattn.verif.benches.dma_bench import L2Model, PagedMemory
+from tinyattn.verif.benches.dma_bench import Descriptor, L2Model, PagedMemory
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import job_tensors, read_matrix, run_job
 from tinyattn.verif.obi import (
@@ -474,19 +474,6 @@ class Firmware:
 
 
 # ---------------------------------------------------------------------------- jobs
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """A DMA transfer as firmware programs it (``docs/dma.md``)."""
-
-    direction: int
-    l2_addr: int
-    l1_addr: int
-    row_bytes: int
-    rows: int
-    l2_stride: int
-    l1_stride: int
 
 
 @dataclass(frozen=True)
