@@ -49,6 +49,7 @@ __all__ = [
     "MobileBertConfig",
     "Norm",
     "attention",
+    "check_input_ids",
     "embeddings_forward",
     "expected_tensor_shapes",
     "gelu",
@@ -563,6 +564,38 @@ def expected_tensor_shapes(cfg: MobileBertConfig) -> dict[str, tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------
 
 
+def check_input_ids(
+    cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate token ids against ``cfg``; returns ``(B, S)`` ids and token types (or None).
+
+    Raises ``ValueError`` naming the offending shape, dtype or range.
+    """
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"input_ids must be a non-empty (S,) or (B, S) int array, got "
+            f"shape {ids.shape} dtype {ids.dtype}"
+        )
+    if ids.shape[1] > cfg.max_position_embeddings:
+        raise ValueError(
+            f"sequence length {ids.shape[1]} > max_position_embeddings "
+            f"{cfg.max_position_embeddings}"
+        )
+    if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+        raise ValueError(f"input_ids out of range [0, {cfg.vocab_size})")
+    tt = None
+    if token_type_ids is not None:
+        tt = np.broadcast_to(np.asarray(token_type_ids).reshape(-1, ids.shape[1]), ids.shape)
+        if not np.issubdtype(tt.dtype, np.integer):
+            raise ValueError("token_type_ids must be integers")
+        if tt.min() < 0 or tt.max() >= cfg.type_vocab_size:
+            raise ValueError(f"token_type_ids out of range [0, {cfg.type_vocab_size})")
+    return ids, tt
+
+
 def embeddings_forward(
     emb: EmbeddingWeights,
     cfg: MobileBertConfig,
@@ -804,34 +837,6 @@ class MobileBert:
 
     # ---- inference -------------------------------------------------------------------------
 
-    def _check_inputs(
-        self, input_ids: np.ndarray, token_type_ids: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        ids = np.asarray(input_ids)
-        if ids.ndim == 1:
-            ids = ids[None]
-        if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(
-                f"input_ids must be a non-empty (S,) or (B, S) int array, got "
-                f"shape {ids.shape} dtype {ids.dtype}"
-            )
-        cfg = self.config
-        if ids.shape[1] > cfg.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {ids.shape[1]} > max_position_embeddings "
-                f"{cfg.max_position_embeddings}"
-            )
-        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-            raise ValueError(f"input_ids out of range [0, {cfg.vocab_size})")
-        tt = None
-        if token_type_ids is not None:
-            tt = np.broadcast_to(np.asarray(token_type_ids).reshape(-1, ids.shape[1]), ids.shape)
-            if not np.issubdtype(tt.dtype, np.integer):
-                raise ValueError("token_type_ids must be integers")
-            if tt.min() < 0 or tt.max() >= cfg.type_vocab_size:
-                raise ValueError(f"token_type_ids out of range [0, {cfg.type_vocab_size})")
-        return ids, tt
-
     def forward_batch(
         self,
         input_ids: np.ndarray,
@@ -839,7 +844,7 @@ class MobileBert:
         attention_mask: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Like :meth:`forward` but always returns ``(B, S, hidden_size)`` float32 arrays."""
-        ids, tt = self._check_inputs(input_ids, token_type_ids)
+        ids, tt = check_input_ids(self.config, input_ids, token_type_ids)
         mask = None
         if attention_mask is not None:
             mask = np.broadcast_to(np.asarray(attention_mask).reshape(-1, ids.shape[1]), ids.shape)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from tinyattn.config import EngineConfig
-from tinyattn.sw.mobilebert import Linear, MobileBert, MobileBertConfig, Norm
+from tinyattn.sw.mobilebert import Linear, MobileBert, MobileBertConfig, Norm, check_input_ids
 from tinyattn.verif import golden
 
 __all__ = [
@@ -571,30 +571,10 @@ def _check_supported(cfg: MobileBertConfig) -> None:
 def _check_ids(
     cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ids like ``MobileBert.forward``; returns ``(B, S)`` ids and token types."""
-    ids = np.asarray(input_ids)
-    if ids.ndim == 1:
-        ids = ids[None]
-    if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(
-            f"input_ids must be a non-empty (S,) or (B, S) int array, got shape {ids.shape} "
-            f"dtype {ids.dtype}"
-        )
-    if ids.shape[1] > cfg.max_position_embeddings:
-        raise ValueError(
-            f"sequence length {ids.shape[1]} > max_position_embeddings "
-            f"{cfg.max_position_embeddings}"
-        )
-    if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-        raise ValueError(f"input_ids out of range [0, {cfg.vocab_size})")
-    if token_type_ids is None:
+    """Validate ids like ``MobileBert.forward``; returns ``(B, S)`` int64 ids and token types."""
+    ids, tt = check_input_ids(cfg, input_ids, token_type_ids)
+    if tt is None:
         tt = np.zeros(ids.shape, np.int64)
-    else:
-        tt = np.broadcast_to(np.asarray(token_type_ids).reshape(-1, ids.shape[1]), ids.shape)
-        if not np.issubdtype(tt.dtype, np.integer):
-            raise ValueError("token_type_ids must be integers")
-        if tt.min() < 0 or tt.max() >= cfg.type_vocab_size:
-            raise ValueError(f"token_type_ids out of range [0, {cfg.type_vocab_size})")
     return ids.astype(np.int64), tt.astype(np.int64)
 
 
