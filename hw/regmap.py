@@ -48,6 +48,7 @@ from amaranth.lib.wiring import Flow, In, Out
 from tinyattn.config import ClusterConfig
 
 from . import job as _job
+from .core_bus import L1_BASE, PERIPH_BASE
 from .dma import ALIGN_BYTES, Direction, Dma, DmaError
 from .engine import status_layout
 from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op, job_layout
@@ -738,6 +739,12 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
     for name, value, desc in _cluster_constants(cfg):
         b.constant(name, value, desc)
     b.constant("L1_BYTES", cfg.memory.size_bytes, "L1 (TCDM) capacity in bytes")
+    b.constant(
+        "L1_BASE",
+        L1_BASE,
+        "core address of L1 byte 0; engine jobs and DMA descriptors use L1 offsets",
+    )
+    b.constant("REGS_BASE", PERIPH_BASE, "core address of this register block")
     b.constant("DMA_ALIGN_BYTES", ALIGN_BYTES, "DMA addresses, row lengths, strides: multiple")
     b.constant("PARAM_RECORD_BYTES", PARAM_RECORD_BYTES, "bytes per GEMM parameter record")
     mm = b.build()

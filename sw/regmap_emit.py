@@ -51,6 +51,8 @@ HEADER_NAME = "tinyattn_regs.h"
 MARKDOWN_NAME = "registers.md"
 SYSTEMRDL_NAME = "tinyattn.rdl"
 PREFIX = "TINYATTN"
+#: Constants that are addresses or bit patterns, written in hex.
+HEX_CONSTANTS = frozenset({"CONFIG_HASH", "L1_BASE", "REGS_BASE"})
 
 _C_KEYWORDS = frozenset(
     (
@@ -67,6 +69,10 @@ _C_KEYWORDS = frozenset(
 
 def _hex(value: int, digits: int = 8) -> str:
     return f"0x{value:0{digits}X}u"
+
+
+def _constant(mm: MemoryMap, name: str) -> int:
+    return next(c.value for c in mm.constants if c.name == name)
 
 
 def _param(name: str) -> str:
@@ -282,7 +288,7 @@ def c_header(cfg: ClusterConfig) -> str:
         _define(f"{PREFIX}_REGS_SIZE", _hex(mm.size), macros[f"{PREFIX}_REGS_SIZE"][1]),
     ]
     for c in mm.constants:
-        value = _hex(c.value) if c.name == "CONFIG_HASH" else f"{c.value}u"
+        value = _hex(c.value) if c.name in HEX_CONSTANTS else f"{c.value}u"
         out.append(_define(f"{PREFIX}_{c.name}", value, c.desc))
     out += [
         "",
@@ -372,7 +378,10 @@ def markdown(cfg: ClusterConfig) -> str:
         "",
         "Addresses are byte offsets from the base of the register block. Registers are "
         f"32-bit words; the block decodes {mm.addr_bits} address bits "
-        f"({mm.size:#x} bytes).",
+        f"({mm.size:#x} bytes). In the cluster the cores see the block at "
+        f"`{_constant(mm, 'REGS_BASE'):#010x}` (`TINYATTN_REGS_BASE`) and L1 at "
+        f"`{_constant(mm, 'L1_BASE'):#010x}` (`TINYATTN_L1_BASE`); the engine's job "
+        "registers and the DMA's L1 address take offsets into L1, not core addresses.",
         "",
         "| block | base | registers | contents |",
         "|---|---|---|---|",
