@@ -22,6 +22,7 @@ from .verilog import verilog_for
 
 __all__ = [
     "ENGINE_CASES",
+    "Synthesis",
     "cells_per_mac",
     "engine_bench_config",
     "format_table",
@@ -107,41 +108,63 @@ def run_engine_bench(
     return records
 
 
-def cells_per_mac(cfg: ClusterConfig, top: str) -> dict[str, Any]:
-    """Synthesize ``top`` with Debian's yosys (``synth; stat``) and count cells per MAC.
+class Synthesis:
+    """A ``yosys synth; stat`` run of one top, started in the background.
 
-    Raises ``RuntimeError`` naming the missing tool when yosys is not installed.
+    The run's log lands beside the top's Verilog (``yosys-<top>.log``) and is reused
+    while the sources are unchanged, so only the first call pays for synthesis (tens
+    of minutes for the default engine). Raises ``RuntimeError`` naming the missing
+    tool when yosys is not installed.
     """
-    yosys = shutil.which("yosys")
-    if yosys is None:
-        raise RuntimeError("yosys is not installed: `make bench` installs it with apt")
-    verilog = verilog_for(top, cfg)
-    module = f"tinyattn_{top}"
-    log = verilog.parent / f"yosys-{top}.log"
-    if not log.exists() or "Number of cells" not in log.read_text(errors="replace"):
-        run = subprocess.run(
-            [
-                yosys,
-                "-q",
-                "-l",
-                str(log),
-                "-p",
-                f"read_verilog {verilog}; synth -top {module}; stat",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"yosys failed on {top}: {run.stderr[-2000:]}")
-    counts = [int(c) for c in re.findall(r"Number of cells:\s+(\d+)", log.read_text())]
-    cells = counts[-1]  # the top module's total, reported last
-    return {
-        "top": top,
-        "cells": cells,
-        "macs_per_cycle": cfg.engine.macs_per_cycle,
-        "cells_per_mac": round(cells / cfg.engine.macs_per_cycle, 1),
-    }
+
+    def __init__(self, cfg: ClusterConfig, top: str) -> None:
+        yosys = shutil.which("yosys")
+        if yosys is None:
+            raise RuntimeError("yosys is not installed: `make bench` installs it with apt")
+        self.cfg, self.top = cfg, top
+        verilog = verilog_for(top, cfg)
+        self.log = verilog.parent / f"yosys-{top}.log"
+        self._stderr = verilog.parent / f"yosys-{top}.stderr"
+        self._proc: subprocess.Popen | None = None
+        if not self._finished_log():
+            script = f"read_verilog {verilog}; synth -top tinyattn_{top}; stat"
+            with self._stderr.open("w") as err:
+                self._proc = subprocess.Popen(
+                    [yosys, "-q", "-l", str(self.log), "-p", script],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+
+    def _finished_log(self) -> bool:
+        return self.log.exists() and "Number of cells" in self.log.read_text(errors="replace")
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the run; returns ``top``, ``cells``, ``macs_per_cycle``, ``cells_per_mac``."""
+        if self._proc is not None and self._proc.wait() != 0:
+            tail = self._stderr.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"yosys failed on {self.top} (log {self.log}): {tail}")
+        counts = [int(c) for c in re.findall(r"Number of cells:\s+(\d+)", self.log.read_text())]
+        if not counts:
+            raise RuntimeError(f"yosys wrote no cell count for {self.top}: see {self.log}")
+        cells = counts[-1]  # the top module's total, reported last
+        macs = self.cfg.engine.macs_per_cycle
+        return {
+            "top": self.top,
+            "cells": cells,
+            "macs_per_cycle": macs,
+            "cells_per_mac": round(cells / macs, 1),
+        }
+
+    def cancel(self) -> None:
+        """Stop a run still going (its partial log is not reused)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def cells_per_mac(cfg: ClusterConfig, top: str) -> dict[str, Any]:
+    """Synthesize ``top`` with Debian's yosys and count cells per MAC (see :class:`Synthesis`)."""
+    return Synthesis(cfg, top).result()
 
 
 def format_table(records: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> str:

@@ -1,9 +1,11 @@
-"""Benchmark plumbing (no simulation): bound, table and JSON records."""
+"""Benchmark plumbing (no simulation): bound, table, JSON records and the yosys run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.sim.benchmarks import ENGINE_CASES, attention_bound, format_table, write_json
@@ -47,3 +49,58 @@ def test_table_and_json(tmp_path: Path) -> None:
     back = json.loads(out.read_text())
     assert back == records
     assert all({"name", "cycles", "ideal_cycles", "utilization"} <= set(r) for r in back)
+
+
+FAKE_YOSYS = """#!/bin/sh
+# Stands in for yosys: counts its runs, writes a log like `synth; stat` would.
+echo run >> "{runs}"
+while [ "$1" != "-l" ]; do shift; done
+log="$2"
+if [ -n "{fail}" ]; then echo "ERROR: {fail}" >&2; exit 1; fi
+printf '   Number of cells:               7\\n' > "$log"
+printf '=== design hierarchy ===\\n   Number of cells:            {cells}\\n' >> "$log"
+"""
+
+
+def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> Path:
+    from tinyattn.sim import benchmarks
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    runs = tmp_path / "runs"
+    script = bindir / "yosys"
+    script.write_text(FAKE_YOSYS.format(runs=runs, cells=cells, fail=fail))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    verilog = tmp_path / "top" / "tinyattn_engine.v"
+    verilog.parent.mkdir(exist_ok=True)
+    verilog.write_text("module tinyattn_engine; endmodule\n")
+    monkeypatch.setattr(benchmarks, "verilog_for", lambda top, cfg: verilog)
+    return runs
+
+
+def test_synthesis_counts_the_top_and_reuses_its_log(tmp_path: Path, monkeypatch) -> None:
+    from tinyattn.sim.benchmarks import Synthesis, cells_per_mac
+
+    runs = _fake_yosys(tmp_path, monkeypatch, cells=716_800)
+    cfg = ClusterConfig()
+    area = cells_per_mac(cfg, "engine")
+    assert area == {
+        "top": "engine",
+        "cells": 716_800,
+        "macs_per_cycle": 1024,
+        "cells_per_mac": 700.0,
+    }
+    assert Synthesis(cfg, "engine").result() == area
+    assert runs.read_text().count("run") == 1  # the second call read the finished log
+
+
+def test_synthesis_failure_names_the_top_and_the_error(tmp_path: Path, monkeypatch) -> None:
+    from tinyattn.sim.benchmarks import Synthesis
+
+    _fake_yosys(tmp_path, monkeypatch, fail="syntax error near line 3")
+    with pytest.raises(RuntimeError, match=r"yosys failed on engine.*syntax error near line 3"):
+        Synthesis(ClusterConfig(), "engine").result()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="yosys is not installed"):
+        Synthesis(ClusterConfig(), "engine")

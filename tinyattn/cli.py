@@ -150,13 +150,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the benchmark: "
                 "the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
             )
-        engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
-        area = None
+        synthesis = None
         if not args.no_synth:
+            # The area of the configuration asked for (the larger L1 is the benchmark's
+            # memory, not part of the engine), synthesized while the simulations run.
             try:
-                # The area of the configuration asked for: the larger L1 is the
-                # benchmark's memory, not part of the engine.
-                area = benchmarks.cells_per_mac(cfg, "engine")
+                synthesis = benchmarks.Synthesis(cfg, "engine")
+            except RuntimeError as exc:
+                print(f"area: not measured ({exc})")
+        try:
+            engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
+        except BaseException:
+            if synthesis is not None:
+                synthesis.cancel()
+            raise
+        area = None
+        if synthesis is not None:
+            print(f"waiting for yosys (log: {synthesis.log}) ...")
+            sys.stdout.flush()
+            try:
+                area = synthesis.result()
             except RuntimeError as exc:
                 print(f"area: not measured ({exc})")
         for r in engine:
