@@ -11,8 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyattn.config import ClusterConfig, ConfigError
+
+if TYPE_CHECKING:  # the simulation stack loads only for the commands that need it
+    from tinyattn.sim.benchmarks import Synthesis
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -137,75 +141,81 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     records: list[dict] = []
-    if args.what in ("engine", "all"):
-        e = cfg.engine
-        print(
-            f"engine benchmark: {e.n_pe} x {e.vec_len} = {e.macs_per_cycle} MAC/cycle, "
-            f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {args.sim}"
-        )
-        sys.stdout.flush()
-        bench_cfg = benchmarks.engine_bench_config(cfg)
-        if bench_cfg != cfg:
+    synthesis = None
+    try:
+        if args.what in ("engine", "all"):
+            e = cfg.engine
             print(
-                f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the benchmark: "
-                "the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
+                f"engine benchmark: {e.n_pe} x {e.vec_len} = {e.macs_per_cycle} MAC/cycle, "
+                f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {args.sim}"
             )
-        synthesis = None
-        if not args.no_synth:
-            # The area of the configuration asked for (the larger L1 is the benchmark's
-            # memory, not part of the engine), synthesized while the simulations run.
-            try:
-                synthesis = benchmarks.Synthesis(cfg, "engine")
-            except RuntimeError as exc:
-                print(f"area: not measured ({exc})")
-        try:
-            engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
-        except BaseException:
-            if synthesis is not None:
-                synthesis.cancel()
-            raise
-        area = None
-        if synthesis is not None:
-            print(f"waiting for yosys (log: {synthesis.log}) ...")
             sys.stdout.flush()
-            try:
-                area = synthesis.result()
-            except RuntimeError as exc:
-                print(f"area: not measured ({exc})")
-        for r in engine:
-            r["group"] = "engine"
-            if area:
-                r["cells_per_mac"] = area["cells_per_mac"]
-        print(benchmarks.format_table(engine, ["stall_cycles", "bound"]))
-        if area:
-            print(
-                f"area (yosys synth of the engine, config {cfg.stable_hash()}): "
-                f"{area['cells']} cells, {area['cells_per_mac']} cells per MAC"
-            )
-        records += engine
-    if args.what in ("interconnect", "all"):
-        from tinyattn.sim.bench_interconnect import run_interconnect_bench
+            bench_cfg = benchmarks.engine_bench_config(cfg)
+            if bench_cfg != cfg:
+                print(
+                    f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the "
+                    "benchmark: the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
+                )
+            if not args.no_synth:
+                # The area of the configuration asked for (the larger L1 is the
+                # benchmark's memory, not part of the engine). yosys runs beside the
+                # simulations; its result is collected at the end.
+                try:
+                    synthesis = benchmarks.Synthesis(cfg, "engine")
+                except RuntimeError as exc:
+                    print(f"area: not measured ({exc})")
+            engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
+            for r in engine:
+                r["group"] = "engine"
+            print(benchmarks.format_table(engine, ["stall_cycles", "bound"]))
+            records += engine
+        if args.what in ("interconnect", "all"):
+            from tinyattn.sim.bench_cluster import run_cluster_bench
+            from tinyattn.sim.bench_interconnect import run_interconnect_bench
 
-        print(f"interconnect benchmark: config {cfg.stable_hash()}, on {args.sim}")
-        sys.stdout.flush()
-        icn = run_interconnect_bench(cfg, sim=args.sim)
-        for r in icn:
-            r["group"] = "interconnect"
-        print(benchmarks.format_table(icn, ["mean_wait", "max_wait"]))
-        records += icn
-        from tinyattn.sim.bench_cluster import run_cluster_bench
+            print(f"interconnect benchmark: config {cfg.stable_hash()}, on {args.sim}")
+            sys.stdout.flush()
+            icn = run_interconnect_bench(cfg, sim=args.sim)
+            for r in icn:
+                r["group"] = "interconnect"
+            print(benchmarks.format_table(icn, ["mean_wait", "max_wait"]))
+            records += icn
 
-        print("engine GEMM in the cluster, with background traffic from the other cores")
-        sys.stdout.flush()
-        cluster = run_cluster_bench(cfg, sim=args.sim)
-        for r in cluster:
-            r["group"] = "cluster"
-        print(benchmarks.format_table(cluster, ["background"]))
-        records += cluster
+            print("engine GEMM in the cluster, with background traffic from the other cores")
+            sys.stdout.flush()
+            cluster = run_cluster_bench(cfg, sim=args.sim)
+            for r in cluster:
+                r["group"] = "cluster"
+            print(benchmarks.format_table(cluster, ["background"]))
+            records += cluster
+        if synthesis is not None:
+            _report_area(synthesis, cfg, records)
+    except BaseException:
+        if synthesis is not None:
+            synthesis.cancel()
+        raise
     if args.json:
         benchmarks.write_json(args.json, records)
         print(f"wrote {args.json}")
     return EXIT_OK
+
+
+def _report_area(synthesis: Synthesis, cfg: ClusterConfig, records: list[dict]) -> None:
+    """Wait for the engine's synthesis, print its area and add it to the engine records."""
+    print(f"waiting for yosys (log: {synthesis.log}) ...")
+    sys.stdout.flush()
+    try:
+        area = synthesis.result()
+    except RuntimeError as exc:
+        print(f"area: not measured ({exc})")
+        return
+    print(
+        f"area (yosys synth of the engine, config {cfg.stable_hash()}): "
+        f"{area['cells']} cells, {area['cells_per_mac']} cells per MAC"
+    )
+    for r in records:
+        if r["group"] == "engine":
+            r["cells"], r["cells_per_mac"] = area["cells"], area["cells_per_mac"]
 
 
 def cmd_quantize_report(argv: list[str]) -> int:
