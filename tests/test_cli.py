@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,16 @@ def test_unknown_top_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_config_prints_toml_that_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config"]) == 0
     assert ClusterConfig.from_toml(capsys.readouterr().out) == ClusterConfig()
+
+
+def test_docs_quote_the_current_default_config_hash() -> None:
+    """README's demo output and the docs' "default configuration (`hash`)" stay current."""
+    root = Path(__file__).resolve().parents[1]
+    want = ClusterConfig().stable_hash()
+    readme = (root / "README.md").read_text()
+    quoted = re.findall(r"tinyattn demo: .*config ([0-9a-f]{12})", readme)
+    for doc in sorted((root / "docs").glob("*.md")):
+        quoted += re.findall(r"default configuration \(`([0-9a-f]{12})", doc.read_text())
+    assert len(quoted) >= 3 and set(quoted) == {want}, (
+        f"docs quote {sorted(set(quoted))}, the default configuration hashes to {want}"
+    )
