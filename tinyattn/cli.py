@@ -294,12 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the benchmarks and print a table of cycles, ideal cycles and "
         "utilization (useful MACs / (cycles x peak)); --json writes the records. engine: GEMM "
         "128x512x128 and 128x128x512, attention S=128 and S=64 (H=4, head dim 32), each with "
-        "an ideal memory and with 10%% random grant stalls, plus cells per MAC from yosys.",
+        "an ideal memory and with 10% random grant stalls, plus cells per MAC from yosys "
+        "synth (in the background; about an hour for the default engine, then cached). "
+        "interconnect: throughput and waits per port, and the engine's GEMM inside the "
+        "cluster with 0/25/50% background core traffic.",
     )
     p.add_argument("what", choices=("engine", "interconnect", "all"))
     config_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
-    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument(
+        "--sim", default="verilator", choices=("verilator", "icarus"), help="default: verilator"
+    )
     p.add_argument("--no-synth", action="store_true", help="skip the yosys area measurement")
     p.set_defaults(func=cmd_bench)
 
