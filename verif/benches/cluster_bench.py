@@ -363,17 +363,16 @@ class Firmware:
 
     # -- DMA -------------------------------------------------------------------------
 
-    async def dma_room(self) -> None:
-        """Wait until the DMA queue has room: QUEUE_LEVEL + PUSH_PENDING < depth."""
+    async def queue_room(self, block: str, level: str, depth: int) -> None:
+        """Wait until ``block``'s queue has room: STATUS.<level> + PUSH_PENDING < depth."""
         while True:
-            st = await self.read("DMA", "STATUS")
-            level = self.get(st, "DMA", "STATUS", "QUEUE_LEVEL")
-            pending = self.get(st, "DMA", "STATUS", "PUSH_PENDING")
-            if level + pending < self.dma_depth:
+            st = await self.read(block, "STATUS")
+            queued = self.get(st, block, "STATUS", level)
+            if queued + self.get(st, block, "STATUS", "PUSH_PENDING") < depth:
                 return
 
     async def dma_push(self, d: Descriptor) -> None:
-        await self.dma_room()
+        await self.queue_room("DMA", "QUEUE_LEVEL", self.dma_depth)
         for name, fname, value in (
             ("L2_ADDR", "ADDR", d.l2_addr),
             ("L1_ADDR", "ADDR", d.l1_addr),
@@ -421,17 +420,8 @@ class Firmware:
             out.append((r.register.name, self.pack("ENGINE", r.register.name, **fields)))
         return out
 
-    async def engine_room(self) -> None:
-        """Wait until the job queue has room: QUEUED + PUSH_PENDING < depth."""
-        while True:
-            st = await self.read("ENGINE", "STATUS")
-            queued = self.get(st, "ENGINE", "STATUS", "QUEUED")
-            pending = self.get(st, "ENGINE", "STATUS", "PUSH_PENDING")
-            if queued + pending < self.job_depth:
-                return
-
     async def engine_push(self, job: Job) -> None:
-        await self.engine_room()
+        await self.queue_room("ENGINE", "QUEUED", self.job_depth)
         for name, value in self.job_registers(job):
             await self.write("ENGINE", name, value)
         self.last_push = await self.write(
