@@ -23,7 +23,15 @@ from amaranth.back import verilog
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.tops import TOPS, build_top, verilog_module_name
 
-__all__ = ["build_root", "file_lock", "generate_verilog", "source_digest", "verilog_for"]
+__all__ = [
+    "build_root",
+    "extra_verilog",
+    "file_lock",
+    "generate_verilog",
+    "source_digest",
+    "verilog_for",
+    "verilog_sources",
+]
 
 _PKG_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,13 +53,8 @@ def _hw_imports(path: Path) -> set[str]:
     return found
 
 
-def source_digest(top: str) -> str:
-    """12 hex digits over the sources that can change ``top``'s netlist.
-
-    Those are the top's module in ``hw/`` and every ``hw/`` module it imports,
-    transitively, plus ``tinyattn/config.py`` and the Amaranth version, so an
-    edit to an unrelated design does not invalidate this one's builds.
-    """
+def _hw_modules(top: str) -> set[str]:
+    """The ``hw/`` modules that define ``top``: its own and those it imports, transitively."""
     hw = _PKG_ROOT / "hw"
     todo, seen = [TOPS[top].module], set()
     while todo:
@@ -60,11 +63,40 @@ def source_digest(top: str) -> str:
             continue
         seen.add(name)
         todo.extend(_hw_imports(hw / f"{name}.py"))
+    return seen
+
+
+def extra_verilog(top: str) -> list[Path]:
+    """Verilog files the netlist of ``top`` instantiates but Amaranth does not emit.
+
+    Today the one such file is PicoRV32's (:func:`tinyattn.hw.picorv32.verilog_source`),
+    for every top that contains the control core.
+    """
+    if "picorv32" not in _hw_modules(top):
+        return []
+    from tinyattn.hw.picorv32 import verilog_source
+
+    return [verilog_source()]
+
+
+def source_digest(top: str) -> str:
+    """12 hex digits over the sources that can change ``top``'s netlist.
+
+    Those are the top's module in ``hw/`` and every ``hw/`` module it imports,
+    transitively, plus ``tinyattn/config.py``, the Amaranth version and the
+    :func:`extra_verilog` files, so an edit to an unrelated design does not
+    invalidate this one's builds.
+    """
+    hw = _PKG_ROOT / "hw"
+    seen = _hw_modules(top)
     h = hashlib.sha256()
     h.update(importlib.metadata.version("amaranth").encode())
     sources = [*(hw / f"{name}.py" for name in sorted(seen)), _PKG_ROOT / "tinyattn" / "config.py"]
     for path in sources:
         h.update(str(path.relative_to(_PKG_ROOT)).encode())
+        h.update(path.read_bytes())
+    for path in extra_verilog(top):
+        h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
@@ -99,3 +131,20 @@ def verilog_for(top: str, cfg: ClusterConfig) -> Path:
             os.replace(tmp, out)
             (folder / "config.json").write_text(cfg.to_json())
     return out
+
+
+def verilog_sources(top: str, cfg: ClusterConfig) -> list[Path]:
+    """Every Verilog file of ``top`` for ``cfg``: the cached netlist first, then copies of
+    the :func:`extra_verilog` files in the same build folder (so a simulator or a
+    synthesis flow needs nothing from site-packages)."""
+    main = verilog_for(top, cfg)
+    files = [main]
+    with file_lock(main.parent / ".lock"):
+        for src in extra_verilog(top):
+            dst = main.parent / src.name
+            if not dst.exists():
+                tmp = dst.with_suffix(".v.tmp")
+                tmp.write_bytes(src.read_bytes())
+                os.replace(tmp, dst)
+            files.append(dst)
+    return files

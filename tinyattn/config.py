@@ -28,6 +28,7 @@ import tomli_w
 __all__ = [
     "ClusterConfig",
     "ConfigError",
+    "CoreConfig",
     "DmaConfig",
     "EngineConfig",
     "InterconnectConfig",
@@ -212,13 +213,46 @@ class DmaConfig(_Section):
 
 
 @dataclass(frozen=True)
+class CoreConfig(_Section):
+    """The RISC-V control cores (PicoRV32, rv32imc) on the first core ports.
+
+    Attributes
+    ----------
+    count : int
+        Core ports ``0 .. count-1`` carry a PicoRV32; the other
+        ``interconnect.n_cores - count`` ports stay OBI ports on the cluster boundary.
+    private_bytes : int
+        Each core's private instruction/data memory, at core address 0: code, data and
+        stack live there, so instruction fetches never load the shared L1.
+    stack_bytes : int
+        Stack reserved at the top of the private memory; the firmware linker refuses a
+        program whose code and data reach into it.
+    """
+
+    _section = "core"
+
+    count: int = 1
+    private_bytes: int = 32768
+    stack_bytes: int = 4096
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._check_range("count", 1, 32)
+        self._check_pow2("private_bytes", 1024, 1 << 20)
+        self._check_range("stack_bytes", 256, self.private_bytes // 2)
+        if self.stack_bytes % 16:
+            self._fail("stack_bytes", "must be a multiple of 16 (the RISC-V stack alignment)")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
-    """The whole cluster: engine, L1, interconnect and DMA, plus cross-field rules."""
+    """The whole cluster: engine, L1, interconnect, DMA and cores, plus cross-field rules."""
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     interconnect: InterconnectConfig = field(default_factory=InterconnectConfig)
     dma: DmaConfig = field(default_factory=DmaConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -236,6 +270,13 @@ class ClusterConfig:
                 "dma.dma_bits",
                 self.dma.dma_bits,
                 f"spans more than memory.n_banks = {self.memory.n_banks} banks",
+            )
+        if self.core.count > self.interconnect.n_cores:
+            raise ConfigError(
+                "core.count",
+                self.core.count,
+                f"more RISC-V cores than core ports (interconnect.n_cores = "
+                f"{self.interconnect.n_cores})",
             )
 
     # -- serialisation --------------------------------------------------------
@@ -301,4 +342,5 @@ _SECTIONS: dict[str, type] = {
     "memory": MemoryConfig,
     "interconnect": InterconnectConfig,
     "dma": DmaConfig,
+    "core": CoreConfig,
 }
