@@ -14,10 +14,12 @@ import subprocess
 from pathlib import Path
 
 __all__ = [
+    "VENDOR_WAIVERS",
     "VERILATOR_WAIVERS",
     "ensure_verilator_on_path",
     "icarus_missing_reason",
     "verilator_bin_dir",
+    "vendor_waiver_lines",
     "verilator_lint",
     "verilator_waiver_args",
 ]
@@ -39,6 +41,38 @@ VERILATOR_WAIVERS: dict[str, str] = {
     "DECLFILENAME": "Amaranth emits a design's whole hierarchy into one file named after the "
     "top, so submodules (`tinyattn_engine.core`, ...) never match the file name.",
 }
+
+
+#: Verilator warnings waived for third-party Verilog, per file name, each with its review.
+#: They are kept apart from :data:`VERILATOR_WAIVERS` and apply to that file only (a
+#: Verilator control file's ``lint_off -rule R -file "*/<name>"``); the project's own
+#: netlists are still linted with every other rule.
+VENDOR_WAIVERS: dict[str, dict[str, str]] = {
+    "picorv32.v": {
+        "BLKSEQ": "PicoRV32 uses blocking assignments for its decoder temporaries inside "
+        "clocked blocks (`next_irq_pending`, ...); they are read only within the block, "
+        "so both simulators agree.",
+        "GENUNNAMED": "unnamed generate blocks around the register file and the "
+        "multiplier options; the hierarchy names (genblk1) are not used by anything.",
+        "UNUSEDSIGNAL": "bits of the decoder and the optional units (PCPI, q-registers, "
+        "trace) that this configuration leaves unused.",
+        "DECLFILENAME": "picorv32.v also defines picorv32_regs, picorv32_axi, ... "
+        "which the cluster does not instantiate.",
+        "PINMISSING": "the optional wrapper modules in the same file leave pins of their "
+        "own instances unconnected; the file disables this rule itself.",
+        "CASEOVERLAP": "disabled by the file itself; its decoder cases are priority-ordered.",
+        "CASEINCOMPLETE": "disabled by the file itself; default assignments precede the cases.",
+    },
+}
+
+
+def vendor_waiver_lines(files: list[Path]) -> list[str]:
+    """Verilator control-file lines that waive :data:`VENDOR_WAIVERS` for ``files``."""
+    lines = []
+    for path in files:
+        for rule in VENDOR_WAIVERS.get(path.name, {}):
+            lines.append(f'lint_off -rule {rule} -file "*/{path.name}"')
+    return lines
 
 
 def verilator_waiver_args() -> list[str]:
