@@ -48,11 +48,14 @@ __all__ = [
     "L1_WINDOW",
     "PERIPH_BASE",
     "PERIPH_BITS",
+    "PRIVATE_BASE",
     "UNMAPPED_OFFSET",
     "CoreBus",
     "check_l1_window",
 ]
 
+#: Core address of each RISC-V core's private memory (its reset vector).
+PRIVATE_BASE = 0x0000_0000
 L1_BASE = 0x1000_0000
 PERIPH_BASE = 0x1020_0000
 #: Byte-address bits of the peripheral window (4 KiB).

@@ -39,6 +39,7 @@ from .regmap import (
     MemoryMap,
     dma_control_signature,
     engine_control_signature,
+    host_signature,
     parse_key,
     register_map,
 )
@@ -70,6 +71,8 @@ class RegBlock(wiring.Component):
         ``cmd`` (stream of ``descriptor_layout``), ``clear``, ``error_ack`` out;
         ``done``, ``done_error``, ``busy``, ``queue_level``, ``error``, ``error_code``
         in. Those of :class:`~tinyattn.hw.dma.Dma`; see :func:`connect_dma`.
+    host : Out(:func:`~tinyattn.hw.regmap.host_signature`)
+        The console byte stream and the end-of-run flag and exit code (``HOST`` block).
     irq : Out(1)
         OR of the enabled pending event flags (``IRQ_STATUS & IRQ_ENABLE``), from flops.
     """
@@ -88,6 +91,7 @@ class RegBlock(wiring.Component):
                 "bus": In(obi_signature(addr_bits)),
                 "engine": Out(engine_control_signature(cfg)),
                 "dma": Out(dma_control_signature(cfg)),
+                "host": Out(host_signature()),
                 "irq": Out(1),
             }
         )
@@ -120,6 +124,7 @@ class RegBlock(wiring.Component):
             for k in (
                 *(f.hw for f in reg.fields if f.hw),
                 reg.register.read_action,
+                reg.register.write_action,
                 reg.register.stall_while,
             )
             if k and k.startswith("internal.")
@@ -194,6 +199,8 @@ class RegBlock(wiring.Component):
                     storage[(reg.block.name, reg.register.name, f.name)] = flag
             if reg.register.read_action is not None:
                 m.d.comb += self._resolve(reg.register.read_action, internal).eq(rd & hit[reg])
+            if reg.register.write_action is not None:
+                m.d.comb += self._resolve(reg.register.write_action, internal).eq(written)
         read_value = Signal(REG_BITS)
         with m.Switch(word):
             for reg in mm.registers:
@@ -260,6 +267,13 @@ class RegBlock(wiring.Component):
             internal["dma_done"].eq(dma.done),
             internal["dma_error"].eq(dma.done & dma.done_error),
         ]
+
+        # ---------------------------------------------------------------- host
+        # The console byte is stored at the write's edge; valid follows one cycle later
+        # with it. `ended` is sticky so that a host polling it cannot miss the end.
+        m.d.sync += self.host.console_valid.eq(internal["console_write"])
+        with m.If(internal["exit_write"]):
+            m.d.sync += self.host.ended.eq(1)
 
         # ---------------------------------------------------------------- irq
         status = mm.register("EVENTS", "IRQ_STATUS")

@@ -48,7 +48,7 @@ from amaranth.lib.wiring import Flow, In, Out
 from tinyattn.config import ClusterConfig
 
 from . import job as _job
-from .core_bus import L1_BASE, PERIPH_BASE
+from .core_bus import L1_BASE, PERIPH_BASE, PRIVATE_BASE
 from .dma import ALIGN_BYTES, Direction, Dma, DmaError
 from .engine import status_layout
 from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op, job_layout
@@ -73,12 +73,13 @@ __all__ = [
     "Register",
     "dma_control_signature",
     "engine_control_signature",
+    "host_signature",
     "register_map",
 ]
 
 #: Version of the register map layout, (major, minor). Bump major when an offset or
 #: a field moves, minor when something is added.
-REGMAP_VERSION = (1, 0)
+REGMAP_VERSION = (1, 1)
 #: Registers are 32-bit words at word-aligned byte offsets.
 REG_BITS = 32
 WORD_BYTES = REG_BITS // 8
@@ -162,7 +163,8 @@ class Register:
 
     ``offset`` is in bytes from the block base; ``None`` places it in the word after
     the previous register of the block. ``read_action`` names an internal sink pulsed
-    by every read (e.g. a latch). ``stall_while`` names an internal one-bit source:
+    by every read (e.g. a latch), ``write_action`` one pulsed by every write (in the
+    cycle of the write's ``gnt``). ``stall_while`` names an internal one-bit source:
     while it is high, writes to this register are held (``gnt`` stays low).
     """
 
@@ -171,6 +173,7 @@ class Register:
     fields: tuple[Field, ...]
     offset: int | None = None
     read_action: str | None = None
+    write_action: str | None = None
     stall_while: str | None = None
 
     @property
@@ -311,6 +314,8 @@ INTERNAL: dict[str, _Internal] = {
     "dma_done": _Internal(1, "source", "DMA done event"),
     "dma_error": _Internal(1, "source", "DMA done event of a rejected descriptor"),
     "bus_error": _Internal(1, "source", "an access to an unmapped address"),
+    "console_write": _Internal(1, "sink", "HOST_CONSOLE written: send its byte"),
+    "exit_write": _Internal(1, "sink", "HOST_EXIT written: the run ends"),
 }
 
 #: Engine ports the register block connects to (its ``engine`` interface, flipped).
@@ -358,6 +363,24 @@ def engine_control_signature(cfg: ClusterConfig) -> wiring.Signature:
             "stall_cycles": In(32),
             "idle_cycles": In(32),
             "macs": In(64),
+        }
+    )
+
+
+def host_signature() -> wiring.Signature:
+    """The register block's outputs to the host (a testbench, or an SoC around the cluster).
+
+    ``console_valid`` is high for one cycle per byte written to ``HOST_CONSOLE``, with
+    the byte on ``console_char``; there is no back-pressure. ``ended`` rises with the
+    first write to ``HOST_EXIT`` and stays high until reset, ``exit_code`` holds the
+    value written last.
+    """
+    return wiring.Signature(
+        {
+            "console_valid": Out(1),
+            "console_char": Out(8),
+            "ended": Out(1),
+            "exit_code": Out(32),
         }
     )
 
@@ -604,7 +627,12 @@ class MapBuilder:
                         if f.hw in sinks:
                             raise RegMapError(f"{fw}: {f.hw!r} is already driven by {sinks[f.hw]}")
                         sinks[f.hw] = fw
-                for key, kind in ((reg.read_action, "sink"), (reg.stall_while, "source")):
+                actions = (
+                    (reg.read_action, "sink"),
+                    (reg.write_action, "sink"),
+                    (reg.stall_while, "source"),
+                )
+                for key, kind in actions:
                     if key is None:
                         continue
                     path, _ = parse_key(key)
@@ -721,7 +749,11 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
     (read-only configuration), ``ENGINE`` 0x100, ``DMA`` 0x200, ``EVENTS`` 0x300.
     """
     ports = wiring.Signature(
-        {"engine": Out(engine_control_signature(cfg)), "dma": Out(dma_control_signature(cfg))}
+        {
+            "engine": Out(engine_control_signature(cfg)),
+            "dma": Out(dma_control_signature(cfg)),
+            "host": Out(host_signature()),
+        }
     )
     major, minor = REGMAP_VERSION
     b = MapBuilder(
@@ -733,6 +765,7 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
     b.add(_engine_block(ports), 0x100)
     b.add(_dma_block(ports), 0x200)
     b.add(_events_block(), 0x300)
+    b.add(_host_block(), 0x400)
     b.constant("REGMAP_VERSION_MAJOR", major, "register map major version")
     b.constant("REGMAP_VERSION_MINOR", minor, "register map minor version")
     b.constant("CONFIG_HASH", _config_hash(cfg), "CLUSTER_CONFIG_HASH of this configuration")
@@ -745,6 +778,10 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
         "core address of L1 byte 0; engine jobs and DMA descriptors use L1 offsets",
     )
     b.constant("REGS_BASE", PERIPH_BASE, "core address of this register block")
+    b.constant("RISCV_CORES", cfg.core.count, "core ports 0 .. RISCV_CORES-1 carry a PicoRV32")
+    b.constant("PRIVATE_BASE", PRIVATE_BASE, "core address of each core's private memory")
+    b.constant("PRIVATE_BYTES", cfg.core.private_bytes, "private memory per core in bytes")
+    b.constant("STACK_BYTES", cfg.core.stack_bytes, "stack reserved at the top of private memory")
     b.constant("DMA_ALIGN_BYTES", ALIGN_BYTES, "DMA addresses, row lengths, strides: multiple")
     b.constant("PARAM_RECORD_BYTES", PARAM_RECORD_BYTES, "bytes per GEMM parameter record")
     mm = b.build()
@@ -1096,6 +1133,29 @@ def _events_block() -> Block:
                 status,
             ),
             Register("IRQ_ENABLE", "interrupt enables, one per IRQ_STATUS flag", enable),
+        ),
+    )
+
+
+def _host_block() -> Block:
+    return Block(
+        "HOST",
+        "The host side of a run: a console and the end-of-run register. In simulation "
+        "the testbench collects the console and stops at HOST_EXIT; in an SoC they are "
+        "the cluster's console_* and ended/exit_code ports.",
+        (
+            Register(
+                "CONSOLE",
+                "console output: each write sends the byte CHAR",
+                (Field("CHAR", 0, 8, RW, 0, "the byte", "host.console_char"),),
+                write_action="internal.console_write",
+            ),
+            Register(
+                "EXIT",
+                "end of run: a write ends the run with exit code CODE (0 = success)",
+                (Field("CODE", 0, REG_BITS, RW, 0, "the exit code", "host.exit_code"),),
+                write_action="internal.exit_write",
+            ),
         ),
     )
 

@@ -55,13 +55,13 @@ RW, RO, W1P, W1C = Access.RW, Access.RO, Access.W1P, Access.W1C
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_map_layout(name: str) -> None:
     mm = register_map(CONFIGS[name])
-    assert [b.name for _, b in mm.blocks] == ["CLUSTER", "ENGINE", "DMA", "EVENTS"]
-    assert [base for base, _ in mm.blocks] == [0x000, 0x100, 0x200, 0x300]
-    assert mm.size == 0x400 and mm.addr_bits == 10
+    assert [b.name for _, b in mm.blocks] == ["CLUSTER", "ENGINE", "DMA", "EVENTS", "HOST"]
+    assert [base for base, _ in mm.blocks] == [0x000, 0x100, 0x200, 0x300, 0x400]
+    assert mm.size == 0x800 and mm.addr_bits == 11
     addrs = [r.address for r in mm.registers]
     assert addrs == sorted(addrs) and len(set(addrs)) == len(addrs)
     assert all(a % 4 == 0 for a in addrs)
-    assert len(mm.registers) == 58
+    assert len(mm.registers) == 60
     for reg, f in mm.fields():
         assert f.offset >= 0 and f.msb < 32 and 0 <= f.reset < 1 << f.width, (reg.name, f)
 
@@ -181,9 +181,9 @@ def _quiet(cls: type, *args: object, **kwargs: object) -> object:
 
 
 def test_regblock_addr_bits() -> None:
-    assert _quiet(RegBlock, SMALL).addr_bits == 10  # type: ignore[attr-defined]
+    assert _quiet(RegBlock, SMALL).addr_bits == 11  # type: ignore[attr-defined]
     assert _quiet(RegBlock, SMALL, addr_bits=12).bus.addr.shape().width == 12  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match=r"needs 10\.\.32"):
+    with pytest.raises(ValueError, match=r"needs 11\.\.32"):
         _quiet(RegBlock, SMALL, addr_bits=8)
 
 
@@ -351,7 +351,7 @@ def test_every_internal_binding_is_used() -> None:
     keys = set()
     for reg in mm.registers:
         keys |= {f.hw for f in reg.fields if f.hw}
-        keys |= {reg.register.read_action, reg.register.stall_while}
+        keys |= {reg.register.read_action, reg.register.write_action, reg.register.stall_while}
     used = {k.removeprefix("internal.") for k in keys if k and k.startswith("internal.")}
     assert used == set(INTERNAL)
 
