@@ -1,18 +1,25 @@
-"""The cluster top: L1 + interconnect, the attention engine, the DMA, the registers, the cores' bus.
+"""The cluster top: control cores, L1 + interconnect, the engine, the DMA, the registers.
 
 ::
 
-    cores[i] ----> CoreBus --l1[i]----> Tcdm.narrow[i]              (i < n_cores)
-                           --periph---> RegBlock.bus
+    ControlCore[i].bus --> CoreBus --l1[i]--> Tcdm.narrow[i]        (i < core.count)
+    cores[j] ----------->          --l1[..]-> Tcdm.narrow[count+j]  (j < n_cores - count)
+                                   --periph-> RegBlock.bus
     RegBlock.engine <-----------------> Engine (jobs, clear, done, status, counters)
     RegBlock.dma <--------------------> Dma (cmd, clear, error_ack, done, status)
-    RegBlock.irq ---------------------> irq
+    RegBlock.irq ---------------------> irq, ControlCore[i].irq
+    RegBlock.host --------------------> host (console, end of run)
     Engine.mem[j] --------------------> Tcdm.wide[j]                (j < vec_len / 4)
     Dma.l1[j] ------------------------> Tcdm.narrow[n_cores + j]    (j < dma_bits / 32)
     Dma.l2_req / Dma.l2_rsp <---------> l2_req / l2_rsp             (L2, outside)
 
-- The cores' ports go through :class:`~tinyattn.hw.core_bus.CoreBus`: core ``i``
-  reaches L1 through the TCDM's narrow port ``i``; all cores share the register block.
+- Core ports ``0 .. core.count-1`` carry a RISC-V
+  :class:`~tinyattn.hw.control_core.ControlCore` each (PicoRV32 with a private memory);
+  the others are the cluster's ``cores`` ports, for other initiators and test traffic.
+  All go through :class:`~tinyattn.hw.core_bus.CoreBus`: port ``i`` reaches L1 through
+  the TCDM's narrow port ``i``; all share the register block.
+- The control cores run while ``fetch_enable`` is high. While it is low they are held
+  in reset and ``loader`` writes firmware into their private memories.
 - The DMA's L1 lanes are the narrow ports after the cores; its L2 streams are the
   cluster's ``l2_req`` / ``l2_rsp`` ports (L2 lives outside the cluster).
 - The engine's wide port is the TCDM's wide side.
@@ -30,12 +37,13 @@ See ``docs/cluster.md`` for the address map and how firmware drives the cluster.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Module
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tinyattn.config import ClusterConfig
 
+from .control_core import ControlCore, FaultCause, fault_layout, loader_signature
 from .core_bus import (
     L1_BASE,
     PERIPH_BASE,
@@ -48,7 +56,7 @@ from .dma import Dma, l2_req_layout, l2_rsp_layout
 from .engine import Engine
 from .obi import obi_signature
 from .regblock import RegBlock, connect_dma, connect_engine
-from .regmap import register_map
+from .regmap import host_signature, register_map
 from .tcdm import Tcdm
 
 __all__ = ["L1_BASE", "PERIPH_BASE", "Cluster"]
@@ -65,10 +73,22 @@ class Cluster(wiring.Component):
 
     Ports
     -----
-    cores : In(:func:`~tinyattn.hw.obi.obi_signature` ``(32)``).array(n_cores)
-        The core ports (OBI targets), 32-bit byte addresses decoded by
-        :class:`~tinyattn.hw.core_bus.CoreBus`: L1 at ``L1_BASE``, the registers at
-        ``PERIPH_BASE``. ``rvalid`` comes exactly one cycle after ``gnt``.
+    cores : In(:func:`~tinyattn.hw.obi.obi_signature` ``(32)``).array(n_cores - core.count)
+        The core ports without a RISC-V core (OBI targets; absent when every port has
+        one). ``cores[j]`` is core port ``core.count + j``. 32-bit byte addresses
+        decoded by :class:`~tinyattn.hw.core_bus.CoreBus`: L1 at ``L1_BASE``, the
+        registers at ``PERIPH_BASE``. ``rvalid`` comes exactly one cycle after ``gnt``.
+    fetch_enable : In(1)
+        The control cores run while high; low holds them in reset.
+    loader : In(signature of ``valid``, ``core``, ``addr``, ``data``)
+        While ``fetch_enable`` is low: write ``data`` at word ``addr`` of core
+        ``core``'s private memory in each cycle with ``valid``.
+    host : Out(:func:`~tinyattn.hw.regmap.host_signature`)
+        The console bytes and the end of run written by the firmware (``HOST`` registers).
+    faults : Out(ArrayLayout(:func:`~tinyattn.hw.control_core.fault_layout`, core.count))
+        Per control core: why it stopped (``cause``) and the refused address.
+    fault : Out(1)
+        Some control core stopped on a fault.
     l2_req : Out(stream of :func:`~tinyattn.hw.dma.l2_req_layout`)
         The DMA's L2 requests (``addr``, ``we``, ``be``, ``wdata``).
     l2_rsp : In(stream of :func:`~tinyattn.hw.dma.l2_rsp_layout`)
@@ -86,14 +106,25 @@ class Cluster(wiring.Component):
                 f"{UNMAPPED_OFFSET:#x} of the peripheral window"
             )
         self.cfg = cfg
-        super().__init__(
-            {
-                "cores": In(obi_signature(32)).array(cfg.interconnect.n_cores),
-                "l2_req": Out(stream.Signature(l2_req_layout(cfg))),
-                "l2_rsp": In(stream.Signature(l2_rsp_layout(cfg))),
-                "irq": Out(1),
-            }
-        )
+        self.n_riscv = cfg.core.count
+        self.n_external = cfg.interconnect.n_cores - cfg.core.count
+        words = cfg.core.private_bytes // 4
+        loader = loader_signature((words - 1).bit_length()).members
+        members = {
+            "fetch_enable": In(1),
+            "loader": In(
+                wiring.Signature({**loader, "core": Out(max(1, (self.n_riscv - 1).bit_length()))})
+            ),
+            "host": Out(host_signature()),
+            "faults": Out(data.ArrayLayout(fault_layout(), self.n_riscv)),
+            "fault": Out(1),
+            "l2_req": Out(stream.Signature(l2_req_layout(cfg))),
+            "l2_rsp": In(stream.Signature(l2_rsp_layout(cfg))),
+            "irq": Out(1),
+        }
+        if self.n_external:
+            members = {"cores": In(obi_signature(32)).array(self.n_external), **members}
+        super().__init__(members)
 
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
@@ -105,9 +136,26 @@ class Cluster(wiring.Component):
         m.submodules.dma = dma = Dma(cfg)
         m.submodules.regs = regs = RegBlock(cfg, addr_bits=PERIPH_BITS)
 
-        # Cores -> CoreBus -> TCDM narrow ports 0 .. n_cores-1, and the registers.
-        for outer, inner in zip(self.cores, bus.cores, strict=True):
-            wiring.connect(m, wiring.flipped(outer), inner)
+        # Control cores on the first core ports, the cluster's `cores` on the rest;
+        # CoreBus -> TCDM narrow ports 0 .. n_cores-1, and the registers.
+        for i in range(self.n_riscv):
+            core = ControlCore(cfg)
+            m.submodules[f"core_{i}"] = core
+            loader = core.loader
+            m.d.comb += [
+                core.run.eq(self.fetch_enable),
+                core.irq.eq(regs.irq),
+                loader.valid.eq(self.loader.valid & (self.loader.core == i)),
+                loader.addr.eq(self.loader.addr),
+                loader.data.eq(self.loader.data),
+                self.faults[i].eq(core.fault),
+            ]
+            wiring.connect(m, core.bus, bus.cores[i])
+        m.d.comb += self.fault.eq(
+            Cat(*(self.faults[i].cause != FaultCause.NONE for i in range(self.n_riscv))).any()
+        )
+        for j in range(self.n_external):
+            wiring.connect(m, wiring.flipped(self.cores[j]), bus.cores[self.n_riscv + j])
         for i in range(n_cores):
             wiring.connect(m, bus.l1[i], tcdm.narrow[i])
         wiring.connect(m, bus.periph, regs.bus)
@@ -127,4 +175,5 @@ class Cluster(wiring.Component):
         connect_engine(m, regs, engine)
         connect_dma(m, regs, dma)
         m.d.comb += self.irq.eq(regs.irq)
+        wiring.connect(m, regs.host, wiring.flipped(self.host))
         return m

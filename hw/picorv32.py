@@ -80,15 +80,12 @@ class PicoRV32(wiring.Component):
         ``run`` falls.
     """
 
-    bus: Out(native_bus_signature())
-    run: In(1)
-    irq: In(1)
-    trap: Out(1)
-
     def __init__(self, *, reset_addr: int, stack_addr: int) -> None:
         self.reset_addr = reset_addr
         self.stack_addr = stack_addr
-        super().__init__()
+        super().__init__(
+            {"bus": Out(native_bus_signature()), "run": In(1), "irq": In(1), "trap": Out(1)}
+        )
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -114,7 +111,7 @@ class PicoRV32(wiring.Component):
                 ("trace_data", 36),
             )
         }
-        m.submodules.cpu = Instance(
+        m.submodules.picorv32 = Instance(
             "picorv32",
             p_ENABLE_COUNTERS=Const(1, 1),
             p_ENABLE_COUNTERS64=Const(1, 1),

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 __all__ = [
@@ -115,12 +116,29 @@ def icarus_missing_reason() -> str | None:
     return None
 
 
-def verilator_lint(verilog: Path, top: str) -> subprocess.CompletedProcess[str]:
-    """``verilator --lint-only -Wall`` with the reviewed waivers; returns the completed run."""
+def verilator_lint(files: list[Path], top: str) -> subprocess.CompletedProcess[str]:
+    """``verilator --lint-only -Wall`` over ``files`` (the netlist first) with the reviewed
+    waivers: :data:`VERILATOR_WAIVERS` everywhere, :data:`VENDOR_WAIVERS` in their own
+    files only (through a control file). Returns the completed run."""
     exe = ensure_verilator_on_path()
-    return subprocess.run(
-        [exe, "--lint-only", "-Wall", *verilator_waiver_args(), "--top-module", top, str(verilog)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        control = Path(tmp) / "vendor_waivers.vlt"
+        control.write_text("`verilator_config\n" + "\n".join(vendor_waiver_lines(files)) + "\n")
+        return subprocess.run(
+            [
+                exe,
+                "--lint-only",
+                "-Wall",
+                *verilator_waiver_args(),
+                # Amaranth's netlists carry no `timescale, PicoRV32's does.
+                "--timescale",
+                "1ns/1ps",
+                "--top-module",
+                top,
+                str(control),
+                *map(str, files),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )

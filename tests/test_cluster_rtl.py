@@ -30,7 +30,7 @@ BENCH = "tinyattn.verif.benches.cluster_bench"
 SMALL = ClusterConfig(
     engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
     memory=MemoryConfig(n_banks=8, bank_words=512),
-    interconnect=InterconnectConfig(n_cores=2),
+    interconnect=InterconnectConfig(n_cores=3),
     dma=DmaConfig(dma_bits=64),
 )
 #: A small engine with four cores: more background traffic and peripheral contention.

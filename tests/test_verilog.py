@@ -9,7 +9,7 @@ import pytest
 from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
-from tinyattn.sim.verilog import generate_verilog, verilog_for
+from tinyattn.sim.verilog import generate_verilog, verilog_for, verilog_sources
 
 # Small enough to be quick, valid for every top (the engine needs vec_len >= 16).
 SMALL = ClusterConfig(
@@ -37,7 +37,7 @@ def test_build_folder_is_keyed_by_config(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("top", list(TOPS))
 @pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["4x16", "default"])
 def test_verilator_lint_clean(top: str, cfg: ClusterConfig) -> None:
-    run = verilator_lint(verilog_for(top, cfg), verilog_module_name(top))
+    run = verilator_lint(verilog_sources(top, cfg), verilog_module_name(top))
     assert run.returncode == 0 and "%Warning" not in run.stderr, run.stderr[-3000:]
 
 

@@ -39,7 +39,7 @@ def _tops_help() -> str:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tinyattn.hw.tops import TOPS, verilog_module_name
-    from tinyattn.sim.verilog import generate_verilog
+    from tinyattn.sim.verilog import extra_verilog, generate_verilog
 
     cfg = _load_config(args.config)
     if args.top not in TOPS:
@@ -52,6 +52,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     config_path = out / "config.json"
     config_path.write_text(cfg.to_json())
     print(f"wrote {verilog_path} (module {module}, config {cfg.stable_hash()})")
+    for src in extra_verilog(args.top):
+        (out / src.name).write_bytes(src.read_bytes())
+        print(f"wrote {out / src.name} (instantiated by {module}; third-party, see its licence)")
     print(f"wrote {config_path}")
     _write_register_files(cfg, out)
     return EXIT_OK
@@ -78,8 +81,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     from tinyattn.hw.tops import TOPS, verilog_module_name
-    from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
-    from tinyattn.sim.verilog import verilog_for
+    from tinyattn.sim.tools import VENDOR_WAIVERS, VERILATOR_WAIVERS, verilator_lint
+    from tinyattn.sim.verilog import verilog_sources
 
     cfg = _load_config(args.config)
     tops = [args.top] if args.top else list(TOPS)
@@ -87,14 +90,16 @@ def cmd_lint(args: argparse.Namespace) -> int:
     for top in tops:
         if top not in TOPS:
             raise UsageError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}")
-        verilog = verilog_for(top, cfg)
-        run = verilator_lint(verilog, verilog_module_name(top))
+        files = verilog_sources(top, cfg)
+        run = verilator_lint(files, verilog_module_name(top))
         ok = run.returncode == 0 and "%Warning" not in run.stderr
-        print(f"{'ok  ' if ok else 'FAIL'} verilator --lint-only -Wall {verilog}")
+        print(f"{'ok  ' if ok else 'FAIL'} verilator --lint-only -Wall {' '.join(map(str, files))}")
         if not ok:
             sys.stdout.write(run.stderr)
             status = EXIT_FAIL
     print(f"waived rules (sim/tools.py): {', '.join(VERILATOR_WAIVERS)}")
+    for name, rules in VENDOR_WAIVERS.items():
+        print(f"waived in {name} only: {', '.join(rules)}")
     return status
 
 

@@ -1,13 +1,15 @@
 """cocotb bench of the cluster top (``hw/cluster.py``), driven the way firmware drives it.
 
-Core port 0 runs a small Python "firmware" (:class:`Firmware`): ``mmio_write`` and
+The cluster's RISC-V cores are held in reset (``fetch_enable`` low); the first external
+core port (``cores[0]``, core port ``core.count``) runs a small Python "firmware"
+(:class:`Firmware`): ``mmio_write`` and
 ``mmio_read`` over an :class:`~tinyattn.verif.obi.ObiInitiator`, with every register
 address and field position taken from :func:`tinyattn.hw.regmap.register_map` and the
 address map from :mod:`tinyattn.hw.core_bus` (no hard-coded offsets). The L2 outside the
 cluster is :class:`~tinyattn.verif.benches.dma_bench.L2Model` (random back-pressure,
 latency and response gaps, protocol checks), the DMA bench's model.
 
-The other core ports generate random background traffic (:class:`Background`) into an
+The other external core ports generate random background traffic (:class:`Background`) into an
 L1 window that no job tensor touches, and now and then read the read-only ``CLUSTER``
 registers; a scoreboard checks every response (a reference L1 updated at each grant).
 One :class:`~tinyattn.verif.obi.ObiChecker` watches every core port (request stability,
@@ -132,7 +134,7 @@ class Background:
         self.periph_checked = 0
         self.writes = 0
         self.initiators = []
-        for i in range(1, tb.cfg.interconnect.n_cores):
+        for i in range(1, len(tb.ports)):
             init = ObiInitiator(
                 tb.ports[i],
                 rng=random.Random(tb.seed * 1000 + i),
@@ -233,7 +235,8 @@ class ClusterTB:
         self.mm = register_map(cfg)
         self.size = cfg.memory.size_bytes
         self.loop = CycleLoop(dut.clk)
-        self.ports = obi_ports(dut, "cores", cfg.interconnect.n_cores)
+        # The external core ports: core port `core.count + j` is `cores[j]`.
+        self.ports = obi_ports(dut, "cores", cfg.interconnect.n_cores - cfg.core.count)
         self.cpu = ObiInitiator(self.ports[0], collect=False)
         self.checker = ObiChecker(self.ports, latency=1)
         self.l2_mem = PagedMemory(seed)
@@ -246,6 +249,12 @@ class ClusterTB:
 
     async def reset(self) -> None:
         drive_idle(self.ports)
+        # The RISC-V cores stay in reset: here port 0's "firmware" is Python.
+        self.dut.fetch_enable.value = 0
+        self.dut.loader__valid.value = 0
+        self.dut.loader__core.value = 0
+        self.dut.loader__addr.value = 0
+        self.dut.loader__data.value = 0
         self.dut.l2_req__ready.value = 0
         self.dut.l2_rsp__valid.value = 0
         self.dut.l2_rsp__payload.value = 0
