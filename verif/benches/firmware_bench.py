@@ -1,0 +1,233 @@
+"""cocotb bench that runs compiled firmware on the cluster's RISC-V cores.
+
+The launcher is :func:`tinyattn.sim.firmware.run_firmware`; it writes a run
+specification (JSON, path in ``TINYATTN_FIRMWARE_SPEC``) and reads back
+``firmware_result.json`` and ``l2_after.bin`` from the run folder.
+
+What the bench does:
+
+1. reset, with the cores held in reset (``fetch_enable`` low);
+2. writes each core's image into its private memory through the ``loader`` port
+   (only the non-zero words: the memory starts out zero); a core without a program
+   gets a one-instruction park loop;
+3. raises ``fetch_enable`` and sleeps until the firmware writes ``HOST_EXIT``
+   (``host__ended``), a core stops on a fault (``fault``), or the cycle limit passes.
+   Python is not on the per-cycle path meanwhile: the console wakes it once per byte,
+   the L2 server (:class:`L2Server`) only while the DMA has L2 traffic;
+4. reads the performance counters through an external core port (when the
+   configuration has one), and writes the results and L2 back.
+
+A trap names its core, cause, program counter (PicoRV32's ``reg_pc``, public under
+Verilator) and refused address; the launcher turns that into a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
+from cocotb.utils import get_sim_time
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.control_core import FaultCause
+from tinyattn.hw.core_bus import PERIPH_BASE
+from tinyattn.hw.regmap import register_map
+from tinyattn.verif.benches.common import CLOCK_PERIOD_NS, bench_config, start_clock_and_reset
+from tinyattn.verif.benches.dma_bench import L2Model, PagedMemory
+from tinyattn.verif.obi import CycleLoop, drive_idle, obi_ports
+
+#: ``jal x0, 0``: the program of a core that has none.
+PARK_LOOP = 0x0000006F
+#: The counters read after a run: (name in the result, register block, register).
+COUNTERS = (
+    ("engine_jobs_done", "ENGINE", "JOBS_DONE"),
+    ("engine_busy_cycles", "ENGINE", "BUSY_CYCLES"),
+    ("engine_stall_cycles", "ENGINE", "STALL_CYCLES"),
+    ("engine_idle_cycles", "ENGINE", "IDLE_CYCLES"),
+    ("engine_macs_lo", "ENGINE", "MACS_LO"),
+    ("engine_macs_hi", "ENGINE", "MACS_HI"),
+    ("dma_done_count", "DMA", "DONE_COUNT"),
+)
+
+
+class L2Server:
+    """The DMA's L2, served by :class:`~tinyattn.verif.benches.dma_bench.L2Model`.
+
+    The model runs one cycle at a time only while it has work (a request offered or a
+    response owed); otherwise the server drops ``ready`` and sleeps until the DMA raises
+    ``l2_req__valid``, so an idle L2 costs no Python time.
+    """
+
+    def __init__(self, dut: Any, cfg: ClusterConfig, mem: PagedMemory, spec: dict) -> None:
+        self.dut = dut
+        self.model = L2Model(dut, cfg, mem, np.random.default_rng(spec["seed"] + 17))
+        self.model.req_stall = spec["l2_req_stall"]
+        self.model.rsp_gap = spec["l2_rsp_gap"]
+        self.model.max_latency = spec["l2_max_latency"]
+        self.loop = CycleLoop(dut.clk)
+        self.loop.add(self.model)
+        self.active_cycles = 0
+
+    async def run(self) -> None:
+        d = self.dut
+        while True:
+            if self.model.quiet() and not d.l2_req__valid.value:
+                d.l2_req__ready.value = 0
+                d.l2_rsp__valid.value = 0
+                await RisingEdge(d.l2_req__valid)
+            await self.loop.step()
+            self.active_cycles += 1
+
+
+class Console:
+    """Collects the bytes the firmware writes to ``HOST_CONSOLE``, waking once per byte."""
+
+    def __init__(self, dut: Any) -> None:
+        self.dut = dut
+        self.data = bytearray()
+
+    async def run(self) -> None:
+        d = self.dut
+        while True:
+            await RisingEdge(d.host__console_valid)
+            await ReadOnly()
+            # Back-to-back writes (several cores) keep valid high: one byte per cycle.
+            while d.host__console_valid.value:
+                self.data.append(int(d.host__console_char.value))
+                await RisingEdge(d.clk)
+                await ReadOnly()
+
+
+class RegisterReader:
+    """Reads registers through the first external core port, after the run."""
+
+    def __init__(self, dut: Any, cfg: ClusterConfig) -> None:
+        self.dut = dut
+        self.mm = register_map(cfg)
+        external = cfg.interconnect.n_cores - cfg.core.count
+        self.port = obi_ports(dut, "cores", external)[0] if external else None
+
+    async def read(self, block: str, name: str) -> int:
+        assert self.port is not None
+        p = self.port
+        await FallingEdge(self.dut.clk)
+        p.set("req", 1)
+        p.set("addr", PERIPH_BASE + self.mm.register(block, name).address)
+        p.set("we", 0)
+        p.set("be", 0xF)
+        while True:
+            await ReadOnly()
+            granted = bool(p.handles["gnt"].value)
+            await FallingEdge(self.dut.clk)
+            if granted:
+                p.set("req", 0)
+                break
+        while True:
+            await ReadOnly()
+            if p.handles["rvalid"].value:
+                return int(p.handles["rdata"].value)
+            await FallingEdge(self.dut.clk)
+
+
+async def load(dut: Any, cfg: ClusterConfig, images: list[np.ndarray]) -> int:
+    """Write the images into the private memories; returns the words written."""
+    words = cfg.core.private_bytes // 4
+    written = 0
+    dut.loader__valid.value = 1
+    for core in range(cfg.core.count):
+        image = images[core] if core < len(images) else np.array([PARK_LOOP], np.uint32)
+        if len(image) > words:
+            raise AssertionError(f"core {core}: image of {len(image)} words, memory {words}")
+        dut.loader__core.value = core
+        for addr in np.flatnonzero(image):
+            dut.loader__addr.value = int(addr)
+            dut.loader__data.value = int(image[addr])
+            await RisingEdge(dut.clk)
+            written += 1
+    dut.loader__valid.value = 0
+    return written
+
+
+def _faults(dut: Any, cfg: ClusterConfig) -> list[dict[str, Any]]:
+    """The cores that stopped: index, cause, refused address and program counter."""
+    flat = int(dut.faults.value)
+    out = []
+    for core in range(cfg.core.count):
+        entry = (flat >> (34 * core)) & ((1 << 34) - 1)
+        cause = FaultCause(entry & 3)
+        if cause is FaultCause.NONE:
+            continue
+        cpu = getattr(dut, f"core_{core}").cpu.picorv32
+        out.append(
+            {
+                "core": core,
+                "cause": cause.name,
+                "addr": entry >> 2,
+                "pc": int(cpu.reg_pc.value),
+            }
+        )
+    return out
+
+
+@cocotb.test()
+async def run_firmware(dut: Any) -> None:
+    """Load, run until HOST_EXIT / a fault / the cycle limit, and record the outcome."""
+    cfg = bench_config()
+    spec = json.loads(Path(os.environ["TINYATTN_FIRMWARE_SPEC"]).read_text())
+    images = [np.fromfile(path, dtype="<u4") for path in spec["images"]]
+    l2_image = np.fromfile(spec["l2_image"], dtype=np.uint8) if spec["l2_image"] else None
+
+    drive_idle(obi_ports(dut, "cores", cfg.interconnect.n_cores - cfg.core.count))
+    dut.fetch_enable.value = 0
+    dut.loader__valid.value = 0
+    dut.l2_req__ready.value = 0
+    dut.l2_rsp__valid.value = 0
+    dut.l2_rsp__payload.value = 0
+    await start_clock_and_reset(dut)
+    loaded = await load(dut, cfg, images)
+
+    mem = PagedMemory(spec["seed"])
+    if l2_image is not None:
+        mem.write(0, l2_image)
+    l2 = L2Server(dut, cfg, mem, spec)
+    console = Console(dut)
+    l2_task = cocotb.start_soon(l2.run())
+    console_task = cocotb.start_soon(console.run())
+
+    await FallingEdge(dut.clk)
+    dut.fetch_enable.value = 1
+    start = get_sim_time("ns")
+    limit = Timer(spec["max_cycles"] * CLOCK_PERIOD_NS, unit="ns")
+    ended, faulted = RisingEdge(dut.host__ended), RisingEdge(dut.fault)
+    first = await First(ended, faulted, limit)
+    await ReadOnly()
+    cycles = round((get_sim_time("ns") - start) / CLOCK_PERIOD_NS)
+    result: dict[str, Any] = {
+        "cycles": cycles,
+        "loaded_words": loaded,
+        "ended": bool(dut.host__ended.value),
+        "exit_code": int(dut.host__exit_code.value),
+        "faults": _faults(dut, cfg),
+        "timeout": first is limit,
+    }
+    # Let the console and any last L2 response drain, then stop the cores.
+    await FallingEdge(dut.clk)
+    for _ in range(8):
+        await FallingEdge(dut.clk)
+    result["console"] = console.data.decode("latin-1")
+    result["l2_active_cycles"] = l2.active_cycles
+    reader = RegisterReader(dut, cfg)
+    if reader.port is not None:
+        result["counters"] = {name: await reader.read(b, r) for name, b, r in COUNTERS}
+    console_task.cancel()
+    l2_task.cancel()
+    await FallingEdge(dut.clk)
+    dut.fetch_enable.value = 0
+    if l2_image is not None:
+        mem.read(0, len(l2_image)).tofile(Path("l2_after.bin"))
+    Path("firmware_result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
