@@ -9,7 +9,7 @@ never rebuilds the simulator.
 
 A firmware that stops on a fault (illegal instruction, misaligned access, ebreak/ecall,
 an access outside every window, a fetch outside the private memory) or runs past the
-cycle limit raises :class:`FirmwareFailure`, whose message names the cause, the core,
+cycle limit raises :class:`FirmwareRunError`, whose message names the cause, the core,
 the program counter and the instruction there.
 """
 
@@ -33,8 +33,8 @@ from .runner import failure_report, run_bench
 
 __all__ = [
     "BENCH",
-    "FirmwareFailure",
     "FirmwareRun",
+    "FirmwareRunError",
     "L2Timing",
     "describe_trap",
     "elf_words",
@@ -48,7 +48,7 @@ OBJCOPY = "riscv64-unknown-elf-objcopy"
 OBJDUMP = "riscv64-unknown-elf-objdump"
 
 
-class FirmwareFailure(RuntimeError):
+class FirmwareRunError(RuntimeError):
     """The firmware stopped on a fault or did not end within the cycle limit."""
 
     def __init__(self, message: str, run: FirmwareRun) -> None:
@@ -241,9 +241,9 @@ def run_firmware(
         Bytes placed at L2 address 0 before the run; the same range is returned in
         ``FirmwareRun.l2`` after it. L2 outside it holds seeded random bytes.
     max_cycles
-        The run ends with :class:`FirmwareFailure` (``timeout``) after this many cycles.
+        The run ends with :class:`FirmwareRunError` (``timeout``) after this many cycles.
     check
-        Raise :class:`FirmwareFailure` when a core faulted or the cycle limit passed;
+        Raise :class:`FirmwareRunError` when a core faulted or the cycle limit passed;
         with ``check=False`` the run is returned as it is.
     extra_programs
         Programs for control cores 1, 2, ...; cores without one are parked.
@@ -310,9 +310,9 @@ def run_firmware(
         extra={"loaded_words": data["loaded_words"], "l2_active_cycles": data["l2_active_cycles"]},
     )
     if check and faults:
-        raise FirmwareFailure("; ".join(f.description for f in faults), run)
+        raise FirmwareRunError("; ".join(f.description for f in faults), run)
     if check and run.timeout:
-        raise FirmwareFailure(
+        raise FirmwareRunError(
             f"timeout: the firmware did not write HOST_EXIT within {max_cycles} cycles "
             f"(console so far: {run.console[-200:]!r})",
             run,

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,13 @@ from cocotb_tools.runner import get_runner
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.tops import verilog_module_name
 
-from .tools import ensure_verilator_on_path, icarus_missing_reason, verilator_waiver_args
-from .verilog import file_lock, verilog_for
+from .tools import (
+    ensure_verilator_on_path,
+    icarus_missing_reason,
+    vendor_waiver_lines,
+    verilator_waiver_args,
+)
+from .verilog import file_lock, verilog_sources
 
 __all__ = [
     "SIMULATORS",
@@ -32,6 +37,7 @@ __all__ = [
     "run_bench",
     "selected_simulators",
     "simulator_missing",
+    "verilator_control",
 ]
 
 SIMULATORS = ("icarus", "verilator")
@@ -49,6 +55,8 @@ endmodule
 """
 #: Name of the wave dump in a run folder, for both simulators.
 WAVES_FILE = "dump.fst"
+#: Name of the Verilator control file in a Verilator build folder.
+CONTROL_FILE = "tinyattn.vlt"
 
 
 def selected_simulators(value: str | None = None) -> list[str]:
@@ -99,6 +107,7 @@ def run_bench(
     testcase: str | list[str] | None = None,
     waves: bool | None = None,
     seed: int = 1,
+    public: Sequence[str] = (),
 ) -> BenchResult:
     """Simulate ``test_module`` (an importable cocotb module) against top ``top``.
 
@@ -106,6 +115,11 @@ def run_bench(
     seed in ``TINYATTN_SEED``; ``env`` adds more variables. Waves are written
     to ``<run folder>/dump.fst`` when ``waves`` is true or ``WAVES=1``. A bench may
     write ``metrics.json`` into its working folder; it is returned in ``metrics``.
+
+    Under Verilator only the top's own signals are visible to cocotb (see
+    :func:`verilator_control`); a bench that reads or writes a signal below the
+    top names it in ``public`` as ``"<module>:<signal>"`` (Verilog names, ``*``
+    wildcards allowed). Icarus sees everything and ignores ``public``.
     """
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; use one of {', '.join(SIMULATORS)}")
@@ -119,17 +133,31 @@ def run_bench(
             "Verilator FST waves need the lz4 headers: apt-get install liblz4-dev "
             "(make test installs it where it may)"
         )
-    verilog = verilog_for(top, cfg)
+    sources = verilog_sources(top, cfg)
+    verilog = sources[0]
     module = verilog_module_name(top)
     build_dir = verilog.parent / (sim + ("-waves" if waves else ""))
 
     runner = get_runner(sim)
     build_args: list[str] = []
-    sources: list[Path] = [verilog]
+    control = ""
     if sim == "verilator":
-        build_args = [*verilator_waiver_args(), "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+        # The runner's --public-flat-rw makes every signal public, which keeps
+        # Verilator from optimising them (4.6x slower, 2x longer builds); the
+        # later --no-public-flat-rw wins, and the control file makes public
+        # only what cocotb needs.
+        build_args = [
+            *verilator_waiver_args(),
+            "-O3",
+            "--x-assign",
+            "fast",
+            "--x-initial",
+            "fast",
+            "--no-public-flat-rw",
+        ]
         if waves:
             build_args.append("--trace-fst")
+        control = verilator_control(module, public, sources[1:])
     else:
         # Icarus in SystemVerilog mode (the runner's -g2012) gives declaration
         # initialisers (`reg r = 0;`) no time-0 event, so Yosys-emitted
@@ -141,14 +169,25 @@ def run_bench(
         if waves:
             build_args += ["-s", "tinyattn_waves"]
     # The build folder name also covers the build arguments: changing them rebuilds.
-    args_key = hashlib.sha256(" ".join([*build_args, _ICARUS_DUMPER]).encode()).hexdigest()[:6]
+    args_key = hashlib.sha256(
+        " ".join([*build_args, _ICARUS_DUMPER, control]).encode()
+    ).hexdigest()[:6]
     build_dir = build_dir.with_name(f"{build_dir.name}-{args_key}")
+    vlt = build_dir / CONTROL_FILE
+    if control:
+        # The runner rejects .vlt files among Verilog-only sources; as a build
+        # argument it goes straight to the verilator command line.
+        build_args.append(str(vlt))
     if waves and sim == "icarus":
         build_dir.mkdir(parents=True, exist_ok=True)
         dumper = build_dir / "tinyattn_waves.v"
         dumper.write_text(_ICARUS_DUMPER.format(top=module))
         sources.append(dumper)
     with file_lock(verilog.parent / f".{build_dir.name}.lock"), _verilator_make_fixes(sim):
+        # Rewritten only when it differs: a newer file makes Verilator run again.
+        if control and (not vlt.exists() or vlt.read_text() != control):
+            build_dir.mkdir(parents=True, exist_ok=True)
+            vlt.write_text(control)
         runner.build(
             sources=sources,
             hdl_toplevel=module,
@@ -193,6 +232,28 @@ def run_bench(
     metrics_path = test_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     return BenchResult(passed=passed, test_dir=test_dir, metrics=metrics)
+
+
+def verilator_control(
+    top_module: str, public: Sequence[str] = (), extra_files: Sequence[Path] = ()
+) -> str:
+    """The Verilator control file for a build of ``top_module``.
+
+    It makes the top's signals public (cocotb drives and reads its ports),
+    each ``public`` entry ``"<module>:<signal>"`` too, and waives the reviewed
+    third-party rules of ``extra_files``. Sorted public lines: equal inputs in
+    any order give the same text, hence the same build folder.
+    """
+    lines = ["`verilator_config", f'public_flat_rw -module "{top_module}" -var "*"']
+    entries = []
+    for entry in public:
+        mod, sep, var = entry.partition(":")
+        if not sep or not mod or not var or '"' in entry:
+            raise ValueError(f"public entry {entry!r}: expected '<module>:<signal>'")
+        entries.append(f'public_flat_rw -module "{mod}" -var "{var}"')
+    lines += sorted(set(entries))
+    lines += vendor_waiver_lines(list(extra_files))
+    return "\n".join(lines) + "\n"
 
 
 def failure_report(result: BenchResult, seed: int) -> str:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tinyattn.config import ClusterConfig, EngineConfig
-from tinyattn.sim.runner import WAVES_FILE, failure_report, run_bench, selected_simulators
+from tinyattn.sim.runner import (
+    WAVES_FILE,
+    failure_report,
+    run_bench,
+    selected_simulators,
+    verilator_control,
+)
 
 SMALL = ClusterConfig(engine=EngineConfig(n_pe=2, vec_len=4, acc_bits=19))
 
@@ -16,6 +24,36 @@ def test_sim_selection() -> None:
     assert selected_simulators("icarus,verilator") == ["icarus", "verilator"]
     with pytest.raises(ValueError, match="unknown simulator 'modelsim'"):
         selected_simulators("modelsim")
+
+
+def test_verilator_control_file() -> None:
+    text = verilator_control(
+        "tinyattn_cluster",
+        ["tinyattn_cluster.engine:busy", "tinyattn_cluster.dma:*", "tinyattn_cluster.engine:busy"],
+        [Path("/build/x/picorv32.v")],
+    )
+    lines = text.splitlines()
+    assert lines[0] == "`verilator_config"
+    assert lines[1] == 'public_flat_rw -module "tinyattn_cluster" -var "*"'
+    # Sorted and deduplicated, so the build folder key does not depend on the order.
+    assert lines[2:4] == [
+        'public_flat_rw -module "tinyattn_cluster.dma" -var "*"',
+        'public_flat_rw -module "tinyattn_cluster.engine" -var "busy"',
+    ]
+    assert 'lint_off -rule BLKSEQ -file "*/picorv32.v"' in lines[4:]
+    assert all(line.startswith("lint_off ") for line in lines[4:])
+    assert text.endswith("\n")
+    assert text == verilator_control(
+        "tinyattn_cluster",
+        ["tinyattn_cluster.dma:*", "tinyattn_cluster.engine:busy"],
+        [Path("/elsewhere/picorv32.v")],
+    )
+    assert verilator_control("tinyattn_engine").splitlines()[1:] == [
+        'public_flat_rw -module "tinyattn_engine" -var "*"'
+    ]
+    for bad in ["busy", ":busy", "tinyattn_engine:", 'a:"b"']:
+        with pytest.raises(ValueError, match="expected '<module>:<signal>'"):
+            verilator_control("tinyattn_engine", [bad])
 
 
 @pytest.mark.sim
