@@ -96,8 +96,10 @@ class FirmwareRun:
 
     @property
     def cycles_per_second(self) -> float:
-        """Simulated cycles per wall-clock second of the whole simulator run."""
-        return self.cycles / self.sim_seconds if self.sim_seconds else 0.0
+        """Simulated cycles per wall-clock second from ``fetch_enable`` to the end of the
+        run (loading, simulator start-up and the build excluded)."""
+        seconds = self.extra.get("run_seconds", 0.0)
+        return self.cycles / seconds if seconds else 0.0
 
     @property
     def macs(self) -> int:
@@ -307,7 +309,11 @@ def run_firmware(
         timeout=data["timeout"],
         run_dir=result.test_dir,
         sim_seconds=sim_seconds,
-        extra={"loaded_words": data["loaded_words"], "l2_active_cycles": data["l2_active_cycles"]},
+        extra={
+            "loaded_words": data["loaded_words"],
+            "l2_active_cycles": data["l2_active_cycles"],
+            "run_seconds": data["run_seconds"],
+        },
     )
     if check and faults:
         raise FirmwareRunError("; ".join(f.description for f in faults), run)

@@ -223,6 +223,70 @@ def _report_area(synthesis: Synthesis, cfg: ClusterConfig, records: list[dict]) 
             r["cells"], r["cells_per_mac"] = area["cells"], area["cells_per_mac"]
 
 
+def cmd_run_firmware(args: argparse.Namespace) -> int:
+    from tinyattn.sim.cosim import FirmwareRunError, L2Timing, run_firmware
+
+    cfg = _load_config(args.config)
+    program: object
+    sources = [Path(p) for p in args.program]
+    for path in sources:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+    if len(sources) == 1 and sources[0].suffix not in (".c", ".S", ".s"):
+        program = sources[0]  # an ELF
+    else:
+        program = sources
+    l2_image = None
+    if args.l2:
+        path = Path(args.l2)
+        if not path.exists():
+            raise UsageError(f"--l2 {path}: no such file")
+        l2_image = path.read_bytes()
+    print(
+        f"running {' '.join(args.program)} on control core 0 of the cluster "
+        f"(config {cfg.stable_hash()}) under {args.sim} ..."
+    )
+    sys.stdout.flush()
+    timing = L2Timing(args.l2_stall, args.l2_stall, args.l2_latency)
+    try:
+        run = run_firmware(
+            cfg,
+            program,
+            l2_image,
+            args.sim,
+            max_cycles=args.max_cycles,
+            l2=timing,
+            seed=args.seed,
+            waves=args.waves or None,
+        )
+    except FirmwareRunError as exc:
+        sys.stdout.write(exc.run.console)
+        print(f"tinyattn run-firmware: {exc}", file=sys.stderr)
+        print(f"run folder: {exc.run.run_dir}")
+        return EXIT_FAIL
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(run.console)
+    if run.console and not run.console.endswith("\n"):
+        print()
+    print(
+        f"exit code {run.exit_code} after {run.cycles} cycles "
+        f"({run.cycles_per_second:.0f} cycles/s)"
+    )
+    if run.counters:
+        c = run.counters
+        print(
+            f"engine: {c['engine_jobs_done']} jobs, {run.macs} MACs, "
+            f"busy {c['engine_busy_cycles']}, stalled {c['engine_stall_cycles']}; "
+            f"DMA: {c['dma_done_count']} transfers"
+        )
+    if args.l2_out and run.l2 is not None:
+        Path(args.l2_out).write_bytes(run.l2.tobytes())
+        print(f"wrote {args.l2_out}")
+    print(f"run folder: {run.run_dir}")
+    return EXIT_OK if run.exit_code == 0 else EXIT_FAIL
+
+
 def cmd_quantize_report(argv: list[str]) -> int:
     from tinyattn.sw.report import main as report_main
 
@@ -312,6 +376,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-synth", action="store_true", help="skip the yosys area measurement")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "run-firmware",
+        help="build C firmware and run it on the cluster's RISC-V core in the RTL",
+        description="Build PROGRAM (C/assembly sources with the SDK of sw/firmware, or an "
+        "ELF) for rv32imc, load it into control core 0's private memory and simulate the "
+        "cluster until the firmware writes HOST_EXIT. Prints the console, the exit code, "
+        "the cycles and the engine/DMA counters. Exit status: 0 when the firmware exits "
+        "with 0, 1 when it exits otherwise, traps or times out, 2 for bad input.",
+    )
+    p.add_argument("program", nargs="+", metavar="PROGRAM", help="C/assembly sources or one ELF")
+    config_arg(p)
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--l2", metavar="FILE", help="bytes placed at L2 address 0 before the run")
+    p.add_argument("--l2-out", metavar="FILE", help="write that L2 range after the run")
+    p.add_argument(
+        "--l2-latency", type=int, default=0, help="extra L2 latency, 0..N cycles (default: 0)"
+    )
+    p.add_argument(
+        "--l2-stall",
+        type=float,
+        default=0.0,
+        help="probability of L2 back-pressure and of a response gap in a cycle (default: 0)",
+    )
+    p.add_argument(
+        "--max-cycles", type=int, default=2_000_000, help="cycle limit (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.add_argument("--waves", action="store_true", help="write dump.fst in the run folder")
+    p.set_defaults(func=cmd_run_firmware)
 
     sub.add_parser(
         "quantize-report",

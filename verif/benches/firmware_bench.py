@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,7 @@ async def run_firmware(dut: Any) -> None:
     await FallingEdge(dut.clk)
     dut.fetch_enable.value = 1
     start = get_sim_time("ns")
+    wall = time.monotonic()
     limit = Timer(spec["max_cycles"] * CLOCK_PERIOD_NS, unit="ns")
     ended, faulted = RisingEdge(dut.host__ended), RisingEdge(dut.fault)
     first = await First(ended, faulted, limit)
@@ -209,6 +211,7 @@ async def run_firmware(dut: Any) -> None:
     cycles = round((get_sim_time("ns") - start) / CLOCK_PERIOD_NS)
     result: dict[str, Any] = {
         "cycles": cycles,
+        "run_seconds": time.monotonic() - wall,
         "loaded_words": loaded,
         "ended": bool(dut.host__ended.value),
         "exit_code": int(dut.host__exit_code.value),
