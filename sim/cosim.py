@@ -200,7 +200,7 @@ def _fault(entry: dict[str, Any], words: np.ndarray, elf: Path | None) -> Fault:
 
 
 def _firmware_image(
-    cfg: ClusterConfig, program: object, work: Path
+    cfg: ClusterConfig, program: object, work: Path, cflags: Sequence[str]
 ) -> tuple[np.ndarray, Path | None]:
     """Words and ELF of ``program``: a built image, an ELF path, or C/assembly sources."""
     if isinstance(program, np.ndarray):
@@ -208,14 +208,13 @@ def _firmware_image(
     if isinstance(program, (str, Path)) and Path(program).suffix not in (".c", ".S", ".s"):
         elf = Path(program)
         return elf_words(elf, cfg.core.private_bytes), elf
-    if hasattr(program, "elf"):
-        elf = Path(program.elf)  # type: ignore[attr-defined]
-        return elf_words(elf, cfg.core.private_bytes), elf
+    if hasattr(program, "elf") and hasattr(program, "words"):
+        return np.asarray(program.words, np.uint32), Path(program.elf)  # type: ignore[attr-defined]
     from tinyattn.sw.firmware import build_firmware
 
     sources = [Path(program)] if isinstance(program, (str, Path)) else list(program)  # type: ignore[call-overload]
-    image = build_firmware(cfg, sources, work)
-    return elf_words(Path(image.elf), cfg.core.private_bytes), Path(image.elf)
+    image = build_firmware(cfg, sources, work, cflags=cflags)
+    return np.asarray(image.words, np.uint32), Path(image.elf)
 
 
 def run_firmware(
@@ -230,6 +229,7 @@ def run_firmware(
     check: bool = True,
     waves: bool | None = None,
     extra_programs: Sequence[object] = (),
+    cflags: Sequence[str] = (),
 ) -> FirmwareRun:
     """Run ``program`` on control core 0 of the ``cluster`` RTL and return the outcome.
 
@@ -249,12 +249,14 @@ def run_firmware(
         with ``check=False`` the run is returned as it is.
     extra_programs
         Programs for control cores 1, 2, ...; cores without one are parked.
+    cflags
+        Extra C flags when building from sources (``-DNAME=1``, ``-I<dir>``).
     """
     with tempfile.TemporaryDirectory(prefix="tinyattn-fw-") as tmp:
         work = Path(tmp)
         images, elfs = [], []
         for i, prog in enumerate([program, *extra_programs]):
-            words, elf = _firmware_image(cfg, prog, work / f"core{i}")
+            words, elf = _firmware_image(cfg, prog, work / f"core{i}", cflags)
             path = work / f"core{i}.bin"
             words.astype("<u4").tofile(path)
             images.append((words, path))

@@ -19,8 +19,8 @@ __all__ = [
     "VERILATOR_WAIVERS",
     "ensure_verilator_on_path",
     "icarus_missing_reason",
-    "verilator_bin_dir",
     "vendor_waiver_lines",
+    "verilator_bin_dir",
     "verilator_lint",
     "verilator_waiver_args",
 ]

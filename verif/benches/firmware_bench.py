@@ -78,9 +78,14 @@ class L2Server:
         d = self.dut
         while True:
             if self.model.quiet() and not d.l2_req__valid.value:
-                d.l2_req__ready.value = 0
-                d.l2_rsp__valid.value = 0
-                await RisingEdge(d.l2_req__valid)
+                # Idle: no request can be taken while asleep, so drop ready first.
+                await FallingEdge(d.clk)
+                # Through the model's driver, which writes only changes it knows of.
+                self.model.drv.set(d.l2_req__ready, 0)
+                self.model.drv.set(d.l2_rsp__valid, 0)
+                await ReadOnly()
+                if not d.l2_req__valid.value:
+                    await RisingEdge(d.l2_req__valid)
             await self.loop.step()
             self.active_cycles += 1
 

@@ -1,0 +1,166 @@
+"""Firmware scenarios: the data a C test program works on, and the check of its result.
+
+A scenario is computed in Python with a seed: an L2 image (the operands as the firmware
+finds them), a C header of ``static const`` tables the program walks with the HAL
+(:mod:`tinyattn.sw.c_tables`), and what L2 must hold after the run according to the
+golden model. The program itself is hand-written C under ``tests/firmware/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.dma import ALIGN_BYTES, Direction
+from tinyattn.hw.job import Job, JobError, Op
+from tinyattn.sw.c_tables import DmaTransfer, c_dma, c_job, c_table
+from tinyattn.verif.engine_model import read_matrix, run_job
+from tinyattn.verif.job_layouts import Rect, job_inputs_outputs, layout_three_jobs, useful_macs
+
+__all__ = ["ClusterJobsScenario", "cluster_jobs_scenario"]
+
+
+@dataclass(frozen=True)
+class ClusterJobsScenario:
+    """GEMM, ATTENTION and GEMM on operands DMA'd from L2; results DMA'd back.
+
+    L2 layout: the job region's bulk image (random bytes where the tensors go) at 0,
+    then each input tensor packed with a random row stride, then one area per output
+    tensor, then the whole job region after the run.
+    """
+
+    header: str
+    l2_image: np.ndarray
+    jobs: tuple[Job, ...]
+    outputs: tuple[tuple[Rect, int, int], ...]  # (tensor, L2 base, L2 stride)
+    region: tuple[int, int, int]  # L1 [lo, hi) and its L2 base after the run
+    want_l1: np.ndarray
+
+    @property
+    def macs(self) -> int:
+        return sum(useful_macs(j) for j in self.jobs)
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{Op(j.op).name} m={j.m} n={j.n} k={j.k} h={j.heads} flags={j.flags:#x}"
+            for j in self.jobs
+        )
+
+    def check(self, l2_after: np.ndarray) -> None:
+        """Raise ``AssertionError`` naming the first byte that differs from the golden model."""
+        for r, base, stride in self.outputs:
+            got = np.stack(
+                [l2_after[base + i * stride : base + i * stride + r.cols] for i in range(r.rows)]
+            )
+            exp = read_matrix(self.want_l1, r.addr, r.stride, r.rows, r.cols)
+            exp = exp.astype(np.int8).view(np.uint8)
+            bad = np.argwhere(got != exp)
+            if bad.size:
+                row, col = (int(v) for v in bad[0])
+                raise AssertionError(
+                    f"{len(bad)} bytes of {r.name} ({r.rows}x{r.cols}) differ from the golden "
+                    f"model, first at row {row}, column {col}: got {got[row, col].view(np.int8)}"
+                    f", want {exp[row, col].view(np.int8)} ({self.describe()})"
+                )
+        lo, hi, base = self.region
+        got = l2_after[base : base + hi - lo]
+        diff = np.flatnonzero(got != self.want_l1[lo:hi])
+        if diff.size:
+            a = lo + int(diff[0])
+            raise AssertionError(
+                f"the L1 job region differs from the golden model at {diff.size} bytes, first "
+                f"at L1 {a:#x} (got {got[diff[0]]}, want {self.want_l1[a]}); {self.describe()}"
+            )
+
+
+def _row_bytes(cols: int) -> int:
+    return (cols + ALIGN_BYTES - 1) // ALIGN_BYTES * ALIGN_BYTES
+
+
+def cluster_jobs_scenario(
+    cfg: ClusterConfig, seed: int, *, small: bool = True
+) -> ClusterJobsScenario:
+    """Three random jobs laid out in L1, their operands in an L2 image, and the C tables.
+
+    The header defines ``scn_loads`` (L2 -> L1: the bulk image, then each input),
+    ``scn_jobs`` and ``scn_stores`` (L1 -> L2: each output, then the whole region), with
+    ``SCN_*_COUNT`` and ``SCN_MACS`` (the jobs' useful MACs).
+    """
+    rng = np.random.default_rng(seed)
+    job_space = cfg.memory.size_bytes
+    for _attempt in range(50):
+        try:
+            lo, hi, img, bulk, jobs = layout_three_jobs(cfg, rng, job_space, small)
+            break
+        except MemoryError:
+            continue
+    else:
+        raise ValueError(f"no room for three jobs in the {job_space}-byte L1")
+    want = img.copy()
+    for job in jobs:
+        code = run_job(want, job, cfg)
+        assert code == JobError.NONE, code
+
+    l2 = bytearray()
+
+    def take(nbytes: int) -> int:
+        l2.extend(b"\0" * (-len(l2) % 16 + 4 * int(rng.integers(0, 4))))
+        base = len(l2)
+        l2.extend(b"\0" * nbytes)
+        return base
+
+    rows = 8
+    region_row = (hi - lo) // rows
+    loads = [
+        DmaTransfer(Direction.L2_TO_L1, take(hi - lo), lo, region_row, rows, region_row, region_row)
+    ]
+    l2[loads[0].l2_addr : loads[0].l2_addr + hi - lo] = bulk[lo:hi].tobytes()
+    outs: list[Rect] = []
+    for job in jobs:
+        ins, o = job_inputs_outputs(job)
+        outs += o
+        for r in ins:
+            row = _row_bytes(r.cols)
+            stride = row + 4 * int(rng.integers(0, 3))
+            base = take(r.rows * stride)
+            for i in range(r.rows):
+                a = r.addr + i * r.stride
+                l2[base + i * stride : base + i * stride + row] = img[a : a + row].tobytes()
+            loads.append(
+                DmaTransfer(Direction.L2_TO_L1, base, r.addr, row, r.rows, stride, r.stride)
+            )
+    stores, outputs = [], []
+    for r in outs:
+        row = _row_bytes(r.cols)
+        stride = row + 4 * int(rng.integers(0, 3))
+        base = take(r.rows * stride)
+        stores.append(DmaTransfer(Direction.L1_TO_L2, base, r.addr, row, r.rows, stride, r.stride))
+        outputs.append((r, base, stride))
+    region_base = take(hi - lo)
+    stores.append(
+        DmaTransfer(Direction.L1_TO_L2, region_base, lo, region_row, rows, region_row, region_row)
+    )
+    l2.extend(b"\0" * (-len(l2) % 16))
+
+    macs = sum(useful_macs(j) for j in jobs)
+    header = (
+        f"/* Generated by tinyattn.verif.firmware_scenarios (seed {seed}). */\n"
+        '#ifndef SCENARIO_H\n#define SCENARIO_H\n\n#include "tinyattn_hal.h"\n\n'
+        f"#define SCN_MACS {macs}ull\n\n"
+        + c_table("ta_dma_t", "scn_loads", [c_dma(t) for t in loads])
+        + "\n"
+        + c_table("ta_job_t", "scn_jobs", [c_job(j) for j in jobs])
+        + "\n"
+        + c_table("ta_dma_t", "scn_stores", [c_dma(t) for t in stores])
+        + "\n#endif /* SCENARIO_H */\n"
+    )
+    return ClusterJobsScenario(
+        header=header,
+        l2_image=np.frombuffer(bytes(l2), dtype=np.uint8).copy(),
+        jobs=tuple(jobs),
+        outputs=tuple(outputs),
+        region=(lo, hi, region_base),
+        want_l1=want,
+    )
