@@ -356,7 +356,8 @@ def _build_hash(
         add(f"src/{path}", path.read_bytes())
         if path.parent not in folders:
             folders.append(path.parent)
-    # Headers beside the user's sources may be included; they count too.
+    # Headers beside the user's sources and in -I folders may be included; they count too.
+    folders += [Path(f[2:]) for f in cflags if f.startswith("-I") and Path(f[2:]) not in folders]
     for folder in folders:
         for header_path in sorted(folder.glob("*.h")):
             add(f"inc/{header_path}", header_path.read_bytes())

@@ -307,6 +307,20 @@ def test_builds_are_cached_and_deterministic(
     assert moved.hex.read_text() == first.hex.read_text()
 
 
+def test_included_headers_are_part_of_the_cache_key(rv32: str, tmp_path: Path) -> None:
+    """A generated header in an -I folder (a scenario's tables) changes the build."""
+    src, inc = tmp_path / "src", tmp_path / "inc"
+    src.mkdir()
+    inc.mkdir()
+    (src / "prog.c").write_text('#include "value.h"\nint main(void) { return VALUE; }\n')
+    (inc / "value.h").write_text("#define VALUE 1\n")
+    first = build_firmware(SMALL, [src / "prog.c"], tmp_path / "a", cflags=[f"-I{inc}"])
+    (inc / "value.h").write_text("#define VALUE 2\n")
+    second = build_firmware(SMALL, [src / "prog.c"], tmp_path / "b", cflags=[f"-I{inc}"])
+    assert second.build_hash != first.build_hash
+    assert not np.array_equal(second.words, first.words)
+
+
 def test_exit_codes_are_read_from_the_header() -> None:
     names = exit_code_names()
     assert names[0] == "TA_EXIT_OK"

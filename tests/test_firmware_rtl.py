@@ -1,6 +1,6 @@
 """C firmware on the cluster's RISC-V core, simulated on the RTL (``tinyattn.sim.cosim``).
 
-Each test builds a program from ``sw/firmware`` (the SDK) or ``tests/firmware`` with the
+Each test builds a program from ``sw/firmware`` (the SDK) or ``verif/firmware`` with the
 rv32 gcc, loads it into control core 0's private memory and runs the ``cluster`` top
 under Icarus and Verilator at a small configuration; the cluster scenario also runs at
 the default configuration under Verilator. Results are checked against the golden model
@@ -30,7 +30,7 @@ from tinyattn.verif.firmware_scenarios import cluster_jobs_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK = ROOT / "sw" / "firmware"
-PROGRAMS = ROOT / "tests" / "firmware"
+PROGRAMS = ROOT / "verif" / "firmware"
 
 #: A small cluster: one control core and one external port, 8 KiB of private memory.
 SMALL = ClusterConfig(

@@ -193,6 +193,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 r["group"] = "cluster"
             print(benchmarks.format_table(cluster, ["background"]))
             records += cluster
+        if args.what in ("firmware", "all"):
+            from tinyattn.sim.bench_firmware import run_firmware_bench
+
+            print(f"firmware on the control core: config {cfg.stable_hash()}, on {args.sim}")
+            sys.stdout.flush()
+            firmware = run_firmware_bench(cfg, sim=args.sim)
+            for r in firmware:
+                r["group"] = "firmware"
+            print(
+                benchmarks.format_table(
+                    firmware, ["submit_cycles", "cycles_per_second", "code_bytes"]
+                )
+            )
+            records += firmware
         if synthesis is not None:
             _report_area(synthesis, cfg, records)
     except BaseException:
@@ -366,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
         "an ideal memory and with 10% random grant stalls, plus cells per MAC from yosys "
         "synth (in the background; about an hour for the default engine, then cached). "
         "interconnect: throughput and waits per port, and the engine's GEMM inside the "
-        "cluster with 0/25/50% background core traffic.",
+        "cluster with 0/25/50% background core traffic. firmware: C firmware on the "
+        "control core running queued jobs with DMA in and out; submit cost, simulation "
+        "speed and code size.",
     )
-    p.add_argument("what", choices=("engine", "interconnect", "all"))
+    p.add_argument("what", choices=("engine", "interconnect", "firmware", "all"))
     config_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument(

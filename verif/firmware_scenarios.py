@@ -3,12 +3,13 @@
 A scenario is computed in Python with a seed: an L2 image (the operands as the firmware
 finds them), a C header of ``static const`` tables the program walks with the HAL
 (:mod:`tinyattn.sw.c_tables`), and what L2 must hold after the run according to the
-golden model. The program itself is hand-written C under ``tests/firmware/``.
+golden model. The programs themselves are hand-written C in ``verif/firmware/`` (:data:`PROGRAMS`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,10 @@ from tinyattn.sw.c_tables import DmaTransfer, c_dma, c_job, c_table
 from tinyattn.verif.engine_model import read_matrix, run_job
 from tinyattn.verif.job_layouts import Rect, job_inputs_outputs, layout_three_jobs, useful_macs
 
-__all__ = ["ClusterJobsScenario", "cluster_jobs_scenario"]
+__all__ = ["PROGRAMS", "ClusterJobsScenario", "cluster_jobs_scenario"]
+
+#: The folder of the scenario programs (``cluster_jobs.c``, ``errors.c``, ``faults.c``).
+PROGRAMS = Path(__file__).resolve().parent / "firmware"
 
 
 @dataclass(frozen=True)
