@@ -7,8 +7,9 @@
                             +--> fault                    anything else: the core stops
 
 - **Private memory.** Code, data and stack live in a ``lib.memory.Memory`` of
-  ``cfg.core.private_bytes``, answered one cycle after the request, so instruction
-  fetches never load the shared L1.
+  ``cfg.core.private_bytes``, so instruction fetches never load the shared L1. It
+  answers in the cycle of the request, without wait states: reads use PicoRV32's
+  look-ahead address, given a cycle before the request.
 - **Cluster accesses.** An access to the L1 window or the register window
   (:mod:`~tinyattn.hw.core_bus`) goes out on ``bus``, one at a time; OBI rules hold
   because PicoRV32 keeps a request stable until it is answered.
@@ -32,7 +33,7 @@ from tinyattn.config import ClusterConfig
 
 from .core_bus import L1_BASE, PERIPH_BASE, PERIPH_BITS, PRIVATE_BASE
 from .obi import obi_signature
-from .picorv32 import PicoRV32, native_bus_signature
+from .picorv32 import PicoRV32, lookahead_signature, native_bus_signature
 
 __all__ = [
     "ControlCore",
@@ -70,7 +71,12 @@ class PrivateMemory(wiring.Component):
     -----
     bus : In(:func:`~tinyattn.hw.picorv32.native_bus_signature`)
         ``addr`` is a byte address; the bits above the memory are ignored (the caller
-        decodes). ``ready`` comes one cycle after ``valid`` rises, for reads and writes.
+        decodes). ``ready`` is high in every cycle with ``valid`` and ``select``: a
+        write is done in that cycle, a read returns the word whose address
+        ``lookahead`` gave in the cycle before.
+    lookahead : In(:func:`~tinyattn.hw.picorv32.lookahead_signature`)
+        The synchronous read port takes ``lookahead.addr`` in each cycle with
+        ``lookahead.read`` and holds its data otherwise.
     loader : In(:func:`loader_signature`)
         Writes ``data`` at word ``addr`` in each cycle with ``valid``, while ``select``
         is low; a write from the bus is ignored then.
@@ -84,6 +90,7 @@ class PrivateMemory(wiring.Component):
         super().__init__(
             {
                 "bus": In(native_bus_signature()),
+                "lookahead": In(lookahead_signature()),
                 "loader": In(loader_signature(self.word_bits)),
                 "select": In(1),
             }
@@ -97,20 +104,19 @@ class PrivateMemory(wiring.Component):
         bus, loader = self.bus, self.loader
         word = bus.addr[2 : 2 + self.word_bits]
 
-        # `ack` is the one-cycle answer; a request is answered once, and its write is
-        # not repeated in the answer cycle.
-        ack = Signal()
-        m.d.sync += ack.eq(bus.valid & ~ack & self.select)
+        # PicoRV32 drops `valid` (or moves to the next word) in the cycle after `ready`,
+        # so a request is answered, and its write done, exactly once.
         m.d.comb += [
-            read.addr.eq(word),
-            bus.ready.eq(ack),
+            read.addr.eq(self.lookahead.addr[2 : 2 + self.word_bits]),
+            read.en.eq(self.lookahead.read),
+            bus.ready.eq(bus.valid & self.select),
             bus.rdata.eq(read.data),
         ]
         with m.If(self.select):
             m.d.comb += [
                 write.addr.eq(word),
                 write.data.eq(bus.wdata),
-                write.en.eq(Mux(bus.valid & ~ack, bus.wstrb, 0)),
+                write.en.eq(Mux(bus.valid, bus.wstrb, 0)),
             ]
         with m.Else():
             m.d.comb += [
@@ -214,6 +220,8 @@ class ControlCore(wiring.Component):
             private.bus.addr.eq(addr),
             private.bus.wdata.eq(cpu.bus.wdata),
             private.bus.wstrb.eq(cpu.bus.wstrb),
+            private.lookahead.read.eq(cpu.lookahead.read),
+            private.lookahead.addr.eq(cpu.lookahead.addr),
             private.select.eq(self.run & in_private),
             bridge.native.valid.eq(cpu.bus.valid & ~stopped),
             bridge.native.addr.eq(addr),

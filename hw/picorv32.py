@@ -29,7 +29,13 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Sign
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["IRQ_CLUSTER", "PicoRV32", "native_bus_signature", "verilog_source"]
+__all__ = [
+    "IRQ_CLUSTER",
+    "PicoRV32",
+    "lookahead_signature",
+    "native_bus_signature",
+    "verilog_source",
+]
 
 #: PicoRV32 IRQ number the cluster's ``irq`` drives (0..2 are the CPU's own causes).
 IRQ_CLUSTER = 3
@@ -57,6 +63,12 @@ def native_bus_signature() -> wiring.Signature:
     )
 
 
+def lookahead_signature() -> wiring.Signature:
+    """PicoRV32's look-ahead read: in the cycle before ``valid`` rises for a read (or
+    stays high for the second half of an instruction), ``read`` pulses with ``addr``."""
+    return wiring.Signature({"read": Out(1), "addr": Out(32)})
+
+
 class PicoRV32(wiring.Component):
     """The PicoRV32 CPU, rv32imc, as an :class:`~amaranth.hdl.Instance`.
 
@@ -73,6 +85,9 @@ class PicoRV32(wiring.Component):
         The CPU runs while high; low holds it in reset (``resetn = run & ~rst``).
     bus : Out(:func:`native_bus_signature`)
         Instruction fetches and data accesses, one at a time.
+    lookahead : Out(:func:`lookahead_signature`)
+        The next read's address a cycle early, so that a synchronous memory can answer
+        in the cycle ``valid`` rises.
     irq : In(1)
         The cluster's interrupt line, PicoRV32 IRQ :data:`IRQ_CLUSTER`.
     trap : Out(1)
@@ -84,7 +99,13 @@ class PicoRV32(wiring.Component):
         self.reset_addr = reset_addr
         self.stack_addr = stack_addr
         super().__init__(
-            {"bus": Out(native_bus_signature()), "run": In(1), "irq": In(1), "trap": Out(1)}
+            {
+                "bus": Out(native_bus_signature()),
+                "lookahead": Out(lookahead_signature()),
+                "run": In(1),
+                "irq": In(1),
+                "trap": Out(1),
+            }
         )
 
     def elaborate(self, platform: object) -> Module:
@@ -97,9 +118,7 @@ class PicoRV32(wiring.Component):
         unused = {
             name: Signal(width, name=f"unused_{name}")
             for name, width in (
-                ("mem_la_read", 1),
                 ("mem_la_write", 1),
-                ("mem_la_addr", 32),
                 ("mem_la_wdata", 32),
                 ("mem_la_wstrb", 4),
                 ("pcpi_valid", 1),
@@ -140,6 +159,8 @@ class PicoRV32(wiring.Component):
             o_mem_wdata=self.bus.wdata,
             o_mem_wstrb=self.bus.wstrb,
             i_mem_rdata=self.bus.rdata,
+            o_mem_la_read=self.lookahead.read,
+            o_mem_la_addr=self.lookahead.addr,
             i_pcpi_wr=Const(0, 1),
             i_pcpi_rd=Const(0, 32),
             i_pcpi_wait=Const(0, 1),
