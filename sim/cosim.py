@@ -288,35 +288,36 @@ def run_firmware(
             public=PUBLIC,
         )
         sim_seconds = time.monotonic() - t0
-    out = result.test_dir / "firmware_result.json"
-    if not result.ok or not out.exists():
-        raise RuntimeError("the firmware bench failed: " + failure_report(result, seed))
-    data = json.loads(out.read_text())
-    l2_after = result.test_dir / "l2_after.bin"
-    faults = tuple(
-        _fault(
-            entry,
-            images[entry["core"]][0] if entry["core"] < len(images) else images[0][0],
-            elfs[entry["core"]] if entry["core"] < len(elfs) else None,
+        out = result.test_dir / "firmware_result.json"
+        if not result.ok or not out.exists():
+            raise RuntimeError("the firmware bench failed: " + failure_report(result, seed))
+        data = json.loads(out.read_text())
+        l2_after = result.test_dir / "l2_after.bin"
+        faults = tuple(
+            _fault(
+                entry,
+                # A core without a program was parked: no image to decode.
+                images[entry["core"]][0] if entry["core"] < len(images) else np.zeros(0, np.uint32),
+                elfs[entry["core"]] if entry["core"] < len(elfs) else None,
+            )
+            for entry in data["faults"]
         )
-        for entry in data["faults"]
-    )
-    run = FirmwareRun(
-        exit_code=data["exit_code"] if data["ended"] else None,
-        console=data["console"],
-        cycles=data["cycles"],
-        counters=data.get("counters", {}),
-        l2=np.fromfile(l2_after, dtype=np.uint8) if l2_after.exists() else None,
-        faults=faults,
-        timeout=data["timeout"],
-        run_dir=result.test_dir,
-        sim_seconds=sim_seconds,
-        extra={
-            "loaded_words": data["loaded_words"],
-            "l2_active_cycles": data["l2_active_cycles"],
-            "run_seconds": data["run_seconds"],
-        },
-    )
+        run = FirmwareRun(
+            exit_code=data["exit_code"] if data["ended"] else None,
+            console=data["console"],
+            cycles=data["cycles"],
+            counters=data.get("counters", {}),
+            l2=np.fromfile(l2_after, dtype=np.uint8) if l2_after.exists() else None,
+            faults=faults,
+            timeout=data["timeout"],
+            run_dir=result.test_dir,
+            sim_seconds=sim_seconds,
+            extra={
+                "loaded_words": data["loaded_words"],
+                "l2_active_cycles": data["l2_active_cycles"],
+                "run_seconds": data["run_seconds"],
+            },
+        )
     if check and faults:
         raise FirmwareRunError("; ".join(f.description for f in faults), run)
     if check and run.timeout:
