@@ -23,9 +23,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_explains_every_command() -> None:
     out = run_cli("--help")
     assert out.returncode == 0
-    for command in ("generate", "config", "lint", "demo", "quantize-report"):
+    for command in ("generate", "config", "lint", "demo", "run-firmware", "quantize-report"):
         assert command in out.stdout
-    for command in ("generate", "config", "lint", "demo"):
+    for command in ("generate", "config", "lint", "demo", "run-firmware"):
         sub = run_cli(command, "--help")
         assert sub.returncode == 0 and "usage: tinyattn " + command in sub.stdout
 
@@ -42,6 +42,30 @@ def test_generate_writes_verilog_and_resolved_config(tmp_path: Path) -> None:
     resolved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert ClusterConfig.from_dict(resolved) == ClusterConfig.load(cfg_file)
     assert resolved["memory"]["n_banks"] == 32  # defaults are filled in
+
+
+def test_generate_cluster_writes_the_core_verilog(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "small.toml"
+    cfg_file.write_text(
+        "[engine]\nn_pe = 4\nvec_len = 16\nacc_bits = 24\ntile_m = 8\nmax_seq = 64\n"
+        "[memory]\nn_banks = 8\nbank_words = 256\n[interconnect]\nn_cores = 2\n"
+        "[core]\nprivate_bytes = 4096\nstack_bytes = 1024\n"
+    )
+    out = tmp_path / "out"
+    assert main(["generate", "--config", str(cfg_file), "--top", "cluster", "--out", str(out)]) == 0
+    cluster = (out / "tinyattn_cluster.v").read_text()
+    assert "picorv32 #(" in cluster and "module picorv32" not in cluster
+    assert "module picorv32 #(" in (out / "picorv32.v").read_text()
+    assert "TINYATTN_HOST_EXIT_OFFSET" in (out / "tinyattn_regs.h").read_text()
+
+
+def test_run_firmware_bad_input_exit_2(tmp_path: Path) -> None:
+    out = run_cli("run-firmware", str(tmp_path / "missing.c"))
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip()
+        == f"tinyattn run-firmware: error: {tmp_path / 'missing.c'}: no such file"
+    )
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from amaranth.sim import Simulator
 from tinyattn.config import (
     ClusterConfig,
     ConfigError,
+    CoreConfig,
     DmaConfig,
     EngineConfig,
     InterconnectConfig,
@@ -199,10 +200,36 @@ def test_cluster_ports() -> None:
     c = Cluster(SMALL)
     c._MustUse__silence = True  # type: ignore[attr-defined]
     members = c.signature.members
-    assert set(members) == {"cores", "l2_req", "l2_rsp", "irq"}
-    assert members["cores"].dimensions == (SMALL.interconnect.n_cores,)
+    assert set(members) == {
+        "cores",
+        "fetch_enable",
+        "loader",
+        "host",
+        "faults",
+        "fault",
+        "l2_req",
+        "l2_rsp",
+        "irq",
+    }
+    # Core port 0 carries the RISC-V core; the others stay on the boundary.
+    external = SMALL.interconnect.n_cores - SMALL.core.count
+    assert members["cores"].dimensions == (external,)
     assert members["cores"].flow.name == "In" and members["irq"].flow.name == "Out"
     assert members["l2_req"].flow.name == "Out" and members["l2_rsp"].flow.name == "In"
+    assert members["loader"].flow.name == "In" and members["host"].flow.name == "Out"
+
+
+def test_cluster_without_external_core_ports() -> None:
+    cfg = ClusterConfig(
+        engine=SMALL.engine,
+        memory=SMALL.memory,
+        interconnect=InterconnectConfig(n_cores=2),
+        core=CoreConfig(count=2, private_bytes=4096, stack_bytes=1024),
+    )
+    c = Cluster(cfg)
+    c._MustUse__silence = True  # type: ignore[attr-defined]
+    assert "cores" not in c.signature.members
+    assert c.signature.members["faults"].shape.length == 2  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------- cocotb bench

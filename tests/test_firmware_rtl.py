@@ -85,6 +85,24 @@ def test_cluster_jobs_bit_exact(sim: str, cfg: ClusterConfig, seed: int, tmp_pat
         assert f"jobs 3, macs {scn.macs}" in run.console
 
 
+def test_two_cores_share_l1(sim: str, tmp_path: Path) -> None:
+    """Each control core runs its own program (the loader's core index), both reach L1."""
+    from tinyattn.sw.firmware import build_firmware
+
+    cfg = ClusterConfig(
+        engine=SMALL.engine,
+        memory=SMALL.memory,
+        interconnect=InterconnectConfig(n_cores=2),
+        dma=SMALL.dma,
+        core=CoreConfig(count=2, private_bytes=4096, stack_bytes=1024),
+    )
+    src = [PROGRAMS / "two_cores.c"]
+    writer = build_firmware(cfg, src, tmp_path / "core1", cflags=["-DCORE=1"])
+    run = run_firmware(cfg, src, None, sim, cflags=["-DCORE=0"], extra_programs=[writer])
+    assert run.exit_code == 0 and run.console == "core 1 wrote c0de0001\n"
+    assert "counters" not in run.extra and run.counters == {}  # no external port
+
+
 def test_error_paths_reported_by_firmware(sim: str) -> None:
     run = run_firmware(SMALL, [PROGRAMS / "errors.c"], None, sim)
     assert "bad job: rejected 1, code 2" in run.console  # ZERO_DIM
