@@ -251,8 +251,8 @@ def gather_body(rec: OpRecord, index: np.ndarray, cost: CostModel) -> list[Actio
             r = q + 1
             while r < c1 and rows[r] == rows[r - 1] + 1:
                 r += 1
-            acts.append((LOAD, a.l2_addr + int(rows[q]) * a.l2_pitch,
-                         a.l1_addr + (q - c0) * a.l1_pitch, rec.n, r - q, a.l2_pitch, a.l1_pitch))  # fmt: skip
+            src, dst = a.l2_addr + int(rows[q]) * a.l2_pitch, a.l1_addr + (q - c0) * a.l1_pitch
+            acts.append((LOAD, src, dst, rec.n, r - q, a.l2_pitch, a.l1_pitch))
             n += 1
             q = r
         for w in writes:
@@ -529,7 +529,7 @@ class _Machine:
         self.n_dma = self.n_job = 0
         for a in actions:
             kind = a[0]
-            if kind == LOAD or kind == STORE:
+            if kind in (LOAD, STORE):
                 self.transfer(Direction.L2_TO_L1 if kind == LOAD else Direction.L1_TO_L2, *a[1:])
             elif kind == JOB:
                 self.job(a[1])

@@ -28,6 +28,7 @@ The cost constants are in :class:`CostModel`, with where each was measured.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class CostModel:
     # Firmware on the control core, docs/core.md ("Measured").
     #: Job submission, deciding to submit to JOB_PUSH: 431 (small cluster) .. 494 (default).
     job_submit: int = 460
+    #: Of which the push itself (queue-room read, JOB_PUSH write): the runtime writes a job's
+    #: registers before it waits for the job's tiles and only pushes after (estimate).
+    job_push: int = 40
     #: DMA submission: 7 register writes plus the queue-room read, about 150-200.
     dma_submit: int = 175
     #: A wait on a ticket that is already due: read the done counter, compare (estimate).
@@ -244,7 +248,7 @@ def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> 
     d_free = j_free = d_busy = j_busy = 0
     for act in actions:
         kind = act[0]
-        if kind == LOAD or kind == STORE:
+        if kind in (LOAD, STORE):
             i = len(d_end)
             if i >= dq:
                 core = max(core, d_start[i - dq])
@@ -262,8 +266,8 @@ def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> 
             i = len(j_end)
             if i >= jq:
                 core = max(core, j_start[i - jq])
-            core += cost.job_submit
-            fw += cost.job_submit
+            core += cost.job_push
+            fw += cost.job_push
             dur = engine_cycles(act[1], cfg, cost)
             s = max(core, j_free)
             j_free = s + dur
@@ -436,8 +440,9 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
 
         loads(0)
         for t in jobs:
+            write job t's registers
             wait for every transfer submitted so far     # loads(t) and store(t-2)
-            submit job t
+            push job t
             if t > 0: wait for job t-1; store(t-1)
             if t + 1 < jobs: loads(t+1)                  # overlaps job t
         wait for the last job; store(last); wait for every transfer
@@ -447,7 +452,7 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
     """
     keys = [k for k in ("a", "b", "d", "p") if rec.operand(k).mode != UNUSED]
     var_pos = {"h": 0, "m": 1, "n": 2}
-    dep_pos = {k: [var_pos[v] for v in deps(rec.kind, k, rec.flags)] for k in keys + ["c"]}
+    dep_pos = {k: [var_pos[v] for v in deps(rec.kind, k, rec.flags)] for k in [*keys, "c"]}
     its = iterations(rec)
     last_key: dict[str, tuple[int, ...]] = {}
     loaded: dict[str, int] = dict.fromkeys(keys, 0)
@@ -483,7 +488,7 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
     acts: list[Action] = [(CORE, cost.op), *plan[0][0]]
     transfers = len(plan[0][0])
     for t, it in enumerate(its):
-        acts.append((CORE, cost.tile))
+        acts.append((CORE, cost.tile + cost.job_submit - cost.job_push))  # stage the registers
         acts.append((WAIT_DMA, transfers))
         acts.append((JOB, _job(rec, *it, plan[t][1])))
         if t:
@@ -566,7 +571,7 @@ def _shape(jobs: Sequence[EngineJob], placements: dict[str, Placement]) -> _Shap
             continue
         addrs = [o.address(placements[o.tensor]) for o in ops]
         hstride = addrs[1] - addrs[0] if len(addrs) > 1 else 0
-        if any(b - a != hstride for a, b in zip(addrs, addrs[1:], strict=False)):
+        if any(b - a != hstride for a, b in itertools.pairwise(addrs)):
             raise PlanError(f"{j0.op}: the heads' {key} operands are not evenly spaced in L2")
         pitch = PARAM_RECORD_BYTES if key == "p" else placements[ops[0].tensor].pitch
         l2.append((addrs[0], pitch, hstride))
