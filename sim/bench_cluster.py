@@ -43,6 +43,7 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import FLAG_RELU, PARAM_RECORD_BYTES
 
 from .benchmarks import format_table
+from .cosim import PUBLIC
 from .runner import failure_report, run_bench
 
 __all__ = ["DEFAULT_GEMM", "format_records", "gemm_l1_bytes", "main", "run_cluster_bench"]
@@ -92,7 +93,10 @@ def run_cluster_bench(
         "TINYATTN_PERF_FLAGS": str(flags),
         "TINYATTN_BACKGROUNDS": ",".join(str(b) for b in backgrounds),
     }
-    result = run_bench("cluster", cfg, BENCH, sim, seed=seed, testcase="perf_gemm", env=env)
+    # The firmware co-simulation's public PC probe: the two share one Verilator build.
+    result = run_bench(
+        "cluster", cfg, BENCH, sim, seed=seed, testcase="perf_gemm", env=env, public=PUBLIC
+    )
     if not result.ok:
         raise RuntimeError(failure_report(result, seed))
     records = []

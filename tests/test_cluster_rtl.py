@@ -24,6 +24,7 @@ from tinyattn.config import (
 )
 from tinyattn.hw.cluster import Cluster
 from tinyattn.hw.core_bus import L1_BASE, PERIPH_BASE, PERIPH_BITS, UNMAPPED_OFFSET, CoreBus
+from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import failure_report, run_bench
 
 BENCH = "tinyattn.verif.benches.cluster_bench"
@@ -259,6 +260,9 @@ PLAN = {
 )
 def test_cluster(name: str, sim: str, seed: int) -> None:
     tests, env = PLAN[(name, sim)]
-    result = run_bench("cluster", CONFIGS[name], BENCH, sim, seed=seed, testcase=tests, env=env)
+    # The firmware tests' public PC probe: one Verilator build serves both benches.
+    result = run_bench(
+        "cluster", CONFIGS[name], BENCH, sim, seed=seed, testcase=tests, env=env, public=PUBLIC
+    )
     assert result.ok, failure_report(result, seed)
     assert set(result.passed) == set(tests), result.passed
