@@ -17,8 +17,14 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job, JobError, Op
 from tinyattn.sw.c_tables import DmaTransfer, c_dma, c_job, c_table
-from tinyattn.verif.engine_model import read_matrix, run_job
-from tinyattn.verif.job_layouts import Rect, job_inputs_outputs, layout_three_jobs, useful_macs
+from tinyattn.verif.engine_model import run_job
+from tinyattn.verif.job_layouts import (
+    Rect,
+    job_inputs_outputs,
+    layout_three_jobs,
+    rect_mismatch,
+    useful_macs,
+)
 
 __all__ = ["PROGRAMS", "ClusterJobsScenario", "cluster_jobs_scenario"]
 
@@ -58,16 +64,9 @@ class ClusterJobsScenario:
             got = np.stack(
                 [l2_after[base + i * stride : base + i * stride + r.cols] for i in range(r.rows)]
             )
-            exp = read_matrix(self.want_l1, r.addr, r.stride, r.rows, r.cols)
-            exp = exp.astype(np.int8).view(np.uint8)
-            bad = np.argwhere(got != exp)
-            if bad.size:
-                row, col = (int(v) for v in bad[0])
-                raise AssertionError(
-                    f"{len(bad)} bytes of {r.name} ({r.rows}x{r.cols}) differ from the golden "
-                    f"model, first at row {row}, column {col}: got {got[row, col].view(np.int8)}"
-                    f", want {exp[row, col].view(np.int8)} ({self.describe()})"
-                )
+            problem = rect_mismatch(got, self.want_l1, r)
+            if problem:
+                raise AssertionError(f"{problem} ({self.describe()})")
         lo, hi, base = self.region
         got = l2_after[base : base + hi - lo]
         diff = np.flatnonzero(got != self.want_l1[lo:hi])

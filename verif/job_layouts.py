@@ -15,9 +15,16 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import Job, Op
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
-from tinyattn.verif.engine_model import job_tensors
+from tinyattn.verif.engine_model import job_tensors, read_matrix
 
-__all__ = ["Rect", "job_dims", "job_inputs_outputs", "layout_three_jobs", "useful_macs"]
+__all__ = [
+    "Rect",
+    "job_dims",
+    "job_inputs_outputs",
+    "layout_three_jobs",
+    "rect_mismatch",
+    "useful_macs",
+]
 
 
 @dataclass(frozen=True)
@@ -102,3 +109,18 @@ def layout_three_jobs(
     if hi > job_space:
         raise MemoryError("job region")
     return lo, hi, img, bulk, [g1, att, g2]
+
+
+def rect_mismatch(got: np.ndarray, want_l1: np.ndarray, r: Rect) -> str | None:
+    """None when ``got`` (``r.rows`` x ``r.cols`` bytes) equals ``r`` in the L1 image
+    ``want_l1``; else a description of how many bytes differ and the first of them."""
+    exp = read_matrix(want_l1, r.addr, r.stride, r.rows, r.cols).astype(np.int8).view(np.uint8)
+    bad = np.argwhere(got != exp)
+    if not bad.size:
+        return None
+    row, col = (int(v) for v in bad[0])
+    return (
+        f"{len(bad)} bytes of {r.name} ({r.rows}x{r.cols} at L1 {r.addr:#x}) differ from the "
+        f"golden model, first at row {row}, column {col}: got {got[row, col].view(np.int8)}, "
+        f"want {exp[row, col].view(np.int8)}"
+    )

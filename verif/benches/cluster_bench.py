@@ -65,11 +65,12 @@ from tinyattn.verif.benches.common import (
 )
 from tinyattn.verif.benches.dma_bench import Descriptor, L2Model, PagedMemory
 from tinyattn.verif.engine_jobs import Allocator, random_gemm
-from tinyattn.verif.engine_model import read_matrix, run_job
+from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import (
     Rect,
     job_inputs_outputs,
     layout_three_jobs,
+    rect_mismatch,
     useful_macs,
 )
 from tinyattn.verif.obi import (
@@ -530,15 +531,9 @@ async def store_rects(
 
 def check_rect(tb: ClusterTB, want: np.ndarray, r: Rect, base: int, stride: int, what: str) -> None:
     got = np.stack([tb.l2_mem.read(base + i * stride, r.cols) for i in range(r.rows)])
-    exp = read_matrix(want, r.addr, r.stride, r.rows, r.cols).astype(np.int8).view(np.uint8)
-    bad = np.argwhere(got != exp)
-    if bad.size:
-        row, col = (int(v) for v in bad[0])
-        raise _fail(
-            f"{what}: {len(bad)} bytes of {r.name} ({r.rows}x{r.cols} at L1 {r.addr:#x}) differ "
-            f"from the golden model, first at row {row}, column {col}: got "
-            f"{np.int8(got[row, col].view(np.int8))}, want {np.int8(exp[row, col].view(np.int8))}"
-        )
+    problem = rect_mismatch(got, want, r)
+    if problem:
+        raise _fail(f"{what}: {problem}")
 
 
 def bulk_descriptors(lo: int, hi: int, l2_base: int, direction: int) -> Descriptor:
