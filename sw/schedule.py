@@ -380,7 +380,6 @@ def _groups(program: Program) -> list[tuple[str, list]]:
             prev[1].append(step)
         else:
             out.append(("attention" if step.job.op == Op.ATTENTION else "gemm", [step]))
-    # Gathers fused out of order must still precede everything that reads their destination.
     return out
 
 

@@ -718,7 +718,12 @@ def plan_op(
     feasible = [c for c in cands if l1_footprint(c.buffers) <= capacity]
     if not feasible:
         small = min(cands, key=lambda c: (l1_footprint(c.buffers), c.tiles))
-        plan_l1(name, small.buffers, capacity)  # raises, naming the bytes
+        bufs = ", ".join(f"{k} {n}x{b:,}" for k, b, n in small.buffers)
+        tile = f"{small.tm} queries" if s.kind == KIND_ATTENTION else f"{small.tm}x{small.tn}"
+        raise PlanError(
+            f"{name}: its smallest tile ({tile}) needs {l1_footprint(small.buffers):,} bytes of "
+            f"L1 ({bufs}), but {capacity:,} are available"
+        )
     memo_key = (
         s.kind, s.m, s.n, s.k, s.heads, s.flags, capacity,
         tuple(None if o is None else (o[0] % L2_ALIGN, o[1], o[2]) for o in s.l2),
