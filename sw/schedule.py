@@ -27,7 +27,7 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import ALIGN_BYTES, Direction
-from tinyattn.hw.job import JobError, Op
+from tinyattn.hw.job import Job, JobError, Op
 from tinyattn.sw.lowering import (
     ExecutionError,
     Fill,
@@ -569,9 +569,9 @@ class _Machine:
         self.n_dma += 1
         self.total_transfers += 1
 
-    def job(self, job: object) -> None:
+    def job(self, job: Job) -> None:
         ranges: dict[str, tuple[int, int]] = {}
-        for name, addr, stride, hstride, heads, rows, row_bytes in job_tensors(job):  # type: ignore[arg-type]
+        for name, addr, stride, hstride, heads, rows, row_bytes in job_tensors(job):
             ranges[name] = (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
         outs = [ranges.pop(k) for k in ("Y", "O") if k in ranges]
         ins = list(ranges.values())
@@ -583,7 +583,7 @@ class _Machine:
             for r0, r1 in ins + outs if writes_l1 else outs:
                 if lo < r1 and r0 < hi:
                     self.fail(f"a job uses L1 {r0:#x}..{r1:#x} before its DMA was waited for")
-        err = run_job(self.l1, job, self.cfg)  # type: ignore[arg-type]
+        err = run_job(self.l1, job, self.cfg)
         if err != JobError.NONE:
             self.fail(f"the engine rejected a job ({err.name})")
         self.jobs_out.append((self.n_job, ins, outs))
