@@ -619,6 +619,17 @@ static void submit(void)
     printf("TICKET %u\n", (unsigned)ta_dma_submit(&descriptors[0]));
 }
 
+/* ta_job_submit's halves: stage (room wait, staging writes), then push. */
+static void split(void)
+{
+    printf("MARK stage\n");
+    ta_job_stage(&jobs[0]);
+    printf("MARK push\n");
+    printf("TICKET %u\n", (unsigned)ta_job_push());
+    printf("MARK submit\n");
+    printf("TICKET %u\n", (unsigned)ta_job_submit(&jobs[0]));
+}
+
 static void errors(void)
 {
     ta_errors_t e;
@@ -676,6 +687,8 @@ int firmware_main(void)
     printf("MARK main\n");
     if (!strcmp(fake_scenario, "submit"))
         submit();
+    else if (!strcmp(fake_scenario, "split"))
+        split();
     else if (!strcmp(fake_scenario, "errors"))
         errors();
     else if (!strcmp(fake_scenario, "perf"))
@@ -1069,6 +1082,32 @@ def test_host_submit_jobs_and_dma(host: Host) -> None:
     jobs_done = [a.value for a in clear if a.offset == host.addr("ENGINE", "JOBS_DONE")][-1]
     dma_done = [a.value for a in clear if a.offset == host.addr("DMA", "DONE_COUNT")][-1]
     assert tickets[-2:] == [jobs_done + 1, dma_done + 1]
+    assert run.exit_code == 0
+
+
+def test_host_stage_then_push(host: Host) -> None:
+    """``ta_job_stage`` waits for room and writes the registers; ``ta_job_push`` only pushes;
+    ``ta_job_submit`` is the two in a row."""
+    run = host.run("split")
+    _check_sleeps(host, list(run.accesses()))
+    push = Access("W", host.addr("ENGINE", "JOB_PUSH"), 1)
+    stage = run.sections["stage"]
+    assert any(a.kind == "WAITIRQ" for a in stage)  # the fake starts with a full queue
+    assert push not in stage
+    names = {host.addr("ENGINE", n): n for n in _job_register_values(host.mm, JOBS[0])}
+    written = {names[a.offset]: a.value for a in stage if a.kind == "W" and a.offset in names}
+    assert written == {
+        n: v
+        for n, v in _job_register_values(host.mm, JOBS[0]).items()
+        if n in _expected_job_registers(JOBS[0])
+    }
+    assert run.sections["push"] == [push]
+    submit = [a for a in run.sections["submit"] if a.kind == "W" and a.offset in names]
+    engine = [a for a in run.sections["submit"] if a in submit or a == push]
+    assert engine == [*submit, push]  # then HOST_EXIT
+    assert {names[a.offset]: a.value for a in submit} == written
+    tickets = [int(line.split()[1]) for line in run.lines if line.startswith("TICKET")]
+    assert tickets == [6, 7]  # on from the done counter (5)
     assert run.exit_code == 0
 
 

@@ -81,7 +81,7 @@ static int dma_reached(uint32_t ticket)
 
 /* ---- Engine ------------------------------------------------------------------- */
 
-uint32_t ta_job_submit(const ta_job_t *job)
+void ta_job_stage(const ta_job_t *job)
 {
     volatile void *regs = TA_REGS;
 
@@ -129,9 +129,19 @@ uint32_t ta_job_submit(const ta_job_t *job)
             regs, tinyattn_engine_job_av_pack(job->av.mult, job->av.shift, (uint8_t)job->av.add));
     }
     /* Any other op is pushed as it is: the engine rejects it with UNKNOWN_OP. */
+}
 
-    tinyattn_engine_push(regs);
+uint32_t ta_job_push(void)
+{
+    ta_barrier();
+    tinyattn_engine_push(TA_REGS);
     return ++jobs_pushed;
+}
+
+uint32_t ta_job_submit(const ta_job_t *job)
+{
+    ta_job_stage(job);
+    return ta_job_push();
 }
 
 void ta_job_wait(uint32_t ticket)

@@ -115,6 +115,15 @@ typedef struct {
 /* Waits for room in the job queue, writes the job, pushes it; returns its ticket. */
 uint32_t ta_job_submit(const ta_job_t *job);
 
+/*
+ * ta_job_submit in two halves, so that the registers are written while the job's tiles
+ * are still on their way: ta_job_stage waits for room in the queue and writes the staging
+ * registers; ta_job_push pushes them and returns the ticket. Nothing else may stage or
+ * push in between (there is one set of staging registers).
+ */
+void ta_job_stage(const ta_job_t *job);
+uint32_t ta_job_push(void);
+
 /* Has the job with this ticket (and every earlier one) finished? Never waits. */
 static inline int ta_job_done(uint32_t ticket)
 {
