@@ -1,0 +1,171 @@
+"""A deployed model on the cluster RTL: the C runtime walks the schedule, bit-exact.
+
+:func:`run_schedule` builds ``verif/firmware/run_model.c`` with the runtime
+(``sw/firmware/tinyattn_runtime.c``) for the schedule's configuration, writes the input ids
+into the schedule's L2 image where its header says, runs it on control core 0 of the
+``cluster`` RTL (:func:`tinyattn.sim.cosim.run_firmware`) and reads the hidden states back
+from the L2 image after the run, from the placements the memory plan gave them (as
+:func:`tinyattn.sw.schedule.execute_schedule` does). The firmware prints the cycles of each
+record (``rdcycle``, record fetch included), which line up with ``Schedule.predicted``.
+
+:func:`run_model` deploys a quantized model first and compares every hidden state with
+``QuantizedMobileBert.forward`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyattn.config import ClusterConfig
+from tinyattn.sim.cosim import FirmwareRun, L2Timing, run_firmware
+from tinyattn.sw.firmware import FirmwareImage, build_firmware
+from tinyattn.sw.quantize import QuantizedMobileBert
+from tinyattn.sw.schedule import MAGIC, Schedule, deploy
+
+__all__ = ["ModelMismatchError", "ModelRun", "build_runtime", "run_model", "run_schedule"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_SOURCES = (ROOT / "sw" / "firmware" / "tinyattn_runtime.c",)
+MAIN = ROOT / "verif" / "firmware" / "run_model.c"
+_HEADER = struct.Struct("<IHHIIIIIII")  # as tinyattn.sw.schedule packs it
+_RECORD_LINE = re.compile(r"^r(\d+) (\d+)$", re.M)
+_SUMMARY = re.compile(r"^model: (\d+) records, (\d+) jobs, (\d+) transfers, (\d+) cycles$", re.M)
+
+
+class ModelMismatchError(AssertionError):
+    """A hidden state read back from the RTL differs from the integer model."""
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One inference on the RTL.
+
+    ``states`` are the hidden states read back from L2; ``record_cycles[i]`` the cycles the
+    firmware measured for record ``i`` (fetch included, console output excluded);
+    ``cycles`` their sum, the schedule's time on the RTL; ``run`` the firmware run itself
+    (``run.cycles`` also counts start-up and the console).
+    """
+
+    schedule: Schedule
+    states: list[np.ndarray]
+    record_cycles: tuple[int, ...]
+    cycles: int
+    jobs: int
+    transfers: int
+    code_bytes: int
+    run: FirmwareRun
+
+    @property
+    def predicted(self) -> int:
+        return self.schedule.total.total
+
+    @property
+    def utilization(self) -> float:
+        """Useful MACs / (measured cycles x peak MACs per cycle)."""
+        return self.schedule.utilization(self.cycles)
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """``{kind: (measured, predicted)}`` summed over records of each kind (the record
+        names without their layer prefix, e.g. ``attention.query``)."""
+        out: dict[str, tuple[int, int]] = {}
+        for name, got, pred in zip(
+            self.schedule.names, self.record_cycles, self.schedule.predicted, strict=True
+        ):
+            kind = name.split(".", 1)[1] if name.startswith("layer") else name
+            m, p = out.get(kind, (0, 0))
+            out[kind] = (m + got, p + pred.total)
+        return out
+
+
+def build_runtime(cfg: ClusterConfig, out: Path, *, quiet: bool = False) -> FirmwareImage:
+    """``run_model.c`` with the runtime, built with the SDK for ``cfg``."""
+    flags = ["-DRUN_MODEL_QUIET"] if quiet else []
+    return build_firmware(cfg, [*RUNTIME_SOURCES, MAIN], out, cflags=flags)
+
+
+def _ids(raw: np.ndarray | None, seq_len: int, name: str) -> np.ndarray:
+    arr = np.zeros(seq_len, np.int64) if raw is None else np.asarray(raw)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.shape != (seq_len,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be {seq_len} integers, got shape {arr.shape} {arr.dtype}")
+    return arr
+
+
+def run_schedule(
+    schedule: Schedule,
+    input_ids: np.ndarray,
+    token_type_ids: np.ndarray | None = None,
+    simulator: str = "verilator",
+    *,
+    max_cycles: int | None = None,
+    l2: L2Timing | None = None,
+    seed: int = 1,
+) -> ModelRun:
+    """Run ``schedule`` on one sequence on the RTL; the hidden states and the cycles.
+
+    Raises :class:`tinyattn.sim.cosim.FirmwareRunError` on a fault or the cycle limit
+    (default: 3x the prediction plus 200,000) and ``RuntimeError`` when the runtime reports
+    a failure (the console names the record).
+    """
+    cfg = schedule.cfg
+    image = np.frombuffer(bytearray(schedule.image), np.uint8)
+    magic, _, _, _, count, _, seq_len, ids_addr, types_addr, _ = _HEADER.unpack_from(image)
+    if magic != MAGIC:
+        raise ValueError("not a schedule image")
+    for raw, addr, name in (
+        (input_ids, ids_addr, "input_ids"),
+        (token_type_ids, types_addr, "token_type_ids"),
+    ):
+        image[addr : addr + 4 * seq_len] = _ids(raw, seq_len, name).astype("<i4").view(np.uint8)
+    limit = max_cycles or 3 * schedule.total.total + 200_000
+    with tempfile.TemporaryDirectory(prefix="tinyattn-model-") as tmp:
+        fw = build_runtime(cfg, Path(tmp))
+        run = run_firmware(
+            cfg, fw, image, simulator, max_cycles=limit, l2=l2 or L2Timing(), seed=seed
+        )
+    if run.exit_code != 0:
+        raise RuntimeError(f"the runtime failed (exit code {run.exit_code}): {run.console[-400:]}")
+    summary = _SUMMARY.search(run.console)
+    per_record = [int(c) for _, c in _RECORD_LINE.findall(run.console)]
+    if summary is None or len(per_record) != count or int(summary[1]) != count:
+        raise RuntimeError(f"unexpected console from the runtime: {run.console[-400:]}")
+    assert run.l2 is not None
+    program = schedule.program
+    states = []
+    for name in program.outputs:
+        t, p = program.tensors[name], schedule.l2.placements[name]
+        view = run.l2[p.addr : p.addr + t.nbytes].reshape(t.rows, t.pitch)
+        states.append(view[:, : t.row_bytes].copy().view(np.int8))
+    return ModelRun(
+        schedule, states, tuple(per_record), sum(per_record), int(summary[2]), int(summary[3]),
+        fw.sizes.text + fw.sizes.data + fw.sizes.bss, run,
+    )  # fmt: skip
+
+
+def run_model(
+    qmodel: QuantizedMobileBert,
+    cfg: ClusterConfig,
+    input_ids: np.ndarray,
+    token_type_ids: np.ndarray | None = None,
+    simulator: str = "verilator",
+    **kwargs: object,
+) -> ModelRun:
+    """Deploy ``qmodel`` for ``len(input_ids)`` tokens, run it on the RTL and check every
+    hidden state against ``qmodel.forward`` bit for bit (:class:`ModelMismatchError` otherwise).
+    ``kwargs`` go to :func:`run_schedule`."""
+    ids = np.asarray(input_ids).reshape(-1)
+    schedule = deploy(qmodel, cfg, len(ids))
+    out = run_schedule(schedule, ids, token_type_ids, simulator, **kwargs)  # type: ignore[arg-type]
+    want = qmodel.forward(ids, token_type_ids)
+    for name, got, (w, _) in zip(qmodel.state_names, out.states, want, strict=True):
+        bad = int(np.count_nonzero(got != w))
+        if got.shape != w.shape or bad:
+            raise ModelMismatchError(f"{name}: {bad} of {w.size} values differ from forward")
+    return out

@@ -1,0 +1,368 @@
+/* tinyattn_runtime.c: the schedule walker (see tinyattn_runtime.h and docs/deploy.md). */
+#include "tinyattn_runtime.h"
+
+/* Operand slots of a record. */
+enum { A = 0, B = 1, C = 2, D = 3, P = 4 };
+/* Loop indices an operand's tile depends on (tinyattn.sw.tiler.deps). */
+enum { DEP_H = 1, DEP_M = 2, DEP_N = 4 };
+
+static uint32_t transfers, jobs;
+
+static uint32_t min_u32(uint32_t a, uint32_t b)
+{
+    return a < b ? a : b;
+}
+
+/* A word that may alias anything (GCC), so that copying words into a struct with 16-bit
+   fields does not break C's aliasing rules, as a plain uint32_t pointer would. */
+typedef uint32_t __attribute__((may_alias)) any_word_t;
+
+/* Word loads from L1 after a DMA wait (the wait is a compiler barrier). */
+static void copy_from_l1(void *dst, uint32_t l1_addr, uint32_t bytes)
+{
+    const volatile uint32_t *src = TA_L1(l1_addr);
+    any_word_t *out = dst;
+
+    for (uint32_t i = 0; i < bytes / 4; i++)
+        out[i] = src[i];
+}
+
+static uint32_t dma(uint32_t dir, uint32_t l2, uint32_t l1, uint32_t bytes, uint32_t rows,
+                    uint32_t l2_stride, uint32_t l1_stride)
+{
+    const ta_dma_t d = {l2, l1, bytes, rows, l2_stride, l1_stride, dir};
+
+    transfers++;
+    return ta_dma_submit(&d);
+}
+
+#define LOAD TINYATTN_DMA_DIRECTION_L2_TO_L1
+#define STORE TINYATTN_DMA_DIRECTION_L1_TO_L2
+
+/* ---- GEMM and ATTENTION: the tile loop (tinyattn.sw.tiler.op_actions) ------------------- */
+
+/* Loop indices of one job: head, tile of M, tile of N. */
+typedef struct {
+    uint32_t h, i, j;
+} tile_t;
+
+/* Per operand: the indices of its tile last loaded, how many loads, its current slot. */
+typedef struct {
+    tile_t last;
+    uint32_t loaded, slot;
+    uint8_t deps;
+} buffer_t;
+
+static uint8_t deps_of(const ta_record_t *r, int key)
+{
+    static const uint8_t gemm[5] = {DEP_M, DEP_N, DEP_M | DEP_N, DEP_M | DEP_N, DEP_N};
+    static const uint8_t attention[5] = {DEP_H | DEP_M, DEP_H, DEP_H | DEP_M, DEP_H, 0};
+
+    if (r->kind == TA_KIND_ATTENTION)
+        return attention[key];
+    if (key == P && (r->flags & TINYATTN_FLAG_PER_ROW))
+        return DEP_M;
+    return gemm[key];
+}
+
+/* Row 0, rows, column 0 and bytes of an operand's tile in its tensor (tiler._rect). */
+static void rect(const ta_record_t *r, int key, const tile_t *t, uint32_t out[4])
+{
+    uint32_t m0 = t->i * r->tm, mr = min_u32(r->tm, r->m - m0);
+    uint32_t n0 = t->j * r->tn, nc = min_u32(r->tn, r->n - n0);
+
+    out[2] = 0;
+    if (r->kind == TA_KIND_ATTENTION) {
+        out[0] = (key == A || key == C) ? m0 : 0;
+        out[1] = (key == A || key == C) ? mr : key == B ? r->n : r->k;
+        out[3] = key == D ? r->n : r->k;
+        return;
+    }
+    switch (key) {
+    case A:
+        out[0] = m0, out[1] = mr, out[3] = r->k;
+        break;
+    case B:
+        out[0] = n0, out[1] = nc, out[3] = r->k;
+        break;
+    case P:
+        out[0] = (r->flags & TINYATTN_FLAG_PER_ROW) ? m0 : n0;
+        out[1] = (r->flags & TINYATTN_FLAG_PER_ROW) ? mr : nc;
+        out[3] = 16;
+        break;
+    default: /* C, D */
+        out[0] = m0, out[1] = mr, out[2] = n0, out[3] = nc;
+    }
+}
+
+/* Copies an operand's tile between its L2 tensor and L1 slot `slot`. */
+static void move_tile(const ta_record_t *r, int key, const tile_t *t, uint32_t slot, uint32_t dir)
+{
+    const ta_operand_t *o = &r->op[key];
+    uint32_t x[4];
+
+    rect(r, key, t, x);
+    dma(dir, o->l2_addr + t->h * o->l2_hstride + x[0] * o->l2_pitch + x[2],
+        o->l1_addr + slot * o->l1_slot, x[3], x[1], o->l2_pitch, o->l1_pitch);
+}
+
+/* Loads each input whose tile changes at job `t` into its next slot (tiler's loads(t)). */
+static void load_inputs(const ta_record_t *r, buffer_t buf[5], const tile_t *t)
+{
+    static const int inputs[4] = {A, B, D, P};
+
+    for (int n = 0; n < 4; n++) {
+        int key = inputs[n];
+        buffer_t *b = &buf[key];
+        uint8_t mode = r->op[key].mode;
+        tile_t now = {b->deps & DEP_H ? t->h : 0, b->deps & DEP_M ? t->i : 0,
+                      b->deps & DEP_N ? t->j : 0};
+
+        if (mode == TA_MODE_UNUSED
+            || (now.h == b->last.h && now.i == b->last.i && now.j == b->last.j))
+            continue;
+        b->last = now;
+        if (mode == TA_MODE_CACHED) {
+            /* One slot per tile of the inner index, filled in order on the first pass. */
+            b->slot = b->deps & DEP_N ? now.j : now.i;
+            if (b->slot < b->loaded)
+                continue;
+        } else {
+            b->slot = mode == TA_MODE_DOUBLE ? b->loaded % 2 : 0;
+        }
+        b->loaded++;
+        move_tile(r, key, t, b->slot, LOAD);
+    }
+}
+
+/* Writes job registers for tile `t`, its operands in their current slots. */
+static void stage_job(const ta_record_t *r, const buffer_t buf[5], const tile_t *t,
+                      uint32_t c_slot)
+{
+    /* Static, and every field the HAL writes for this op set below: `= {0}` on the stack
+       costs a byte-wise memset per job. */
+    static ta_job_t job;
+    const uint8_t *f = r->fields[t->h];
+    uint32_t x[4];
+
+#define L1_OF(key, slot) (r->op[key].l1_addr + (slot) * r->op[key].l1_slot)
+    rect(r, r->kind == TA_KIND_ATTENTION ? A : C, t, x);
+    job.m = x[1];
+    job.n = r->kind == TA_KIND_ATTENTION ? r->n : x[3];
+    job.k = r->k;
+    job.a_addr = L1_OF(A, buf[A].slot);
+    job.a_stride = r->op[A].l1_pitch;
+    job.b_addr = L1_OF(B, buf[B].slot);
+    job.b_stride = r->op[B].l1_pitch;
+    job.c_addr = L1_OF(C, c_slot);
+    job.c_stride = r->op[C].l1_pitch;
+    job.d_addr = L1_OF(D, buf[D].slot);
+    job.d_stride = r->op[D].l1_pitch;
+    job.heads = 1;
+    if (r->kind == TA_KIND_ATTENTION) {
+        job.op = TINYATTN_OP_ATTENTION;
+        job.flags = 0;
+        job.qk = (ta_requant_t){f[0], f[1], (int8_t)f[2]};
+        job.av = (ta_requant_t){f[3], f[4], (int8_t)f[5]};
+    } else {
+        job.op = TINYATTN_OP_GEMM;
+        job.flags = r->flags;
+        job.p_addr = L1_OF(P, buf[P].slot);
+        job.res_y_mult = f[0];
+        job.res_r_mult = f[1];
+        job.res_shift = f[2];
+        job.aff_shift = f[3];
+    }
+#undef L1_OF
+    ta_job_stage(&job);
+}
+
+/* The loop nest: head outermost, then M and N in the record's order. */
+static void next_tile(const ta_record_t *r, tile_t *t, uint32_t tiles_m, uint32_t tiles_n)
+{
+    uint32_t *inner = (r->loop & 1) ? &t->i : &t->j;
+    uint32_t *outer = (r->loop & 1) ? &t->j : &t->i;
+    uint32_t inner_n = (r->loop & 1) ? tiles_m : tiles_n;
+    uint32_t outer_n = (r->loop & 1) ? tiles_n : tiles_m;
+
+    if (++*inner < inner_n)
+        return;
+    *inner = 0;
+    if (++*outer < outer_n)
+        return;
+    *outer = 0;
+    t->h++;
+}
+
+static int run_op(const ta_record_t *r)
+{
+    uint32_t tiles_m = (r->m + r->tm - 1) / r->tm;
+    uint32_t tiles_n = r->kind == TA_KIND_ATTENTION ? 1 : (r->n + r->tn - 1) / r->tn;
+    uint32_t count = r->heads * tiles_m * tiles_n;
+    buffer_t buf[5];
+    tile_t t = {0, 0, 0}, prev = {0, 0, 0};
+    uint32_t prev_slot = 0, ticket = 0;
+    int c_double = r->op[C].mode == TA_MODE_DOUBLE;
+
+    if (r->tm == 0 || r->tn == 0 || r->heads == 0 || r->heads > TA_MAX_HEADS
+        || count != r->tiles)
+        return TA_RUN_BAD_RECORD;
+    for (int k = 0; k < 5; k++) {
+        /* Nothing loaded yet. (Field by field: GCC would call a byte-wise memcpy.) */
+        buf[k].last.h = buf[k].last.i = buf[k].last.j = ~0u;
+        buf[k].loaded = buf[k].slot = 0;
+        buf[k].deps = deps_of(r, k);
+    }
+    load_inputs(r, buf, &t);
+    for (uint32_t n = 0; n < count; n++) {
+        uint32_t slot = c_double ? n % 2 : 0;
+
+        /* Registers first, while the tiles are on their way; push once they are in. */
+        stage_job(r, buf, &t, slot);
+        ta_dma_wait(ta_dma_last());
+        ticket = ta_job_push();
+        jobs++;
+        if (n > 0) {
+            ta_job_wait(ticket - 1);
+            move_tile(r, C, &prev, prev_slot, STORE);
+        }
+        prev.h = t.h, prev.i = t.i, prev.j = t.j; /* not `prev = t`: a byte-wise memcpy */
+        prev_slot = slot;
+        if (n + 1 < count) {
+            next_tile(r, &t, tiles_m, tiles_n);
+            load_inputs(r, buf, &t); /* overlaps job n */
+        }
+    }
+    ta_job_wait(ticket);
+    move_tile(r, C, &prev, prev_slot, STORE);
+    ta_dma_wait(ta_dma_last());
+    return TA_RUN_OK;
+}
+
+/* ---- GATHER and FILL ----------------------------------------------------------------- */
+
+/*
+ * Table rows indexed by ids in L2 go to up to three destinations (gather_body in
+ * tinyattn.sw.schedule): the ids are fetched into L1, then per chunk of `tm` staging rows
+ * each run of consecutive table rows is one load and each write one store. The DMA runs
+ * in order, so a chunk's loads never pass the previous chunk's stores.
+ */
+static uint32_t table_row(const ta_record_t *r, const volatile int32_t *index, uint32_t q)
+{
+    /* index_pitch * id, plus the position with add_position (flags bit 0) */
+    return r->tn * (uint32_t)index[q] + ((r->flags & 1) ? r->k + q : 0);
+}
+
+static int run_gather(const ta_record_t *r)
+{
+    const ta_operand_t *table = &r->op[A], *ids = &r->op[B];
+    const volatile int32_t *index = TA_L1(ids->l1_addr);
+    uint32_t limit = r->tn ? table->l2_hstride / r->tn : 0;
+
+    if (r->tm == 0 || r->loop > 3)
+        return TA_RUN_BAD_RECORD;
+    ta_dma_wait(dma(LOAD, ids->l2_addr, ids->l1_addr, 4u * r->m, 1, 4, 4));
+    for (uint32_t q = 0; q < r->m; q++)
+        if ((uint32_t)index[q] >= limit)
+            return TA_RUN_BAD_INDEX;
+
+    for (uint32_t c0 = 0; c0 < r->m; c0 += r->tm) {
+        uint32_t c1 = min_u32(r->m, c0 + r->tm);
+
+        /* Each id is read once: the row that ends a run starts the next one. */
+        uint32_t row = table_row(r, index, c0);
+
+        for (uint32_t q = c0; q < c1;) {
+            uint32_t end = q + 1, next = 0;
+
+            while (end < c1 && (next = table_row(r, index, end)) == row + (end - q))
+                end++;
+            dma(LOAD, table->l2_addr + row * table->l2_pitch,
+                table->l1_addr + (q - c0) * table->l1_pitch, r->n, end - q, table->l2_pitch,
+                table->l1_pitch);
+            q = end;
+            row = next;
+        }
+        for (uint32_t w = 0; w < r->loop; w++) {
+            const ta_operand_t *o = &r->op[C + w];
+            /* Positions relative to r->k: the write covers [first, first + l1_slot). */
+            uint32_t first = o->l2_hstride - r->k;
+            uint32_t lo = c0 > first ? c0 : first, hi = min_u32(c1, first + o->l1_slot);
+
+            if (lo < hi)
+                dma(STORE, o->l2_addr + (lo - first) * o->l2_pitch,
+                    table->l1_addr + (lo - c0) * table->l1_pitch, r->n, hi - lo, o->l2_pitch,
+                    table->l1_pitch);
+        }
+    }
+    ta_dma_wait(ta_dma_last());
+    return TA_RUN_OK;
+}
+
+/* One row of the byte value written by the core, broadcast by a DMA with L1 stride 0. */
+static int run_fill(const ta_record_t *r)
+{
+    volatile uint32_t *row = TA_L1(r->op[A].l1_addr);
+    uint32_t word = r->flags * 0x01010101u;
+
+    for (uint32_t i = 0; i < r->n / 4u; i++)
+        row[i] = word;
+    ta_dma_wait(dma(STORE, r->op[C].l2_addr, r->op[A].l1_addr, r->n, r->m, r->op[C].l2_pitch, 0));
+    return TA_RUN_OK;
+}
+
+/* ---- The schedule ------------------------------------------------------------------------ */
+
+int ta_run_schedule(uint32_t l2_header_addr, ta_run_t *run)
+{
+    static ta_record_t rec; /* .bss: the stack stays small */
+    ta_schedule_header_t hdr = {0};
+    /* The header goes where the records will: the top of L1, which no op's arena uses. */
+    const uint32_t l1_header = TINYATTN_L1_BYTES - TA_SCHEDULE_HEADER_BYTES;
+
+    transfers = jobs = 0;
+    run->records = run->failed_record = 0;
+    ta_errors_clear();
+    ta_dma_wait(dma(LOAD, l2_header_addr, l1_header, TA_SCHEDULE_HEADER_BYTES, 1,
+                    TA_SCHEDULE_HEADER_BYTES, TA_SCHEDULE_HEADER_BYTES));
+    copy_from_l1(&hdr, l1_header, sizeof hdr);
+    if (hdr.magic != TA_SCHEDULE_MAGIC || hdr.version != TA_SCHEDULE_VERSION
+        || hdr.record_bytes > sizeof rec || hdr.record_bytes < 16 + sizeof rec.op
+        || hdr.record_bytes % 16)
+        return TA_RUN_BAD_HEADER;
+
+    int status = TA_RUN_OK;
+    for (uint32_t i = 0; i < hdr.record_count && status == TA_RUN_OK; i++) {
+        uint32_t t0 = ta_cycles();
+
+        run->failed_record = i;
+        ta_dma_wait(dma(LOAD, hdr.records_addr + i * hdr.record_bytes, hdr.l1_record_addr,
+                        hdr.record_bytes, 1, hdr.record_bytes, hdr.record_bytes));
+        copy_from_l1(&rec, hdr.l1_record_addr, hdr.record_bytes);
+        switch (rec.kind) {
+        case TA_KIND_GEMM:
+        case TA_KIND_ATTENTION:
+            status = run_op(&rec);
+            break;
+        case TA_KIND_GATHER:
+            status = run_gather(&rec);
+            break;
+        case TA_KIND_FILL:
+            status = run_fill(&rec);
+            break;
+        default:
+            status = TA_RUN_BAD_RECORD;
+        }
+        /* Rejected jobs and descriptors still count as done: look for them here. */
+        if (status == TA_RUN_OK && ta_errors_read(&run->errors))
+            status = TA_RUN_HW_ERROR;
+        if (status == TA_RUN_OK) {
+            run->records = i + 1;
+            if (run->on_record)
+                run->on_record(i, rec.kind, ta_cycles() - t0);
+        }
+    }
+    run->jobs = jobs;
+    run->transfers = transfers;
+    return status;
+}

@@ -1,0 +1,111 @@
+"""A deployed MobileBERT on the cluster RTL: the C runtime walks the schedule, bit-exact.
+
+``tinyattn.sim.model_run`` builds ``verif/firmware/run_model.c`` with the runtime
+(``sw/firmware/tinyattn_runtime.c``), writes the ids into the schedule's L2 image, runs it on
+the cluster and reads the hidden states back from L2. Every hidden state must equal
+``QuantizedMobileBert.forward`` bit for bit.
+
+- a one-layer synthetic model on a small cluster with a 2 KiB L1, so that the plans use
+  every buffering mode (``ONCE``, ``DOUBLE``, ``CACHED``), several tiles per op and the
+  attention head loop, under Icarus and Verilator;
+- the 2-layer fixture at S = 128 on the default cluster, under Verilator: the measured
+  cycles per record are printed beside the prediction (only a loose bound is asserted).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
+from tinyattn.sim.model_run import run_model
+from tinyattn.sw.lowering import unify_epilogues
+from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
+from tinyattn.sw.tiler import CACHED, DOUBLE, KIND_ATTENTION, ONCE
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
+
+#: 4 x 16 engine (acc_bits 32, as the lowering requires), 2 KiB L1, 64-bit DMA.
+TINY_CFG = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, tile_m=8, max_seq=64, max_dim=512),
+    memory=MemoryConfig(n_banks=8, bank_words=64),
+    dma=DmaConfig(dma_bits=64),
+)
+TINY = MobileBertConfig(
+    vocab_size=64,
+    hidden_size=32,
+    embedding_size=8,
+    intra_bottleneck_size=16,
+    num_attention_heads=2,
+    intermediate_size=24,
+    num_feedforward_networks=3,
+    num_hidden_layers=1,
+    max_position_embeddings=32,
+)
+
+needs_gcc = pytest.mark.skipif(
+    shutil.which("riscv64-unknown-elf-gcc") is None,
+    reason="riscv64-unknown-elf-gcc missing (make test installs gcc-riscv64-unknown-elf)",
+)
+pytestmark = [pytest.mark.sim, needs_gcc]
+
+
+def _ids(seed: int, seq_len: int, vocab: int, types: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, seq_len, 11])
+    return rng.integers(0, vocab, seq_len), rng.integers(0, types, seq_len)
+
+
+def test_tiny_model_bit_exact(sim: str, seed: int) -> None:
+    model = MobileBert.synthetic(TINY, seed=3)
+    calib = np.random.default_rng(0).integers(0, TINY.vocab_size, (4, 32))
+    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    ids, types = _ids(seed, 32, TINY.vocab_size, TINY.type_vocab_size)
+    t0 = time.monotonic()
+    out = run_model(q, TINY_CFG, ids, types, sim)  # raises ModelMismatchError unless bit-exact
+    wall = time.monotonic() - t0
+    sched = out.schedule
+    modes = {o.mode for r in sched.records for o in r.operands}
+    assert {ONCE, DOUBLE, CACHED} <= modes  # the plans exercise every buffering mode
+    assert any(r.kind == KIND_ATTENTION and r.heads > 1 for r in sched.records)
+    assert out.jobs == sched.total.jobs and out.transfers >= sched.total.transfers
+    assert len(out.record_cycles) == len(sched.records)
+    print(
+        f"\n{sim}: seed {seed}, {len(sched.records)} records, {out.jobs} jobs, "
+        f"{out.cycles:,} cycles measured, {out.predicted:,} predicted; run {out.run.cycles:,} "
+        f"cycles in {wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s), "
+        f"firmware {out.code_bytes:,} bytes"
+    )
+
+
+def test_fixture_bit_exact_default_cluster(seed: int) -> None:
+    """The 2-layer fixture at S = 128 on the default cluster (Verilator only)."""
+    from tinyattn.sim.runner import simulator_missing
+
+    missing = simulator_missing("verilator")
+    if missing:
+        pytest.skip(f"SIMULATOR MISSING: {missing}")
+    model = MobileBert.from_pretrained(FIXTURE)
+    calib = np.random.default_rng(100).integers(0, 512, (4, 128))
+    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
+    ids, types = _ids(seed, 128, q.config.vocab_size, q.config.type_vocab_size)
+    cfg = ClusterConfig()
+    t0 = time.monotonic()
+    out = run_model(q, cfg, ids, types, "verilator")  # raises ModelMismatchError unless bit-exact
+    wall = time.monotonic() - t0
+    assert out.jobs == out.schedule.total.jobs
+    # Loose sanity: the RTL is neither impossibly fast nor wildly slower than the model.
+    assert out.schedule.program.macs.total / cfg.engine.macs_per_cycle < out.cycles
+    assert out.cycles < 20 * out.predicted
+    lines = [f"{'kind':<28} {'measured':>10} {'predicted':>10} {'error':>7}"]
+    for kind, (got, pred) in out.by_kind().items():
+        lines.append(f"{kind:<28} {got:>10,} {pred:>10,} {got / pred - 1:>7.1%}")
+    lines.append(
+        f"{'total':<28} {out.cycles:>10,} {out.predicted:>10,} "
+        f"{out.cycles / out.predicted - 1:>7.1%}; utilization {out.utilization:.1%}; "
+        f"{out.run.cycles:,} cycles in {wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s)"
+    )
+    print("\n" + "\n".join(lines))
