@@ -41,15 +41,21 @@ static uint32_t dma(uint32_t dir, uint32_t l2, uint32_t l1, uint32_t bytes, uint
 
 /* ---- GEMM and ATTENTION: the tile loop (tinyattn.sw.tiler.op_actions) ------------------- */
 
-/* Loop indices of one job: head, tile of M, tile of N. */
+/*
+ * One job's place in the loop nest: the indices (head, tile of M, tile of N) and the rows
+ * of M and columns of N it covers, kept up to date by next_tile with additions only
+ * (PicoRV32 spends some 40 cycles on a MUL and the loop runs once per job).
+ */
 typedef struct {
     uint32_t h, i, j;
+    uint32_t m0, mr, n0, nc;
 } tile_t;
 
-/* Per operand: the indices of its tile last loaded, how many loads, its current slot. */
+/* Per input: the indices of its tile last loaded, loads so far, its current slot and
+   that slot's L1 address. */
 typedef struct {
-    tile_t last;
-    uint32_t loaded, slot;
+    uint32_t h, i, j;
+    uint32_t loaded, slot, l1;
     uint8_t deps;
 } buffer_t;
 
@@ -65,100 +71,78 @@ static uint8_t deps_of(const ta_record_t *r, int key)
     return gemm[key];
 }
 
-/* Row 0, rows, column 0 and bytes of an operand's tile in its tensor (tiler._rect). */
-static void rect(const ta_record_t *r, int key, const tile_t *t, uint32_t out[4])
-{
-    uint32_t m0 = t->i * r->tm, mr = min_u32(r->tm, r->m - m0);
-    uint32_t n0 = t->j * r->tn, nc = min_u32(r->tn, r->n - n0);
-
-    out[2] = 0;
-    if (r->kind == TA_KIND_ATTENTION) {
-        out[0] = (key == A || key == C) ? m0 : 0;
-        out[1] = (key == A || key == C) ? mr : key == B ? r->n : r->k;
-        out[3] = key == D ? r->n : r->k;
-        return;
-    }
-    switch (key) {
-    case A:
-        out[0] = m0, out[1] = mr, out[3] = r->k;
-        break;
-    case B:
-        out[0] = n0, out[1] = nc, out[3] = r->k;
-        break;
-    case P:
-        out[0] = (r->flags & TINYATTN_FLAG_PER_ROW) ? m0 : n0;
-        out[1] = (r->flags & TINYATTN_FLAG_PER_ROW) ? mr : nc;
-        out[3] = 16;
-        break;
-    default: /* C, D */
-        out[0] = m0, out[1] = mr, out[2] = n0, out[3] = nc;
-    }
-}
-
-/* Copies an operand's tile between its L2 tensor and L1 slot `slot`. */
-static void move_tile(const ta_record_t *r, int key, const tile_t *t, uint32_t slot, uint32_t dir)
+/* Copies an operand's tile between its L2 tensor and L1 (tiler._rect and _transfer). */
+static void move_tile(const ta_record_t *r, int key, const tile_t *t, uint32_t l1, uint32_t dir)
 {
     const ta_operand_t *o = &r->op[key];
-    uint32_t x[4];
+    uint32_t row0 = t->m0, rows = t->mr, col0 = 0, bytes = r->k;
 
-    rect(r, key, t, x);
-    dma(dir, o->l2_addr + t->h * o->l2_hstride + x[0] * o->l2_pitch + x[2],
-        o->l1_addr + slot * o->l1_slot, x[3], x[1], o->l2_pitch, o->l1_pitch);
+    if (r->kind == TA_KIND_ATTENTION) {
+        if (key == B || key == D) /* the head's whole K (n x k) or V^T (k x n) */
+            row0 = 0, rows = key == B ? r->n : r->k, bytes = key == B ? r->k : r->n;
+    } else if (key == B) {
+        row0 = t->n0, rows = t->nc;
+    } else if (key == P) {
+        if (!(r->flags & TINYATTN_FLAG_PER_ROW))
+            row0 = t->n0, rows = t->nc;
+        bytes = 16;
+    } else if (key == C || key == D) {
+        col0 = t->n0, bytes = t->nc;
+    }
+    dma(dir, o->l2_addr + (t->h ? t->h * o->l2_hstride : 0) + row0 * o->l2_pitch + col0, l1,
+        bytes, rows, o->l2_pitch, o->l1_pitch);
 }
 
-/* Loads each input whose tile changes at job `t` into its next slot (tiler's loads(t)). */
+/* Loads each input whose tile changes at this job into its next slot (tiler's loads(t)). */
 static void load_inputs(const ta_record_t *r, buffer_t buf[5], const tile_t *t)
 {
     static const int inputs[4] = {A, B, D, P};
 
     for (int n = 0; n < 4; n++) {
         int key = inputs[n];
+        const ta_operand_t *o = &r->op[key];
         buffer_t *b = &buf[key];
-        uint8_t mode = r->op[key].mode;
-        tile_t now = {b->deps & DEP_H ? t->h : 0, b->deps & DEP_M ? t->i : 0,
-                      b->deps & DEP_N ? t->j : 0};
+        uint32_t h = b->deps & DEP_H ? t->h : 0, i = b->deps & DEP_M ? t->i : 0,
+                 j = b->deps & DEP_N ? t->j : 0;
 
-        if (mode == TA_MODE_UNUSED
-            || (now.h == b->last.h && now.i == b->last.i && now.j == b->last.j))
+        if (o->mode == TA_MODE_UNUSED || (h == b->h && i == b->i && j == b->j))
             continue;
-        b->last = now;
-        if (mode == TA_MODE_CACHED) {
+        b->h = h, b->i = i, b->j = j;
+        if (o->mode == TA_MODE_CACHED) {
             /* One slot per tile of the inner index, filled in order on the first pass. */
-            b->slot = b->deps & DEP_N ? now.j : now.i;
+            b->slot = b->deps & DEP_N ? j : i;
+            b->l1 = o->l1_addr + b->slot * o->l1_slot;
             if (b->slot < b->loaded)
                 continue;
-        } else {
-            b->slot = mode == TA_MODE_DOUBLE ? b->loaded % 2 : 0;
+        } else if (o->mode == TA_MODE_DOUBLE) {
+            b->slot = b->loaded & 1;
+            b->l1 = o->l1_addr + (b->slot ? o->l1_slot : 0);
         }
         b->loaded++;
-        move_tile(r, key, t, b->slot, LOAD);
+        move_tile(r, key, t, b->l1, LOAD);
     }
 }
 
-/* Writes job registers for tile `t`, its operands in their current slots. */
-static void stage_job(const ta_record_t *r, const buffer_t buf[5], const tile_t *t,
-                      uint32_t c_slot)
+/* Writes the registers of the job of tile `t`, its inputs in their current slots. */
+static void stage_job(const ta_record_t *r, const buffer_t buf[5], const tile_t *t, uint32_t c_l1)
 {
     /* Static, and every field the HAL writes for this op set below: `= {0}` on the stack
        costs a byte-wise memset per job. */
     static ta_job_t job;
     const uint8_t *f = r->fields[t->h];
-    uint32_t x[4];
 
-#define L1_OF(key, slot) (r->op[key].l1_addr + (slot) * r->op[key].l1_slot)
-    rect(r, r->kind == TA_KIND_ATTENTION ? A : C, t, x);
-    job.m = x[1];
-    job.n = r->kind == TA_KIND_ATTENTION ? r->n : x[3];
+    job.m = t->mr;
+    job.n = t->nc;
     job.k = r->k;
-    job.a_addr = L1_OF(A, buf[A].slot);
-    job.a_stride = r->op[A].l1_pitch;
-    job.b_addr = L1_OF(B, buf[B].slot);
-    job.b_stride = r->op[B].l1_pitch;
-    job.c_addr = L1_OF(C, c_slot);
-    job.c_stride = r->op[C].l1_pitch;
-    job.d_addr = L1_OF(D, buf[D].slot);
-    job.d_stride = r->op[D].l1_pitch;
     job.heads = 1;
+    job.a_addr = buf[A].l1;
+    job.a_stride = r->op[A].l1_pitch;
+    job.b_addr = buf[B].l1;
+    job.b_stride = r->op[B].l1_pitch;
+    job.c_addr = c_l1;
+    job.c_stride = r->op[C].l1_pitch;
+    job.d_addr = buf[D].l1;
+    job.d_stride = r->op[D].l1_pitch;
     if (r->kind == TA_KIND_ATTENTION) {
         job.op = TINYATTN_OP_ATTENTION;
         job.flags = 0;
@@ -167,74 +151,94 @@ static void stage_job(const ta_record_t *r, const buffer_t buf[5], const tile_t 
     } else {
         job.op = TINYATTN_OP_GEMM;
         job.flags = r->flags;
-        job.p_addr = L1_OF(P, buf[P].slot);
+        job.p_addr = buf[P].l1;
         job.res_y_mult = f[0];
         job.res_r_mult = f[1];
         job.res_shift = f[2];
         job.aff_shift = f[3];
     }
-#undef L1_OF
     ta_job_stage(&job);
 }
 
-/* The loop nest: head outermost, then M and N in the record's order. */
-static void next_tile(const ta_record_t *r, tile_t *t, uint32_t tiles_m, uint32_t tiles_n)
+/* The next job of the loop nest: head outermost, then M and N in the record's order. */
+static void next_tile(const ta_record_t *r, tile_t *t)
 {
-    uint32_t *inner = (r->loop & 1) ? &t->i : &t->j;
-    uint32_t *outer = (r->loop & 1) ? &t->j : &t->i;
-    uint32_t inner_n = (r->loop & 1) ? tiles_m : tiles_n;
-    uint32_t outer_n = (r->loop & 1) ? tiles_n : tiles_m;
+    int n_inner = !(r->loop & 1); /* order 0: M outer, N inner */
+    int last_m = t->m0 + t->mr >= r->m, last_n = t->n0 + t->nc >= r->n;
 
-    if (++*inner < inner_n)
-        return;
-    *inner = 0;
-    if (++*outer < outer_n)
-        return;
-    *outer = 0;
-    t->h++;
+    if (n_inner ? !last_n : !last_m) {
+        if (n_inner)
+            t->j++, t->n0 += r->tn;
+        else
+            t->i++, t->m0 += r->tm;
+    } else {
+        if (n_inner)
+            t->j = t->n0 = 0;
+        else
+            t->i = t->m0 = 0;
+        if (n_inner ? !last_m : !last_n) {
+            if (n_inner)
+                t->i++, t->m0 += r->tm;
+            else
+                t->j++, t->n0 += r->tn;
+        } else {
+            t->i = t->j = t->m0 = t->n0 = 0;
+            t->h++;
+        }
+    }
+    t->mr = min_u32(r->tm, r->m - t->m0);
+    t->nc = min_u32(r->tn, r->n - t->n0);
 }
 
 static int run_op(const ta_record_t *r)
 {
-    uint32_t tiles_m = (r->m + r->tm - 1) / r->tm;
-    uint32_t tiles_n = r->kind == TA_KIND_ATTENTION ? 1 : (r->n + r->tn - 1) / r->tn;
-    uint32_t count = r->heads * tiles_m * tiles_n;
+    uint32_t tiles_m, tiles_n, count, ticket = 0;
     buffer_t buf[5];
-    tile_t t = {0, 0, 0}, prev = {0, 0, 0};
-    uint32_t prev_slot = 0, ticket = 0;
-    int c_double = r->op[C].mode == TA_MODE_DOUBLE;
+    tile_t t, prev; /* no initializers or copies: GCC would call byte-wise memset, memcpy */
+    const ta_operand_t *c = &r->op[C];
+    uint32_t prev_l1 = c->l1_addr;
 
     if (r->tm == 0 || r->tn == 0 || r->heads == 0 || r->heads > TA_MAX_HEADS
-        || count != r->tiles)
+        || (r->kind == TA_KIND_ATTENTION && r->tn != r->n))
+        return TA_RUN_BAD_RECORD;
+    tiles_m = (r->m + r->tm - 1) / r->tm;
+    tiles_n = (r->n + r->tn - 1) / r->tn;
+    count = r->heads * tiles_m * tiles_n;
+    if (count != r->tiles)
         return TA_RUN_BAD_RECORD;
     for (int k = 0; k < 5; k++) {
         /* Nothing loaded yet. (Field by field: GCC would call a byte-wise memcpy.) */
-        buf[k].last.h = buf[k].last.i = buf[k].last.j = ~0u;
+        buf[k].h = buf[k].i = buf[k].j = ~0u;
         buf[k].loaded = buf[k].slot = 0;
+        buf[k].l1 = r->op[k].l1_addr;
         buf[k].deps = deps_of(r, k);
     }
+    t.h = t.i = t.j = t.m0 = t.n0 = 0;
+    t.mr = min_u32(r->tm, r->m);
+    t.nc = min_u32(r->tn, r->n);
     load_inputs(r, buf, &t);
     for (uint32_t n = 0; n < count; n++) {
-        uint32_t slot = c_double ? n % 2 : 0;
+        /* Job n writes its output to slot n mod 2 (DOUBLE) or to the one slot. */
+        uint32_t c_l1 = c->l1_addr + (c->mode == TA_MODE_DOUBLE && (n & 1) ? c->l1_slot : 0);
 
         /* Registers first, while the tiles are on their way; push once they are in. */
-        stage_job(r, buf, &t, slot);
+        stage_job(r, buf, &t, c_l1);
         ta_dma_wait(ta_dma_last());
         ticket = ta_job_push();
         jobs++;
         if (n > 0) {
             ta_job_wait(ticket - 1);
-            move_tile(r, C, &prev, prev_slot, STORE);
+            move_tile(r, C, &prev, prev_l1, STORE);
         }
-        prev.h = t.h, prev.i = t.i, prev.j = t.j; /* not `prev = t`: a byte-wise memcpy */
-        prev_slot = slot;
+        prev.h = t.h, prev.m0 = t.m0, prev.mr = t.mr, prev.n0 = t.n0, prev.nc = t.nc;
+        prev_l1 = c_l1;
         if (n + 1 < count) {
-            next_tile(r, &t, tiles_m, tiles_n);
+            next_tile(r, &t);
             load_inputs(r, buf, &t); /* overlaps job n */
         }
     }
     ta_job_wait(ticket);
-    move_tile(r, C, &prev, prev_slot, STORE);
+    move_tile(r, C, &prev, prev_l1, STORE);
     ta_dma_wait(ta_dma_last());
     return TA_RUN_OK;
 }
