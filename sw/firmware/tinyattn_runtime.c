@@ -71,10 +71,14 @@ static uint8_t deps_of(const ta_record_t *r, int key)
     return gemm[key];
 }
 
-/* Copies an operand's tile between its L2 tensor and L1 (tiler._rect and _transfer). */
-static void move_tile(const ta_record_t *r, int key, const tile_t *t, uint32_t l1, uint32_t dir)
+/*
+ * Copies operand `key` (= r->op[key], passed as `o` so that callers index with constants:
+ * GCC multiplies by the struct size otherwise) between its L2 tensor and L1
+ * (tiler._rect and _transfer).
+ */
+static void move_tile(const ta_record_t *r, int key, const ta_operand_t *o, const tile_t *t,
+                      uint32_t l1, uint32_t dir)
 {
-    const ta_operand_t *o = &r->op[key];
     uint32_t row0 = t->m0, rows = t->mr, col0 = 0, bytes = r->k;
 
     if (r->kind == TA_KIND_ATTENTION) {
@@ -93,34 +97,37 @@ static void move_tile(const ta_record_t *r, int key, const tile_t *t, uint32_t l
         bytes, rows, o->l2_pitch, o->l1_pitch);
 }
 
-/* Loads each input whose tile changes at this job into its next slot (tiler's loads(t)). */
+/* Loads input `key` if its tile changes at this job, into its next slot. */
+static void load_input(const ta_record_t *r, int key, const ta_operand_t *o, buffer_t *b,
+                       const tile_t *t)
+{
+    uint32_t h = b->deps & DEP_H ? t->h : 0, i = b->deps & DEP_M ? t->i : 0,
+             j = b->deps & DEP_N ? t->j : 0;
+
+    if (o->mode == TA_MODE_UNUSED || (h == b->h && i == b->i && j == b->j))
+        return;
+    b->h = h, b->i = i, b->j = j;
+    if (o->mode == TA_MODE_CACHED) {
+        /* One slot per tile of the inner index, filled in order on the first pass. */
+        b->slot = b->deps & DEP_N ? j : i;
+        b->l1 = o->l1_addr + b->slot * o->l1_slot;
+        if (b->slot < b->loaded)
+            return;
+    } else if (o->mode == TA_MODE_DOUBLE) {
+        b->slot = b->loaded & 1;
+        b->l1 = o->l1_addr + (b->slot ? o->l1_slot : 0);
+    }
+    b->loaded++;
+    move_tile(r, key, o, t, b->l1, LOAD);
+}
+
+/* tiler's loads(t): the inputs in the order a, b, d, p. */
 static void load_inputs(const ta_record_t *r, buffer_t buf[5], const tile_t *t)
 {
-    static const int inputs[4] = {A, B, D, P};
-
-    for (int n = 0; n < 4; n++) {
-        int key = inputs[n];
-        const ta_operand_t *o = &r->op[key];
-        buffer_t *b = &buf[key];
-        uint32_t h = b->deps & DEP_H ? t->h : 0, i = b->deps & DEP_M ? t->i : 0,
-                 j = b->deps & DEP_N ? t->j : 0;
-
-        if (o->mode == TA_MODE_UNUSED || (h == b->h && i == b->i && j == b->j))
-            continue;
-        b->h = h, b->i = i, b->j = j;
-        if (o->mode == TA_MODE_CACHED) {
-            /* One slot per tile of the inner index, filled in order on the first pass. */
-            b->slot = b->deps & DEP_N ? j : i;
-            b->l1 = o->l1_addr + b->slot * o->l1_slot;
-            if (b->slot < b->loaded)
-                continue;
-        } else if (o->mode == TA_MODE_DOUBLE) {
-            b->slot = b->loaded & 1;
-            b->l1 = o->l1_addr + (b->slot ? o->l1_slot : 0);
-        }
-        b->loaded++;
-        move_tile(r, key, t, b->l1, LOAD);
-    }
+    load_input(r, A, &r->op[A], &buf[A], t);
+    load_input(r, B, &r->op[B], &buf[B], t);
+    load_input(r, D, &r->op[D], &buf[D], t);
+    load_input(r, P, &r->op[P], &buf[P], t);
 }
 
 /* Writes the registers of the job of tile `t`, its inputs in their current slots. */
@@ -228,7 +235,7 @@ static int run_op(const ta_record_t *r)
         jobs++;
         if (n > 0) {
             ta_job_wait(ticket - 1);
-            move_tile(r, C, &prev, prev_l1, STORE);
+            move_tile(r, C, c, &prev, prev_l1, STORE);
         }
         prev.h = t.h, prev.m0 = t.m0, prev.mr = t.mr, prev.n0 = t.n0, prev.nc = t.nc;
         prev_l1 = c_l1;
@@ -238,7 +245,7 @@ static int run_op(const ta_record_t *r)
         }
     }
     ta_job_wait(ticket);
-    move_tile(r, C, &prev, prev_l1, STORE);
+    move_tile(r, C, c, &prev, prev_l1, STORE);
     ta_dma_wait(ta_dma_last());
     return TA_RUN_OK;
 }
