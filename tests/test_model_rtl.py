@@ -42,7 +42,7 @@ TINY = MobileBertConfig(
     intra_bottleneck_size=16,
     num_attention_heads=2,
     intermediate_size=24,
-    num_feedforward_networks=3,
+    num_feedforward_networks=1,
     num_hidden_layers=1,
     max_position_embeddings=32,
 )
