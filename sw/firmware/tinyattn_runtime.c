@@ -36,6 +36,20 @@ static uint32_t dma(uint32_t dir, uint32_t l2, uint32_t l1, uint32_t bytes, uint
     return ta_dma_submit(&d);
 }
 
+/* Waits whose ticket is often done already: one counter read then, instead of the HAL's
+   clear-and-test of the done flags. */
+static void dma_wait(uint32_t ticket)
+{
+    if (!ta_dma_done(ticket))
+        ta_dma_wait(ticket);
+}
+
+static void job_wait(uint32_t ticket)
+{
+    if (!ta_job_done(ticket))
+        ta_job_wait(ticket);
+}
+
 #define LOAD TINYATTN_DMA_DIRECTION_L2_TO_L1
 #define STORE TINYATTN_DMA_DIRECTION_L1_TO_L2
 
@@ -230,11 +244,11 @@ static int run_op(const ta_record_t *r)
 
         /* Registers first, while the tiles are on their way; push once they are in. */
         stage_job(r, buf, &t, c_l1);
-        ta_dma_wait(ta_dma_last());
+        dma_wait(ta_dma_last());
         ticket = ta_job_push();
         jobs++;
         if (n > 0) {
-            ta_job_wait(ticket - 1);
+            job_wait(ticket - 1);
             move_tile(r, C, c, &prev, prev_l1, STORE);
         }
         prev.h = t.h, prev.m0 = t.m0, prev.mr = t.mr, prev.n0 = t.n0, prev.nc = t.nc;
@@ -244,9 +258,9 @@ static int run_op(const ta_record_t *r)
             load_inputs(r, buf, &t); /* overlaps job n */
         }
     }
-    ta_job_wait(ticket);
+    job_wait(ticket);
     move_tile(r, C, c, &prev, prev_l1, STORE);
-    ta_dma_wait(ta_dma_last());
+    dma_wait(ta_dma_last());
     return TA_RUN_OK;
 }
 
@@ -261,7 +275,10 @@ static int run_op(const ta_record_t *r)
 static uint32_t table_row(const ta_record_t *r, const volatile int32_t *index, uint32_t q)
 {
     /* index_pitch * id, plus the position with add_position (flags bit 0) */
-    return r->tn * (uint32_t)index[q] + ((r->flags & 1) ? r->k + q : 0);
+    uint32_t id = (uint32_t)index[q];
+
+    /* PicoRV32 multiplies bit by bit, even by 1 (the word tables) */
+    return (r->tn == 1 ? id : r->tn * id) + ((r->flags & 1) ? r->k + q : 0);
 }
 
 static int run_gather(const ta_record_t *r)
@@ -272,7 +289,7 @@ static int run_gather(const ta_record_t *r)
 
     if (r->tm == 0 || r->loop > 3)
         return TA_RUN_BAD_RECORD;
-    ta_dma_wait(dma(LOAD, ids->l2_addr, ids->l1_addr, 4u * r->m, 1, 4, 4));
+    dma_wait(dma(LOAD, ids->l2_addr, ids->l1_addr, 4u * r->m, 1, 4, 4));
     for (uint32_t q = 0; q < r->m; q++)
         if ((uint32_t)index[q] >= limit)
             return TA_RUN_BAD_INDEX;
@@ -283,16 +300,18 @@ static int run_gather(const ta_record_t *r)
         /* Each id is read once: the row that ends a run starts the next one. */
         uint32_t row = table_row(r, index, c0);
 
+        uint32_t l1 = table->l1_addr; /* staging row of position q */
+
         for (uint32_t q = c0; q < c1;) {
-            uint32_t end = q + 1, next = 0;
+            uint32_t end = q + 1, next = 0, l1_end = l1 + table->l1_pitch;
 
             while (end < c1 && (next = table_row(r, index, end)) == row + (end - q))
-                end++;
-            dma(LOAD, table->l2_addr + row * table->l2_pitch,
-                table->l1_addr + (q - c0) * table->l1_pitch, r->n, end - q, table->l2_pitch,
-                table->l1_pitch);
+                end++, l1_end += table->l1_pitch;
+            dma(LOAD, table->l2_addr + row * table->l2_pitch, l1, r->n, end - q,
+                table->l2_pitch, table->l1_pitch);
             q = end;
             row = next;
+            l1 = l1_end;
         }
         for (uint32_t w = 0; w < r->loop; w++) {
             const ta_operand_t *o = &r->op[C + w];
@@ -306,7 +325,7 @@ static int run_gather(const ta_record_t *r)
                     table->l1_pitch);
         }
     }
-    ta_dma_wait(ta_dma_last());
+    dma_wait(ta_dma_last());
     return TA_RUN_OK;
 }
 
@@ -318,7 +337,7 @@ static int run_fill(const ta_record_t *r)
 
     for (uint32_t i = 0; i < r->n / 4u; i++)
         row[i] = word;
-    ta_dma_wait(dma(STORE, r->op[C].l2_addr, r->op[A].l1_addr, r->n, r->m, r->op[C].l2_pitch, 0));
+    dma_wait(dma(STORE, r->op[C].l2_addr, r->op[A].l1_addr, r->n, r->m, r->op[C].l2_pitch, 0));
     return TA_RUN_OK;
 }
 
@@ -334,7 +353,7 @@ int ta_run_schedule(uint32_t l2_header_addr, ta_run_t *run)
     transfers = jobs = 0;
     run->records = run->failed_record = 0;
     ta_errors_clear();
-    ta_dma_wait(dma(LOAD, l2_header_addr, l1_header, TA_SCHEDULE_HEADER_BYTES, 1,
+    dma_wait(dma(LOAD, l2_header_addr, l1_header, TA_SCHEDULE_HEADER_BYTES, 1,
                     TA_SCHEDULE_HEADER_BYTES, TA_SCHEDULE_HEADER_BYTES));
     copy_from_l1(&hdr, l1_header, sizeof hdr);
     if (hdr.magic != TA_SCHEDULE_MAGIC || hdr.version != TA_SCHEDULE_VERSION
@@ -347,7 +366,7 @@ int ta_run_schedule(uint32_t l2_header_addr, ta_run_t *run)
         uint32_t t0 = ta_cycles();
 
         run->failed_record = i;
-        ta_dma_wait(dma(LOAD, hdr.records_addr + i * hdr.record_bytes, hdr.l1_record_addr,
+        dma_wait(dma(LOAD, hdr.records_addr + i * hdr.record_bytes, hdr.l1_record_addr,
                         hdr.record_bytes, 1, hdr.record_bytes, hdr.record_bytes));
         copy_from_l1(&rec, hdr.l1_record_addr, hdr.record_bytes);
         switch (rec.kind) {
