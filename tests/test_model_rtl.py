@@ -72,6 +72,7 @@ def test_tiny_model_bit_exact(sim: str, seed: int) -> None:
     assert {ONCE, DOUBLE, CACHED} <= modes  # the plans exercise every buffering mode
     assert any(r.kind == KIND_ATTENTION and r.heads > 1 for r in sched.records)
     assert out.jobs == sched.total.jobs and out.transfers >= sched.total.transfers
+    assert out.run.macs == sched.program.macs.total  # the engine's MAC counter
     assert len(out.record_cycles) == len(sched.records)
     print(
         f"\n{sim}: seed {seed}, {len(sched.records)} records, {out.jobs} jobs, "
@@ -97,6 +98,7 @@ def test_fixture_bit_exact_default_cluster(seed: int) -> None:
     out = run_model(q, cfg, ids, types, "verilator")  # raises ModelMismatchError unless bit-exact
     wall = time.monotonic() - t0
     assert out.jobs == out.schedule.total.jobs
+    assert out.run.macs == out.schedule.program.macs.total
     # Loose sanity: the RTL is neither impossibly fast nor wildly slower than the model.
     assert out.schedule.program.macs.total / cfg.engine.macs_per_cycle < out.cycles
     assert out.cycles < 20 * out.predicted
@@ -105,7 +107,8 @@ def test_fixture_bit_exact_default_cluster(seed: int) -> None:
         lines.append(f"{kind:<28} {got:>10,} {pred:>10,} {got / pred - 1:>7.1%}")
     lines.append(
         f"{'total':<28} {out.cycles:>10,} {out.predicted:>10,} "
-        f"{out.cycles / out.predicted - 1:>7.1%}; utilization {out.utilization:.1%}; "
-        f"{out.run.cycles:,} cycles in {wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s)"
+        f"{out.cycles / out.predicted - 1:>7.1%}; utilization {out.utilization:.1%}; engine "
+        f"busy {out.run.counters['engine_busy_cycles']:,} of {out.run.cycles:,} run cycles; "
+        f"{wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s)"
     )
     print("\n" + "\n".join(lines))
