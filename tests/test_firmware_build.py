@@ -140,6 +140,8 @@ int main(void)
     job.op = TINYATTN_OP_ATTENTION;
     job.heads = 2;
     ta_job_wait_poll(ta_job_submit(&job));
+    ta_job_stage(&job);
+    ta_job_wait(ta_job_push());
     ta_job_wait_all();
     ta_dma_wait(ta_dma_submit(&dma));
     ta_dma_wait_poll(ta_dma_submit(&dma));
@@ -162,7 +164,8 @@ def test_every_hal_function_links_for_rv32(rv32: str, tmp_path: Path) -> None:
     src.write_text(API_USE)
     image = build_firmware(ClusterConfig(), [src], tmp_path / "out")
     syms = _symbols(image.elf)
-    for fn in ("ta_job_submit", "ta_dma_submit", "ta_errors_read", "ta_engine_clear"):
+    for fn in ("ta_job_submit", "ta_job_stage", "ta_job_push", "ta_dma_submit", "ta_errors_read",
+               "ta_engine_clear"):  # fmt: skip
         assert fn in syms, fn
     disassembly = _objdump(image.elf, "-d")
     # PicoRV32's waitirq: custom-0, funct3 4, funct7 4, rs1 = rs2 = x0.
