@@ -89,15 +89,6 @@ def build_runtime(cfg: ClusterConfig, out: Path, *, quiet: bool = False) -> Firm
     return build_firmware(cfg, [*RUNTIME_SOURCES, MAIN], out, cflags=flags)
 
 
-def _ids(raw: np.ndarray | None, seq_len: int, name: str) -> np.ndarray:
-    arr = np.zeros(seq_len, np.int64) if raw is None else np.asarray(raw)
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.shape != (seq_len,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must be {seq_len} integers, got shape {arr.shape} {arr.dtype}")
-    return arr
-
-
 def run_schedule(
     schedule: Schedule,
     input_ids: np.ndarray,
@@ -115,15 +106,10 @@ def run_schedule(
     a failure (the console names the record).
     """
     cfg = schedule.cfg
-    image = np.frombuffer(bytearray(schedule.image), np.uint8)
-    magic, _, _, _, count, _, seq_len, ids_addr, types_addr, _ = _HEADER.unpack_from(image)
+    image = schedule.image_with_inputs(input_ids, token_type_ids)
+    magic, _, _, _, count, *_ = _HEADER.unpack_from(image)
     if magic != MAGIC:
         raise ValueError("not a schedule image")
-    for raw, addr, name in (
-        (input_ids, ids_addr, "input_ids"),
-        (token_type_ids, types_addr, "token_type_ids"),
-    ):
-        image[addr : addr + 4 * seq_len] = _ids(raw, seq_len, name).astype("<i4").view(np.uint8)
     limit = max_cycles or 3 * schedule.total.total + 200_000
     with tempfile.TemporaryDirectory(prefix="tinyattn-model-") as tmp:
         fw = build_runtime(cfg, Path(tmp))

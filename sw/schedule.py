@@ -311,6 +311,25 @@ class Schedule:
             out = out + c
         return out
 
+    def image_with_inputs(
+        self, input_ids: np.ndarray | None, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """A copy of :attr:`image` with one sequence's ids written in, as the host does
+        before a run (``None``: zeros). ``ValueError`` for ids of the wrong shape."""
+        S = self.program.seq_len
+        l2 = np.frombuffer(bytearray(self.image), np.uint8)
+        given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+        for name in self.program.inputs:
+            raw = given[name]
+            arr = np.zeros(S, np.int64) if raw is None else np.asarray(raw)
+            if arr.ndim == 2 and arr.shape[0] == 1:
+                arr = arr[0]
+            if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
+            p = self.l2.placements[name]
+            l2[p.addr : p.addr + 4 * S] = arr.astype("<i4").view(np.uint8)
+        return l2
+
     def utilization(self, cycles: int | None = None) -> float:
         """Useful MACs / (cycles x peak MACs per cycle)."""
         total = self.total.total if cycles is None else cycles
@@ -613,18 +632,8 @@ def execute_schedule(
     cost = cost or schedule.cost
     program = schedule.program
     S = program.seq_len
-    l2 = np.frombuffer(bytearray(schedule.image), np.uint8)
+    l2 = schedule.image_with_inputs(input_ids, token_type_ids)
     l1 = np.zeros(cfg.memory.size_bytes, np.uint8)
-    given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-    for name in program.inputs:
-        raw = given[name]
-        arr = np.zeros(S, np.int64) if raw is None else np.asarray(raw)
-        if arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
-        p = schedule.l2.placements[name]
-        l2[p.addr : p.addr + 4 * S] = arr.astype("<i4").view(np.uint8)
     magic, version, size, rec_addr, count, l1_rec, seq, *_ = _HEADER.unpack_from(bytes(l2[:64]))
     if magic != MAGIC or version != VERSION or seq != S:
         raise ExecutionError("schedule: bad header")

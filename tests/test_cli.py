@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,37 @@ def test_run_firmware_bad_input_exit_2(tmp_path: Path) -> None:
         out.stderr.strip()
         == f"tinyattn run-firmware: error: {tmp_path / 'missing.c'}: no such file"
     )
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
+
+
+@pytest.mark.skipif(
+    shutil.which("riscv64-unknown-elf-gcc") is None, reason="riscv64-unknown-elf-gcc missing"
+)
+def test_deploy_writes_firmware_l2_image_and_plan(tmp_path: Path) -> None:
+    out = run_cli("deploy", str(FIXTURE), "--seq", "64", "--out", str(tmp_path / "d"))
+    assert out.returncode == 0, out.stderr
+    assert "predicted" in out.stdout and "records" in out.stdout
+    fw = tmp_path / "d" / "firmware"
+    assert (fw / "run_model.elf").is_file() and (fw / "tinyattn_runtime.c").is_file()
+    image = (tmp_path / "d" / "l2.bin").read_bytes()
+    assert image[:4] == b"TASC"
+    plan = (tmp_path / "d" / "plan.txt").read_text()
+    assert "layer1.output.bottleneck" in plan and "S = 64" in plan
+
+
+def test_deploy_refusals_are_one_line(tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text("[memory]\nn_banks = 16\nbank_words = 16\n")
+    for args, needle in (
+        (["--seq", "256"], "--seq 256"),
+        (["--config", str(tiny)], "bytes"),
+    ):
+        out = run_cli("deploy", str(FIXTURE), *args, "--out", str(tmp_path / "x"))
+        assert out.returncode == 2, out.stdout
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], out.stderr
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

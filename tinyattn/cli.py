@@ -301,6 +301,85 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
     return EXIT_OK if run.exit_code == 0 else EXIT_FAIL
 
 
+#: The clock at which inferences/s are stated (the reference system's class of clock).
+REPORT_CLOCK_HZ = 500e6
+
+
+def _prepare(args: argparse.Namespace) -> object:
+    from tinyattn.sw.deploy_flow import prepare
+
+    try:
+        return prepare(args.model, layers=args.layers, seq_len=args.seq, seed=args.seed)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from tinyattn.sw.deploy_flow import write_deployment
+    from tinyattn.sw.firmware import FirmwareError
+
+    cfg = _load_config(args.config)
+    prepared = _prepare(args)
+    try:
+        dep = write_deployment(prepared, cfg, Path(args.out))  # type: ignore[arg-type]
+    except (ValueError, FirmwareError) as exc:  # LoweringError, PlanError: one line each
+        raise UsageError(str(exc).splitlines()[0]) from None
+    s = dep.schedule
+    print(
+        f"deployed {args.model} ({prepared.qmodel.config.num_hidden_layers} layers, "  # type: ignore[attr-defined]
+        f"S = {args.seq}) for config {cfg.stable_hash()}: {len(s.records)} records, "
+        f"{s.program.macs.total:,} MACs, predicted {s.total.total:,} cycles "
+        f"({s.utilization():.1%} of {cfg.engine.macs_per_cycle} MAC/cycle)"
+    )
+    for path in (dep.firmware.elf, dep.l2_image, dep.plan):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tinyattn.sim.model_run import run_schedule
+    from tinyattn.sw.schedule import deploy
+
+    cfg = _load_config(args.config)
+    prepared = _prepare(args)
+    q = prepared.qmodel  # type: ignore[attr-defined]
+    try:
+        schedule = deploy(q, cfg, args.seq)
+    except ValueError as exc:  # LoweringError, PlanError: one line each
+        raise UsageError(str(exc).splitlines()[0]) from None
+    print(
+        f"tinyattn run: {args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}, "
+        f"config {cfg.stable_hash()}, {len(schedule.records)} records, on {args.sim}"
+    )
+    sys.stdout.flush()
+    run = run_schedule(schedule, prepared.input_ids, prepared.token_type_ids, args.sim)  # type: ignore[attr-defined]
+    want = q.forward(prepared.input_ids, prepared.token_type_ids)  # type: ignore[attr-defined]
+    mismatches = [
+        f"{name}: {int(np.count_nonzero(got != w))} of {w.size} values differ"
+        for name, got, (w, _) in zip(q.state_names, run.states, want, strict=True)
+        if got.shape != w.shape or np.any(got != w)
+    ]
+    print(f"{'operation':<32} {'measured':>10} {'predicted':>10} {'error':>7}")
+    for kind, (got, pred) in run.by_kind().items():
+        print(f"{kind:<32} {got:>10,} {pred:>10,} {(got - pred) / pred:>+7.1%}")
+    print(
+        f"{'total':<32} {run.cycles:>10,} {run.predicted:>10,} "
+        f"{(run.cycles - run.predicted) / run.predicted:>+7.1%}"
+    )
+    print(
+        f"end to end: {run.cycles:,} cycles, {run.utilization:.1%} of "
+        f"{cfg.engine.macs_per_cycle} MAC/cycle, {REPORT_CLOCK_HZ / run.cycles:.1f} inferences/s "
+        f"at {REPORT_CLOCK_HZ / 1e6:.0f} MHz; firmware {run.code_bytes} bytes"
+    )
+    if mismatches:
+        print("NOT bit-exact against QuantizedMobileBert.forward: " + "; ".join(mismatches))
+        return EXIT_FAIL
+    print(f"bit-exact: all {len(want)} hidden states equal QuantizedMobileBert.forward")
+    return EXIT_OK
+
+
 def cmd_quantize_report(argv: list[str]) -> int:
     from tinyattn.sw.report import main as report_main
 
@@ -422,6 +501,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     p.add_argument("--waves", action="store_true", help="write dump.fst in the run folder")
     p.set_defaults(func=cmd_run_firmware)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL", help="HF checkpoint folder, or 'synthetic'")
+        config_arg(p)
+        p.add_argument("--layers", type=int, help="keep only the first N layers")
+        p.add_argument("--seq", type=int, default=128, help="sequence length (default: 128)")
+        p.add_argument("--seed", type=int, default=0, help="ids and synthetic weights (default: 0)")
+
+    p = sub.add_parser(
+        "deploy",
+        help="quantize, lower, plan and tile MODEL; write firmware, L2 image and plan report",
+        description="Write OUT/firmware (the runtime's sources, tinyattn_regs.h, link.ld, "
+        "the ELF, .bin and .hex), OUT/l2.bin (the schedule image with the input ids) and "
+        "OUT/plan.txt (per operation: tiles, buffers, predicted cycles). Needs the rv32 gcc, "
+        "no simulator. A model that cannot fit is refused with one line.",
+    )
+    model_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser(
+        "run",
+        help="deploy MODEL and run it on the cluster RTL; bit-exact check and cycles",
+        description="Deploy MODEL, run the firmware on the cluster RTL, read every hidden "
+        "state back from L2 and compare it with QuantizedMobileBert.forward; print measured "
+        "against predicted cycles per operation, utilization and inferences/s at 500 MHz.",
+    )
+    model_args(p)
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.set_defaults(func=cmd_run)
 
     sub.add_parser(
         "quantize-report",
