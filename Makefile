@@ -42,8 +42,10 @@ sim-deps:
 		     "Icarus cases will be SKIPPED, Verilator waves unavailable !!!"; \
 	fi
 
+# The main job: the 2-layer MobileBERT fixture through firmware on the cluster RTL.
+# (`tinyattn demo` alone is the smaller compute-core demo.)
 demo: $(STAMP) sim-deps
-	$(VENV)/bin/tinyattn demo
+	$(VENV)/bin/tinyattn run tests/fixtures/mobilebert-2l --seq 128
 
 test: $(STAMP) sim-deps
 	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)

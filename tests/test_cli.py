@@ -125,7 +125,7 @@ def test_docs_quote_the_current_default_config_hash() -> None:
     root = Path(__file__).resolve().parents[1]
     want = ClusterConfig().stable_hash()
     readme = (root / "README.md").read_text()
-    quoted = re.findall(r"tinyattn demo: .*config ([0-9a-f]{12})", readme)
+    quoted = re.findall(r"tinyattn (?:demo|run): .*config ([0-9a-f]{12})", readme)
     for doc in sorted((root / "docs").glob("*.md")):
         quoted += re.findall(r"default configuration \(`([0-9a-f]{12})", doc.read_text())
     assert len(quoted) >= 3 and set(quoted) == {want}, (
