@@ -95,9 +95,10 @@ def _cdiv(a: int, b: int) -> int:
 class CostModel:
     """Every constant of the cycle model, in cycles, with where it comes from.
 
-    Measured figures are from the RTL (``docs/performance.md``, ``docs/dma.md``,
-    ``docs/core.md``); the firmware's per-tile and per-op bookkeeping is an estimate
-    (PicoRV32 at about 4 cycles per instruction, ``docs/core.md``) until the C runtime exists.
+    All are measured on the RTL: the engine and the DMA by their benches
+    (``docs/performance.md``, ``docs/dma.md``), the firmware by ``verif/firmware/fw_costs.c``
+    around single calls of the runtime's helpers, and checked against the per-record cycles of
+    the 2-layer fixture on the cluster (:mod:`tinyattn.sim.calibrate`, ``docs/deploy.md``).
     """
 
     # Engine, docs/performance.md (default engine, Verilator). The array runs one beat a cycle:
@@ -121,26 +122,51 @@ class CostModel:
     #: Per row whose word offsets change from row to row (a stride that is not a multiple of
     #: the beat): the realigner loses about one cycle (682 vs 640 cycles at 128 bits).
     dma_row_realign: int = 1
-    # Firmware on the control core, docs/core.md ("Measured").
-    #: Job submission, deciding to submit to JOB_PUSH: 431 (small cluster) .. 494 (default).
-    job_submit: int = 460
-    #: Of which the push itself (queue-room read, JOB_PUSH write): the runtime writes a job's
-    #: registers before it waits for the job's tiles and only pushes after (estimate).
-    job_push: int = 40
-    #: DMA submission: 7 register writes plus the queue-room read, about 150-200.
-    dma_submit: int = 175
-    #: A wait on a ticket that is already due: read the done counter, compare (estimate).
-    wait: int = 20
-    #: Loop bookkeeping per job of an op: indices, ragged sizes, slot parities, the job's
-    #: addresses (estimate: about 30 instructions).
-    tile: int = 120
-    #: Per op: decode the record just fetched, set up the loop (estimate: about 50 instr.).
-    op: int = 200
-    #: Per gathered position: read the index from L1, compute the row, compare with the run
-    #: (estimate: about 8 instructions).
-    gather_row: int = 32
-    #: Per 4 bytes written by the core when it clears a fill row in L1 (sw + loop).
-    fill_word: int = 8
+    # Firmware on the control core: what sw/firmware/tinyattn_runtime.c does per record, per
+    # job and per transfer, measured on the cluster RTL (ClusterConfig(), Verilator) by
+    # verif/firmware/fw_costs.c, which includes the runtime and prints ta_cycles() around
+    # single calls of its helpers on an idle cluster (`python -m tinyattn.sim.calibrate
+    # --firmware`; less the 4 cycles of an empty measurement). Two constants are fitted on
+    # the per-record rdcycle of the 2-layer fixture at S = 128 (tinyattn.sim.model_run), as
+    # noted. Each record of one shape measures the same cycles there.
+    #: stage_job + ta_job_stage: the static job struct, the queue-room test (irq-status write,
+    #: status read) and the 12-14 register writes with their packing: `stage_job` 679.
+    job_stage: int = 679
+    #: ta_job_push: barrier, the JOB_PUSH write, the ticket: `stage_push` 45.
+    job_push: int = 45
+    #: A transfer's submission, dma() then ta_dma_submit: the descriptor on the stack, the
+    #: queue-room test, 7 register writes and DMA_PUSH: `dma_submit` 406. Every transfer pays
+    #: it, the record fetches and the gathers' included.
+    dma_submit: int = 406
+    #: A tile's transfer before its submission: load_input's slot bookkeeping and move_tile's
+    #: rectangle and L2 address (a software multiply row0 * l2_pitch: PicoRV32 as configured
+    #: has no fast multiplier): load 710 - 108 (the test alone) - 406 = 196 (`load_input_double`,
+    #: `load_input_same`), store 571 - 406 = 165 (`move_tile_store`); their mean.
+    tile_dma: int = 180
+    #: dma_wait / job_wait on a ticket already due (one done-counter read, a compare):
+    #: `dma_wait_done` 44, `job_wait_done` 45. A wait that sleeps adds the same after the event.
+    wait: int = 45
+    #: Per job after the first: next_tile (141, `next_tile`) and the four load_input tests of
+    #: a, b, d, p when nothing loads (504, `load_inputs_none`).
+    tile: int = 645
+    #: Per record, besides its fetch (a transfer and a wait, separate actions): the copy of the
+    #: 176-byte record from L1 word by word (1,175, `copy_record_176`), ta_errors_read (132,
+    #: `errors_read`), and the dispatch and loop of ta_run_schedule with its two rdcycle reads
+    #: (300, fitted: a fill record measures 3,265 = this + its fetch 471 + run_fill 1,187).
+    #: Records of the fixture's 4 heads; the copy grows by 2 words per 2 heads beyond.
+    op: int = 1607
+    #: run_op's set-up: its checks, two divisions and two multiplies for the tile counts (416,
+    #: `run_op_checks`), the five buffers' state (559, `buffers_init`) and the first
+    #: load_inputs' four tests (504, as in `tile`).
+    op_setup: int = 1479
+    #: Per gathered position: the bounds check of its id, table_row (an L1 read; a multiply
+    #: by the index pitch unless 1) and the run test; with the multiply of each run's L2
+    #: address by the table pitch. Fitted on the fixture's two gathers (word table, 128
+    #: runs: 85,183; position + type table, 71 runs: 57,666 measured), whose sum it matches.
+    gather_row: int = 191
+    #: Per 4 bytes of a fill row that the core writes into L1 (a volatile store and the loop):
+    #: `run_fill_128` 1,187 for 32 words, less its transfer's submission, duration and wait.
+    fill_word: int = 22
 
 
 @dataclass(frozen=True)
@@ -449,6 +475,10 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
 
     ``loads(t)`` loads each input whose tile changes at job ``t`` (a ``CACHED`` one only on
     the first outer iteration) into its next slot.
+
+    The core's work is timed as the runtime spends it (:class:`CostModel`): the record's
+    decode and ``run_op``'s set-up, ``stage_job`` per job, ``next_tile`` and the four
+    ``load_input`` tests between jobs, and ``move_tile`` before each tile's transfer.
     """
     keys = [k for k in ("a", "b", "d", "p") if rec.operand(k).mode != UNUSED]
     var_pos = {"h": 0, "m": 1, "n": 2}
@@ -485,21 +515,28 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
         c = rec.operand("c")
         return (STORE, *_transfer(rec, "c", *its[t], c.l1_addr + plan[t][1]["c"] * c.l1_slot))
 
-    acts: list[Action] = [(CORE, cost.op), *plan[0][0]]
+    def tiles(loads: list[Action]) -> list[Action]:
+        out: list[Action] = []
+        for ld in loads:  # move_tile: the tile's address arithmetic, then the submission
+            out += [(CORE, cost.tile_dma), ld]
+        return out
+
+    acts: list[Action] = [(CORE, cost.op + cost.op_setup), *tiles(plan[0][0])]
     transfers = len(plan[0][0])
     for t, it in enumerate(its):
-        acts.append((CORE, cost.tile + cost.job_submit - cost.job_push))  # stage the registers
+        acts.append((CORE, cost.job_stage))  # stage_job: the registers, before the tiles are in
         acts.append((WAIT_DMA, transfers))
         acts.append((JOB, _job(rec, *it, plan[t][1])))
         if t:
             acts.append((WAIT_JOB, t))
-            acts.append(store(t - 1))
+            acts += tiles([store(t - 1)])
             transfers += 1
         if t + 1 < len(its):
-            acts += plan[t + 1][0]
+            acts.append((CORE, cost.tile))  # next_tile and the load_input tests
+            acts += tiles(plan[t + 1][0])
             transfers += len(plan[t + 1][0])
     acts.append((WAIT_JOB, len(its)))
-    acts.append(store(len(its) - 1))
+    acts += tiles([store(len(its) - 1)])
     acts.append((WAIT_DMA, transfers + 1))
     return acts
 
@@ -657,7 +694,9 @@ def _candidates(s: _Shape, cfg: ClusterConfig, cost: CostModel) -> list[_Candida
         c.buffers.sort(key=lambda b: "abdpc".index(b[0]))
         engine_lb = macs / e.macs_per_cycle + c.tiles * cost.gemm_job
         dma_lb = traffic / beat + transfers * cost.dma_load
-        fw_lb = c.tiles * (cost.job_submit + cost.tile) + transfers * cost.dma_submit
+        # Per job: its staging, push, two waits and its output's store; per load: move_tile.
+        per_job = cost.job_stage + cost.job_push + 2 * cost.wait + cost.tile_dma + cost.dma_submit
+        fw_lb = c.tiles * per_job + transfers * (cost.tile_dma + cost.dma_submit)
         c.lower_bound = max(engine_lb, dma_lb, fw_lb)
         out.append(c)
     return out

@@ -1,0 +1,104 @@
+"""The calibrated cost model times the runtime's work as hand-computed, and the comparison sums.
+
+No simulator runs here: the RTL comparison is ``tinyattn bench model``
+(:func:`tinyattn.sim.calibrate.run_model_bench`).
+"""
+
+from __future__ import annotations
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.dma import Direction
+from tinyattn.sim.calibrate import compare, op_kind
+from tinyattn.sw.tiler import (
+    CORE,
+    JOB,
+    KIND_GEMM,
+    LOAD,
+    ONCE,
+    STORE,
+    WAIT_DMA,
+    WAIT_JOB,
+    CostModel,
+    OperandRecord,
+    OpRecord,
+    dma_cycles,
+    engine_cycles,
+    op_actions,
+    simulate,
+)
+
+CFG = ClusterConfig()
+COST = CostModel()
+
+
+def _one_tile_gemm() -> OpRecord:
+    """A 64x64x64 GEMM in one job, every operand ONCE (a, b, c, p)."""
+    ops = (
+        OperandRecord(0x1000, 0, 0x0000, 0, 64, 64, ONCE, 1),
+        OperandRecord(0x3000, 0, 0x1000, 0, 64, 64, ONCE, 1),
+        OperandRecord(0x5000, 0, 0x2000, 0, 64, 64, ONCE, 1),
+        OperandRecord(),
+        OperandRecord(0x7000, 0, 0x3000, 0, 16, 16, ONCE, 1),
+    )
+    return OpRecord(KIND_GEMM, 0, 0, False, 1, 64, 64, 64, 64, 64, 1, ops, ((0, 0, 0, 0),))
+
+
+def test_one_job_record_by_hand() -> None:
+    """run_op on one tile: set-up, three loads, stage, wait, push, wait, store, wait."""
+    rec = _one_tile_gemm()
+    acts = op_actions(rec, COST)
+    kinds = [a[0] for a in acts]
+    assert kinds == [CORE, CORE, LOAD, CORE, LOAD, CORE, LOAD, CORE, WAIT_DMA, JOB,
+                     WAIT_JOB, CORE, STORE, WAIT_DMA]  # fmt: skip
+    c = COST
+    # The core, action by action (the queues never fill: 3 transfers, 1 job).
+    t = c.op + c.op_setup
+    d_free = 0
+    for key_addr in ((0x1000, 0x0000, 64), (0x3000, 0x1000, 64), (0x7000, 0x3000, 16)):
+        t += c.tile_dma + c.dma_submit
+        l2, l1, row = key_addr
+        d_free = max(t, d_free) + dma_cycles(Direction.L2_TO_L1, l2, l1, row, 64, row, row, CFG, c)
+    t += c.job_stage
+    t = max(t, d_free) + c.wait
+    t += c.job_push
+    job_end = t + engine_cycles(acts[9][1], CFG, c)
+    t = max(t, job_end) + c.wait
+    t += c.tile_dma + c.dma_submit
+    d_free = max(t, d_free) + dma_cycles(Direction.L1_TO_L2, 0x5000, 0x2000, 64, 64, 64, 64, CFG, c)
+    t = max(t, d_free) + c.wait
+    got = simulate(acts, CFG, c)
+    assert got.total == t
+    fw = c.op + c.op_setup + 4 * (c.tile_dma + c.dma_submit) + c.job_stage + c.job_push
+    assert got.firmware == fw + 3 * c.wait
+    assert (got.jobs, got.transfers) == (1, 4)
+
+
+def test_jobs_between_pay_the_tile_loop() -> None:
+    """Each job after the first adds next_tile and the load_input tests, its staging and
+    push, two waits and the previous output's store (a record of 2 tiles of N)."""
+    rec = _one_tile_gemm()
+    two = OpRecord(KIND_GEMM, 0, 0, False, 1, 64, 64, 64, 64, 32, 2, rec.operands,
+                   rec.head_fields)  # fmt: skip
+    one = simulate(op_actions(rec, COST), CFG, COST)
+    got = simulate(op_actions(two, COST), CFG, COST)
+    c = COST
+    # b and p become per-tile loads (still ONCE in the record: one slot, reloaded).
+    extra = c.tile + c.job_stage + c.job_push + 2 * c.wait + 3 * (c.tile_dma + c.dma_submit)
+    assert got.firmware - one.firmware == extra
+
+
+def test_compare_sums_per_kind() -> None:
+    class _Sched:  # what compare reads of a Schedule
+        names = ("embeddings", "layer0.attention.query", "layer1.attention.query")
+        records = (_one_tile_gemm(),) * 3
+        predicted = ()
+
+    cmp = compare(_Sched(), [100, 200, 300], [110, 190, 300])  # type: ignore[arg-type]
+    rows = {r.kind: r for r in cmp.ops}
+    assert rows["attention.query"].measured == 500 and rows["attention.query"].predicted == 490
+    assert abs(rows["embeddings"].error - 0.1) < 1e-12
+    assert cmp.records[0].kind == "gemm" and cmp.records[0].records == 3
+    assert (cmp.total.measured, cmp.total.predicted) == (600, 600)
+    assert cmp.worst.kind == "embeddings"
+    assert op_kind("layer12.ffn0.output") == "ffn0.output"
+    assert "total" in cmp.format()
