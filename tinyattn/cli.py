@@ -393,6 +393,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{cfg.engine.macs_per_cycle} MAC/cycle, {REPORT_CLOCK_HZ / run.cycles:.1f} inferences/s "
         f"at {REPORT_CLOCK_HZ / 1e6:.0f} MHz; firmware {run.code_bytes} bytes"
     )
+    from tinyattn.sim.run_report import plot_run
+
+    png = Path(args.png or f"build/run-{Path(args.model).name}-S{args.seq}.png")
+    plot_run(run, png, f"{args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}")
+    print(f"wrote {png}")
     if mismatches:
         print("NOT bit-exact against QuantizedMobileBert.forward: " + "; ".join(mismatches))
         return EXIT_FAIL
@@ -552,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_args(p)
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument(
+        "--png",
+        metavar="FILE",
+        help="utilization per record and a timeline of layer 0 "
+        "(default: build/run-<model>-S<seq>.png)",
+    )
     p.set_defaults(func=cmd_run)
 
     sub.add_parser(
