@@ -9,12 +9,12 @@ table entry reads like the job it describes. Output is deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
 from tinyattn.hw.dma import Direction
 from tinyattn.hw.job import Job, Op
 
-__all__ = ["DmaTransfer", "c_dma", "c_job", "c_table"]
+__all__ = ["Transfer", "c_dma", "c_job", "c_table"]
 
 _JOB_FIELDS = (
     "m",
@@ -36,11 +36,10 @@ _JOB_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class DmaTransfer:
-    """A 2-D copy: ``rows`` rows of ``row_bytes``; L1 addresses are L1 offsets."""
+class Transfer(Protocol):
+    """A 2-D copy as the DMA's descriptor has it (e.g. the DMA bench's ``Descriptor``)."""
 
-    direction: Direction
+    direction: int
     l2_addr: int
     l1_addr: int
     row_bytes: int
@@ -67,7 +66,7 @@ def c_job(job: Job) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def c_dma(t: DmaTransfer) -> str:
+def c_dma(t: Transfer) -> str:
     """``t`` as an initializer of ``ta_dma_t``."""
     return (
         f"{{.l2_addr = {t.l2_addr:#x}, .l1_addr = {t.l1_addr:#x}, .row_bytes = {t.row_bytes}, "

@@ -16,10 +16,12 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job, JobError, Op
-from tinyattn.sw.c_tables import DmaTransfer, c_dma, c_job, c_table
+from tinyattn.sw.c_tables import c_dma, c_job, c_table
+from tinyattn.verif.benches.dma_bench import Descriptor
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import (
     Rect,
+    bulk_descriptors,
     job_inputs_outputs,
     layout_three_jobs,
     rect_mismatch,
@@ -93,14 +95,10 @@ def cluster_jobs_scenario(
     """
     rng = np.random.default_rng(seed)
     job_space = cfg.memory.size_bytes
-    for _attempt in range(50):
-        try:
-            lo, hi, img, bulk, jobs = layout_three_jobs(cfg, rng, job_space, small)
-            break
-        except MemoryError:
-            continue
-    else:
-        raise ValueError(f"no room for three jobs in the {job_space}-byte L1")
+    try:
+        lo, hi, img, bulk, jobs = layout_three_jobs(cfg, rng, job_space, small, attempts=50)
+    except MemoryError:
+        raise ValueError(f"no room for three jobs in the {job_space}-byte L1") from None
     want = img.copy()
     for job in jobs:
         code = run_job(want, job, cfg)
@@ -114,11 +112,7 @@ def cluster_jobs_scenario(
         l2.extend(b"\0" * nbytes)
         return base
 
-    rows = 8
-    region_row = (hi - lo) // rows
-    loads = [
-        DmaTransfer(Direction.L2_TO_L1, take(hi - lo), lo, region_row, rows, region_row, region_row)
-    ]
+    loads = [bulk_descriptors(lo, hi, take(hi - lo), Direction.L2_TO_L1)]
     l2[loads[0].l2_addr : loads[0].l2_addr + hi - lo] = bulk[lo:hi].tobytes()
     outs: list[Rect] = []
     for job in jobs:
@@ -132,19 +126,17 @@ def cluster_jobs_scenario(
                 a = r.addr + i * r.stride
                 l2[base + i * stride : base + i * stride + row] = img[a : a + row].tobytes()
             loads.append(
-                DmaTransfer(Direction.L2_TO_L1, base, r.addr, row, r.rows, stride, r.stride)
+                Descriptor(Direction.L2_TO_L1, base, r.addr, row, r.rows, stride, r.stride)
             )
     stores, outputs = [], []
     for r in outs:
         row = _row_bytes(r.cols)
         stride = row + 4 * int(rng.integers(0, 3))
         base = take(r.rows * stride)
-        stores.append(DmaTransfer(Direction.L1_TO_L2, base, r.addr, row, r.rows, stride, r.stride))
+        stores.append(Descriptor(Direction.L1_TO_L2, base, r.addr, row, r.rows, stride, r.stride))
         outputs.append((r, base, stride))
     region_base = take(hi - lo)
-    stores.append(
-        DmaTransfer(Direction.L1_TO_L2, region_base, lo, region_row, rows, region_row, region_row)
-    )
+    stores.append(bulk_descriptors(lo, hi, region_base, Direction.L1_TO_L2))
     l2.extend(b"\0" * (-len(l2) % 16))
 
     macs = sum(useful_macs(j) for j in jobs)

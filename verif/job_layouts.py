@@ -14,11 +14,13 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import Job, Op
+from tinyattn.verif.benches.dma_bench import Descriptor
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import job_tensors, read_matrix
 
 __all__ = [
     "Rect",
+    "bulk_descriptors",
     "job_dims",
     "job_inputs_outputs",
     "layout_three_jobs",
@@ -86,13 +88,33 @@ def job_dims(cfg: ClusterConfig, rng: np.random.Generator, small: bool) -> dict[
 
 
 def layout_three_jobs(
-    cfg: ClusterConfig, rng: np.random.Generator, job_space: int, small: bool
+    cfg: ClusterConfig, rng: np.random.Generator, job_space: int, small: bool, attempts: int = 20
 ) -> tuple[int, int, np.ndarray, np.ndarray, list[Job]]:
     """Three random jobs (GEMM, ATTENTION, GEMM) laid out in an L1 image below ``job_space``.
 
     Returns the job region [lo, hi) (64-byte multiple), the image with the operands,
     the same image with random bytes where the operands are (``bulk``), and the jobs.
+    Random dimensions may not fit: up to ``attempts`` draws, then ``MemoryError``.
     """
+    for _attempt in range(attempts - 1):
+        try:
+            return _layout_three_jobs(cfg, rng, job_space, small)
+        except MemoryError:
+            continue
+    return _layout_three_jobs(cfg, rng, job_space, small)
+
+
+def bulk_descriptors(lo: int, hi: int, l2_base: int, direction: int) -> Descriptor:
+    """One 2-D transfer of L1 [lo, hi) (8 rows) to or from L2 at ``l2_base``."""
+    rows = 8
+    row_bytes = (hi - lo) // rows
+    assert row_bytes % 4 == 0 and row_bytes * rows == hi - lo
+    return Descriptor(direction, l2_base, lo, row_bytes, rows, row_bytes, row_bytes)
+
+
+def _layout_three_jobs(
+    cfg: ClusterConfig, rng: np.random.Generator, job_space: int, small: bool
+) -> tuple[int, int, np.ndarray, np.ndarray, list[Job]]:
     size = cfg.memory.size_bytes
     lo = 64 * int(rng.integers(0, max(1, job_space // 64 // 32)))
     alloc = Allocator(job_space, rng, start=lo)
