@@ -31,15 +31,17 @@ from typing import Any
 
 import cocotb
 import numpy as np
+from amaranth.lib import data
 from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.control_core import FaultCause
+from tinyattn.hw.control_core import FaultCause, fault_layout
 from tinyattn.hw.core_bus import PERIPH_BASE
 from tinyattn.hw.regmap import register_map
 from tinyattn.verif.benches.common import CLOCK_PERIOD_NS, bench_config, start_clock_and_reset
 from tinyattn.verif.benches.dma_bench import L2Model, PagedMemory
+from tinyattn.verif.bits import unpack
 from tinyattn.verif.obi import CycleLoop, drive_idle, obi_ports
 
 #: ``jal x0, 0``: the program of a core that has none.
@@ -161,21 +163,15 @@ async def load(dut: Any, cfg: ClusterConfig, images: list[np.ndarray]) -> int:
 
 def _faults(dut: Any, cfg: ClusterConfig) -> list[dict[str, Any]]:
     """The cores that stopped: index, cause, refused address and program counter."""
-    flat = int(dut.faults.value)
+    entries = unpack(data.ArrayLayout(fault_layout(), cfg.core.count), int(dut.faults.value))
     out = []
-    for core in range(cfg.core.count):
-        entry = (flat >> (34 * core)) & ((1 << 34) - 1)
-        cause = FaultCause(entry & 3)
+    for core, entry in enumerate(entries):
+        cause = FaultCause(entry["cause"])
         if cause is FaultCause.NONE:
             continue
         cpu = getattr(dut, f"core_{core}").cpu.picorv32
         out.append(
-            {
-                "core": core,
-                "cause": cause.name,
-                "addr": entry >> 2,
-                "pc": int(cpu.reg_pc.value),
-            }
+            {"core": core, "cause": cause.name, "addr": entry["addr"], "pc": int(cpu.reg_pc.value)}
         )
     return out
 
