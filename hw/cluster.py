@@ -4,7 +4,8 @@
 
     ControlCore[i].bus --> CoreBus --l1[i]--> Tcdm.narrow[i]        (i < core.count)
     cores[j] ----------->          --l1[..]-> Tcdm.narrow[count+j]  (j < n_cores - count)
-                                   --periph-> RegBlock.bus
+    CommandSequencer.bus ->        --periph-> RegBlock.bus          (shares core port 0)
+    RegBlock.seq <--------------------> CommandSequencer (list, start, bases, status)
     RegBlock.engine <-----------------> Engine (jobs, clear, done, status, counters)
     RegBlock.dma <--------------------> Dma (cmd, clear, error_ack, done, status)
     RegBlock.irq ---------------------> irq, ControlCore[i].irq
@@ -18,6 +19,9 @@
   the others are the cluster's ``cores`` ports, for other initiators and test traffic.
   All go through :class:`~tinyattn.hw.core_bus.CoreBus`: port ``i`` reaches L1 through
   the TCDM's narrow port ``i``; all share the register block.
+- The :class:`~tinyattn.hw.sequencer.CommandSequencer` shares core port 0 with its
+  initiator (control core 0, or ``cores[0]``) through an
+  :class:`~tinyattn.hw.obi.ObiArbiter`: it reaches L1 and the registers as that core.
 - The control cores run while ``fetch_enable`` is high. While it is low they are held
   in reset and ``loader`` writes firmware into their private memories.
 - The DMA's L1 lanes are the narrow ports after the cores; its L2 streams are the
@@ -54,9 +58,10 @@ from .core_bus import (
 )
 from .dma import Dma, l2_req_layout, l2_rsp_layout
 from .engine import Engine
-from .obi import obi_signature
+from .obi import ObiArbiter, obi_signature
 from .regblock import RegBlock, connect_dma, connect_engine
 from .regmap import host_signature, register_map
+from .sequencer import CommandSequencer
 from .tcdm import Tcdm
 
 __all__ = ["L1_BASE", "PERIPH_BASE", "Cluster"]
@@ -135,6 +140,8 @@ class Cluster(wiring.Component):
         m.submodules.engine = engine = Engine(cfg)
         m.submodules.dma = dma = Dma(cfg)
         m.submodules.regs = regs = RegBlock(cfg, addr_bits=PERIPH_BITS)
+        m.submodules.sequencer = seq = CommandSequencer(cfg)
+        m.submodules.port0 = port0 = ObiArbiter(2)
 
         # Control cores on the first core ports, the cluster's `cores` on the rest;
         # CoreBus -> TCDM narrow ports 0 .. n_cores-1, and the registers.
@@ -150,12 +157,16 @@ class Cluster(wiring.Component):
                 loader.data.eq(self.loader.data),
                 self.faults[i].eq(core.fault),
             ]
-            wiring.connect(m, core.bus, bus.cores[i])
+            wiring.connect(m, core.bus, port0.initiators[0] if i == 0 else bus.cores[i])
         m.d.comb += self.fault.eq(
             Cat(*(self.faults[i].cause != FaultCause.NONE for i in range(self.n_riscv))).any()
         )
         for j in range(self.n_external):
-            wiring.connect(m, wiring.flipped(self.cores[j]), bus.cores[self.n_riscv + j])
+            port = self.n_riscv + j
+            target = port0.initiators[0] if port == 0 else bus.cores[port]
+            wiring.connect(m, wiring.flipped(self.cores[j]), target)
+        wiring.connect(m, seq.bus, port0.initiators[1])
+        wiring.connect(m, port0.target, bus.cores[0])
         for i in range(n_cores):
             wiring.connect(m, bus.l1[i], tcdm.narrow[i])
         wiring.connect(m, bus.periph, regs.bus)
@@ -174,6 +185,10 @@ class Cluster(wiring.Component):
         # descriptor queue and reads their status; its irq is the cluster's.
         connect_engine(m, regs, engine)
         connect_dma(m, regs, dma)
+        wiring.connect(m, regs.seq, seq.control)
+        m.d.comb += seq.hw_error.eq(
+            (engine.done & (engine.status.error != 0)) | (dma.done & dma.done_error)
+        )
         m.d.comb += self.irq.eq(regs.irq)
         wiring.connect(m, regs.host, wiring.flipped(self.host))
         return m

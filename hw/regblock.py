@@ -43,6 +43,7 @@ from .regmap import (
     parse_key,
     register_map,
 )
+from .sequencer import sequencer_control_signature
 
 __all__ = ["RegBlock", "connect_dma", "connect_engine"]
 
@@ -92,6 +93,7 @@ class RegBlock(wiring.Component):
                 "engine": Out(engine_control_signature(cfg)),
                 "dma": Out(dma_control_signature(cfg)),
                 "host": Out(host_signature()),
+                "seq": Out(sequencer_control_signature()),
                 "irq": Out(1),
             }
         )

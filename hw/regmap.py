@@ -52,6 +52,7 @@ from .core_bus import L1_BASE, PERIPH_BASE, PRIVATE_BASE
 from .dma import ALIGN_BYTES, Direction, Dma, DmaError
 from .engine import status_layout
 from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op, job_layout
+from .sequencer import SeqError, sequencer_control_signature
 
 __all__ = [
     "DMA_CONTROL",
@@ -79,7 +80,7 @@ __all__ = [
 
 #: Version of the register map layout, (major, minor). Bump major when an offset or
 #: a field moves, minor when something is added.
-REGMAP_VERSION = (1, 1)
+REGMAP_VERSION = (1, 2)
 #: Registers are 32-bit words at word-aligned byte offsets.
 REG_BITS = 32
 WORD_BYTES = REG_BITS // 8
@@ -753,6 +754,7 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
             "engine": Out(engine_control_signature(cfg)),
             "dma": Out(dma_control_signature(cfg)),
             "host": Out(host_signature()),
+            "seq": Out(sequencer_control_signature()),
         }
     )
     major, minor = REGMAP_VERSION
@@ -766,6 +768,7 @@ def register_map(cfg: ClusterConfig) -> MemoryMap:
     b.add(_dma_block(ports), 0x200)
     b.add(_events_block(), 0x300)
     b.add(_host_block(), 0x400)
+    b.add(_seq_block(ports), 0x500)
     b.constant("REGMAP_VERSION_MAJOR", major, "register map major version")
     b.constant("REGMAP_VERSION_MINOR", minor, "register map minor version")
     b.constant("CONFIG_HASH", _config_hash(cfg), "CLUSTER_CONFIG_HASH of this configuration")
@@ -1117,6 +1120,7 @@ EVENTS = (
     ("DMA_DONE", "internal.dma_done", "a DMA transfer completed or was rejected"),
     ("DMA_ERROR", "internal.dma_error", "a DMA descriptor was rejected"),
     ("BUS_ERROR", "internal.bus_error", "an access to an unmapped register address"),
+    ("SEQ_DONE", "seq.done", "the command sequencer stopped: its list ended, or an error"),
 )
 
 
@@ -1155,6 +1159,64 @@ def _host_block() -> Block:
                 "end of run: a write ends the run with exit code CODE (0 = success)",
                 (Field("CODE", 0, REG_BITS, RW, 0, "the exit code", "host.exit_code"),),
                 write_action="internal.exit_write",
+            ),
+        ),
+    )
+
+
+_SEQ_ERROR_DESC = {
+    "NONE": "the list reached END (or none ran yet)",
+    "BAD_COMMAND": "an unknown op, a WRITE of no words, a misaligned register offset",
+    "BAD_ADDRESS": "a list, jump or stamp address outside L1 or misaligned",
+    "TIMEOUT": "a WAIT took longer than WAIT_LIMIT cycles",
+    "HW_ERROR": "an engine job or a DMA descriptor was rejected while the list ran",
+    "ABORTED": "CTRL.ABORT",
+}
+
+
+def _seq_block(ports: wiring.Signature) -> Block:
+    fld = _Fields(ports)
+    status = (
+        fld("BUSY", 0, RO, "seq.busy", "a command list runs"),
+        fld(
+            "ERROR",
+            4,
+            RO,
+            "seq.error",
+            "why the last list stopped (until the next START)",
+            values=_enum_values(SeqError, _SEQ_ERROR_DESC),
+            enum="SEQ_ERROR",
+        ),
+    )
+    ctrl = (
+        fld("START", 0, W1P, "seq.start", "run the list at LIST (ignored while BUSY)"),
+        fld("ABORT", 1, W1P, "seq.abort", "stop the running list after its bus access"),
+    )
+
+    def word(name: str, key: str, desc: str, reset: int = 0) -> Register:
+        f = Field("VALUE", 0, REG_BITS, RW, reset, desc, f"seq.{key}")
+        return Register(name, desc, (f,))
+
+    return Block(
+        "SEQ",
+        "The command sequencer: runs a list of register writes and waits from L1 "
+        "(docs/sequencer.md).",
+        (
+            Register("STATUS", "sequencer status", status),
+            Register("CTRL", "sequencer control", ctrl),
+            word("LIST", "list_addr", "L1 byte address of the list's first command"),
+            word("JOB_BASE", "job_base", "WAIT base JOB_BASE: set to the engine ticket count"),
+            word("DMA_BASE", "dma_base", "WAIT base DMA_BASE: set to the DMA ticket count"),
+            word(
+                "WAIT_LIMIT",
+                "wait_limit",
+                "most cycles one WAIT may take before TIMEOUT (0: no limit)",
+                reset=1 << 20,
+            ),
+            Register(
+                "PC",
+                "L1 address of the command that ran last (where the list stopped)",
+                (fld("ADDR", 0, RO, "seq.pc", "L1 byte address"),),
             ),
         ),
     )

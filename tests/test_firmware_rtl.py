@@ -26,7 +26,11 @@ from tinyattn.config import (
 )
 from tinyattn.sim.cosim import FirmwareRunError, L2Timing, describe_trap, run_firmware
 from tinyattn.sim.verilog import verilog_for
-from tinyattn.verif.firmware_scenarios import cluster_jobs_scenario
+from tinyattn.verif.firmware_scenarios import (
+    SEQ_LIST_BYTES,
+    cluster_jobs_scenario,
+    sequencer_scenario,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK = ROOT / "sw" / "firmware"
@@ -83,6 +87,39 @@ def test_cluster_jobs_bit_exact(sim: str, cfg: ClusterConfig, seed: int, tmp_pat
         assert run.counters["engine_jobs_done"] == 3
         assert run.macs == scn.macs
         assert f"jobs 3, macs {scn.macs}" in run.console
+
+
+@pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["small", "default"])
+def test_sequencer_runs_the_scenario(
+    sim: str, cfg: ClusterConfig, seed: int, tmp_path: Path
+) -> None:
+    """The command sequencer loads, runs three jobs and stores: L2 equals the golden model.
+
+    A second list pushes a descriptor beyond L1; the sequencer stops with HW_ERROR
+    before its HOST_EXIT write.
+    """
+    if sim == "icarus" and cfg != SMALL:
+        pytest.skip("the default cluster is too slow under Icarus; Verilator runs it")
+    scn = sequencer_scenario(cfg, seed, small=cfg == SMALL)
+    (tmp_path / "seq_scenario.h").write_text(scn.header)
+    timing = L2Timing(req_stall=0.3, rsp_gap=0.3, max_latency=8)
+    run = run_firmware(
+        cfg,
+        [PROGRAMS / "seq_jobs.c"],
+        scn.l2_image,
+        sim,
+        cflags=[f"-I{tmp_path}"],
+        l2=timing,
+        seed=seed,
+    )
+    assert run.exit_code == 0, f"seed {seed}: {run.console}"
+    assert run.l2 is not None
+    scn.jobs.check(run.l2)
+    assert f"macs {scn.jobs.macs}" in run.console
+    bad_l1 = cfg.memory.size_bytes - SEQ_LIST_BYTES + 4 * len(scn.good)
+    stop = int(run.console.split("bad list: error 4 at ")[1].split()[0], 16)
+    assert bad_l1 <= stop < bad_l1 + 4 * len(scn.bad), run.console
+    assert run.counters["engine_jobs_done"] == 3
 
 
 def test_two_cores_share_l1(sim: str, tmp_path: Path) -> None:

@@ -55,13 +55,13 @@ RW, RO, W1P, W1C = Access.RW, Access.RO, Access.W1P, Access.W1C
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_map_layout(name: str) -> None:
     mm = register_map(CONFIGS[name])
-    assert [b.name for _, b in mm.blocks] == ["CLUSTER", "ENGINE", "DMA", "EVENTS", "HOST"]
-    assert [base for base, _ in mm.blocks] == [0x000, 0x100, 0x200, 0x300, 0x400]
+    assert [b.name for _, b in mm.blocks] == ["CLUSTER", "ENGINE", "DMA", "EVENTS", "HOST", "SEQ"]
+    assert [base for base, _ in mm.blocks] == [0x000, 0x100, 0x200, 0x300, 0x400, 0x500]
     assert mm.size == 0x800 and mm.addr_bits == 11
     addrs = [r.address for r in mm.registers]
     assert addrs == sorted(addrs) and len(set(addrs)) == len(addrs)
     assert all(a % 4 == 0 for a in addrs)
-    assert len(mm.registers) == 60
+    assert len(mm.registers) == 67
     for reg, f in mm.fields():
         assert f.offset >= 0 and f.msb < 32 and 0 <= f.reset < 1 << f.width, (reg.name, f)
 

@@ -226,6 +226,45 @@ void ta_dma_clear(void)
     ta_barrier();
 }
 
+/* ---- Command sequencer -------------------------------------------------------- */
+
+void ta_seq_start(uint32_t list, uint32_t jobs, uint32_t transfers)
+{
+    volatile void *regs = TA_REGS;
+
+    tinyattn_seq_list_write(regs, list);
+    tinyattn_seq_job_base_write(regs, jobs_pushed);
+    tinyattn_seq_dma_base_write(regs, dma_pushed);
+    tinyattn_events_irq_status_write(regs, TINYATTN_EVENTS_IRQ_STATUS_SEQ_DONE_MASK);
+    tinyattn_seq_start(regs);
+    jobs_pushed += jobs;
+    dma_pushed += transfers;
+}
+
+static int seq_stopped(uint32_t unused)
+{
+    (void)unused;
+    return !tinyattn_seq_status_busy_get(tinyattn_seq_status_read(TA_REGS));
+}
+
+uint32_t ta_seq_wait(void)
+{
+    volatile void *regs = TA_REGS;
+    uint32_t enabled = tinyattn_events_irq_enable_read(regs);
+
+    /*
+     * Sleep on SEQ_DONE alone: waking on every job and transfer of the list would put
+     * the core on the bus the sequencer shares with it. The flag was cleared at the
+     * start, so a list that has already stopped leaves it set and waitirq returns.
+     */
+    tinyattn_events_irq_enable_write(regs, TINYATTN_EVENTS_IRQ_STATUS_SEQ_DONE_MASK);
+    while (!seq_stopped(0))
+        (void)ta_waitirq();
+    tinyattn_events_irq_enable_write(regs, enabled);
+    ta_barrier();
+    return tinyattn_seq_status_error_get(tinyattn_seq_status_read(regs));
+}
+
 /* ---- Errors ------------------------------------------------------------------- */
 
 int ta_errors_read(ta_errors_t *e)

@@ -167,6 +167,23 @@ uint32_t ta_dma_last(void);
 /* Soft clear: drops the queue, the running transfer and a pending push; clears the error. */
 void ta_dma_clear(void);
 
+/* ---- Command sequencer (docs/sequencer.md) ---------------------------------------- */
+
+/*
+ * Starts the command list at L1 offset `list`. The list pushes `jobs` engine jobs and
+ * `transfers` DMA descriptors, and its WAITs count from the tickets at this call
+ * (SEQ_JOB_BASE, SEQ_DMA_BASE); the HAL's tickets move past them, so ta_job_wait_all()
+ * and ta_dma_wait_all() also wait for the list's work. Returns at once.
+ */
+void ta_seq_start(uint32_t list, uint32_t jobs, uint32_t transfers);
+/* Sleeps until the list stops; returns TINYATTN_SEQ_ERROR_NONE when it reached END. */
+uint32_t ta_seq_wait(void);
+/* L1 offset of the command the last list stopped at. */
+static inline uint32_t ta_seq_pc(void)
+{
+    return tinyattn_seq_pc_read(TA_REGS);
+}
+
 /* ---- Errors ------------------------------------------------------------------- */
 
 /* What went wrong since the last ta_errors_clear(). */
