@@ -6,7 +6,9 @@ into the schedule's L2 image where its header says, runs it on control core 0 of
 ``cluster`` RTL (:func:`tinyattn.sim.cosim.run_firmware`) and reads the hidden states back
 from the L2 image after the run, from the placements the memory plan gave them (as
 :func:`tinyattn.sw.schedule.execute_schedule` does). The firmware prints the cycles of each
-record (``rdcycle``, record fetch included), which line up with ``Schedule.predicted``.
+prologue record (``rdcycle``, record fetch included) and of the command stream; the
+stream's STAMPs, copied to L2, give each engine op's cycles. They line up with
+``Schedule.predicted``.
 
 :func:`run_model` deploys a quantized model first and compares every hidden state with
 ``QuantizedMobileBert.forward`` bit for bit.
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_SOURCES = (ROOT / "sw" / "firmware" / "tinyattn_runtime.c",)
 MAIN = ROOT / "verif" / "firmware" / "run_model.c"
 _RECORD_LINE = re.compile(r"^r(\d+) (\d+)$", re.M)
+_STREAM_LINE = re.compile(r"^stream (\d+)$", re.M)
 _SUMMARY = re.compile(r"^model: (\d+) records, (\d+) jobs, (\d+) transfers, (\d+) cycles$", re.M)
 
 
@@ -105,7 +108,7 @@ def run_schedule(
     """
     cfg = schedule.cfg
     image = schedule.image_with_inputs(input_ids, token_type_ids)
-    count = len(schedule.records)
+    count = schedule.prologue
     limit = max_cycles or 3 * schedule.total.total + 200_000
     with tempfile.TemporaryDirectory(prefix="tinyattn-model-") as tmp:
         fw = build_runtime(cfg, Path(tmp))
@@ -115,10 +118,12 @@ def run_schedule(
     if run.exit_code != 0:
         raise RuntimeError(f"the runtime failed (exit code {run.exit_code}): {run.console[-400:]}")
     summary = _SUMMARY.search(run.console)
+    stream = _STREAM_LINE.search(run.console)
     per_record = [int(c) for _, c in _RECORD_LINE.findall(run.console)]
-    if summary is None or len(per_record) != count or int(summary[1]) != count:
+    if summary is None or stream is None or len(per_record) != count or int(summary[1]) != count:
         raise RuntimeError(f"unexpected console from the runtime: {run.console[-400:]}")
     assert run.l2 is not None
+    per_record += _op_cycles(schedule, run.l2, int(stream[1]))
     program = schedule.program
     states = []
     for name in program.outputs:
@@ -129,6 +134,20 @@ def run_schedule(
         schedule, states, tuple(per_record), sum(per_record), int(summary[2]), int(summary[3]),
         fw.sizes.text + fw.sizes.data + fw.sizes.bss, run,
     )  # fmt: skip
+
+
+def _op_cycles(schedule: Schedule, l2: np.ndarray, stream_cycles: int) -> list[int]:
+    """Each engine op's cycles from the stream's STAMPs in L2; the first op also gets the
+    stream's start (its first chunk's load and the sequencer's start)."""
+    lay = schedule.stream.layout
+    n = schedule.stream.ops
+    stamps = l2[lay.stamps_l2 : lay.stamps_l2 + 4 * (n + 1)].view("<u4").astype(np.int64)
+    ops = np.diff(stamps).tolist()
+    if any(c < 0 for c in ops) or stamps[-1] > stream_cycles:
+        raise RuntimeError(f"the stream's stamps are not in order: {stamps.tolist()[:8]} ...")
+    if ops:
+        ops[0] += stream_cycles - int(stamps[-1] - stamps[0])
+    return [int(c) for c in ops]
 
 
 def run_model(

@@ -38,12 +38,12 @@ from tinyattn.sw.lowering import (
 from tinyattn.sw.memplan import (
     L2Plan,
     PlanError,
-    l1_capacity,
     l1_reserved,
     plan_l1,
     plan_l2,
 )
 from tinyattn.sw.quantize import QuantizedMobileBert
+from tinyattn.sw.stream import Stream, StreamLayout, build_stream, run_stream
 from tinyattn.sw.tiler import (
     CORE,
     JOB,
@@ -87,9 +87,23 @@ __all__ = [
 ]
 
 MAGIC = 0x43534154  # "TASC" little endian
-VERSION = 1
-HEADER_BYTES = 64
-_HEADER = struct.Struct("<IHHIIIIIII")  # magic .. image_bytes (36 bytes, padded to 64)
+VERSION = 2
+HEADER_BYTES = 128
+#: magic .. image_bytes, then the stream: 68 bytes, padded to 128.
+_HEADER = struct.Struct("<IHHIIIIIII" + "IIIIIIII")
+#: Most bytes of each of the two L1 buffers the sequencer runs the stream from.
+CHUNK_BYTES = 2048
+#: Fewest: a chunk holds its prefetch, its tail and the largest command group (a job).
+MIN_CHUNK_BYTES = 256
+
+
+def chunk_bytes(cfg: ClusterConfig) -> int:
+    """The stream's chunk size for ``cfg``: 1/32 of L1 as a power of two, within
+    [``MIN_CHUNK_BYTES``, ``CHUNK_BYTES``]."""
+    share = 1 << max(0, (cfg.memory.size_bytes // 32).bit_length() - 1)
+    return max(MIN_CHUNK_BYTES, min(CHUNK_BYTES, share))
+
+
 _REC_HEAD = struct.Struct("<BBBBHHHHHH")  # 16 bytes
 _OPERAND = struct.Struct("<IIIIHHBBH")  # 24 bytes
 _FIELDS = struct.Struct("<8B")  # 8 bytes per head
@@ -286,9 +300,12 @@ def fill_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
 class Schedule:
     """A program placed, tiled and packed: the L2 image and what it was made from.
 
-    ``records[i]`` is packed at ``records_addr + i * record_bytes`` of ``image``; ``names[i]``
-    its op (or gather / fill) name, ``plans[i]`` its :class:`OpPlan` (``None`` for gathers and
-    fills) and ``predicted[i]`` its cycles (record fetch included; gathers with all-zero ids).
+    The first ``prologue`` records (gathers and fills, run by the core) are packed at
+    ``records_addr + i * record_bytes`` of ``image``; the engine ops after them are the
+    command ``stream`` the sequencer runs. ``names[i]`` is a record's op (or gather / fill)
+    name, ``plans[i]`` its :class:`OpPlan` (``None`` for gathers and fills) and
+    ``predicted[i]`` its cycles (a prologue record's fetch included; gathers with all-zero
+    ids). ``cost`` times the core's work, ``cost.sequencer()`` the engine ops'.
     """
 
     program: Program
@@ -303,6 +320,8 @@ class Schedule:
     names: tuple[str, ...]
     plans: tuple[OpPlan | None, ...]
     predicted: tuple[OpCycles, ...]
+    prologue: int
+    stream: Stream
 
     @property
     def total(self) -> OpCycles:
@@ -423,15 +442,33 @@ def build_schedule(
         also a job the engine would reject (e.g. more keys than ``max_seq``).
     """
     cost = cost or CostModel()
+    seq_cost = cost.sequencer()
     groups = _groups(program)
+    prologue = 0
+    while prologue < len(groups) and groups[prologue][0] in ("gather", "fill"):
+        prologue += 1
+    late = [g for g in groups[prologue:] if g[0] in ("gather", "fill")]
+    if late:
+        raise PlanError(
+            f"{late[0][1][0].name}: a gather or fill after the first engine op; the core runs "
+            "them before the sequencer starts"
+        )
     max_heads = max((len(g) for kind, g in groups if kind == "attention"), default=1)
     size = record_bytes(max_heads)
     records_addr = HEADER_BYTES
-    l2 = plan_l2(program, cfg, reserve=records_addr + len(groups) * size, keep=keep)
-    capacity = l1_capacity(cfg, size)
-    if capacity <= 0:
-        raise PlanError(f"schedule: a {size}-byte record does not fit L1 ({cfg.memory.size_bytes})")
+    l2 = plan_l2(program, cfg, reserve=records_addr + prologue * size, keep=keep)
+    n_ops = len(groups) - prologue
     l1_record_addr = cfg.memory.size_bytes - l1_reserved(size)
+    chunk = chunk_bytes(cfg)
+    l1_buffers = l1_record_addr - 2 * chunk
+    stamps_l1 = l1_buffers - _up(4 * (n_ops + 1), 64)
+    capacity = stamps_l1
+    if capacity <= 0:
+        need = cfg.memory.size_bytes - capacity
+        raise PlanError(
+            f"schedule: the record, the stream buffers and the stamps need {need:,} bytes "
+            f"of L1, but it has {cfg.memory.size_bytes:,}"
+        )
     records: list[OpRecord] = []
     names: list[str] = []
     plans: list[OpPlan | None] = []
@@ -444,19 +481,34 @@ def build_schedule(
             records.append(_fill_record(steps[0], program, l2))
             plans.append(None)
         else:
-            plan = plan_op(steps, l2.placements, cfg, capacity, cost, memo=memo)
+            plan = plan_op(steps, l2.placements, cfg, capacity, seq_cost, memo=memo)
             records.append(plan.record)
             plans.append(plan)
         names.append(steps[0].op if kind in ("gemm", "attention") else steps[0].name)
-    image = bytearray(l2.size)
-    for i, (rec, name) in enumerate(zip(records, names, strict=True)):
-        image[records_addr + i * size : records_addr + (i + 1) * size] = pack_record(
-            rec, size, name
+    stream_addr = _up(l2.size, 64)
+    layout = StreamLayout(stream_addr, chunk, l1_buffers, stamps_l1, 0)
+    stream = build_stream(records[prologue:], cfg, seq_cost, layout)
+    stamps_l2 = stream_addr + stream.nbytes
+    layout = StreamLayout(stream_addr, chunk, l1_buffers, stamps_l1, stamps_l2)
+    stream = build_stream(records[prologue:], cfg, seq_cost, layout)
+    image_bytes = stamps_l2 + _up(4 * (n_ops + 1), 64)
+    if image_bytes > 1 << cfg.dma.l2_addr_bits:
+        raise PlanError(
+            f"stream: the L2 image with the command stream needs {image_bytes:,} bytes, but "
+            f"the DMA's L2 address space (dma.l2_addr_bits = {cfg.dma.l2_addr_bits}) has "
+            f"{1 << cfg.dma.l2_addr_bits:,}"
         )
+    image = bytearray(image_bytes)
+    for i in range(prologue):
+        image[records_addr + i * size : records_addr + (i + 1) * size] = pack_record(
+            records[i], size, names[i]
+        )
+    image[stream_addr : stream_addr + stream.nbytes] = stream.words.astype("<u4").tobytes()
     _HEADER.pack_into(
-        image, 0, MAGIC, VERSION, size, records_addr, len(records), l1_record_addr,
+        image, 0, MAGIC, VERSION, size, records_addr, prologue, l1_record_addr,
         program.seq_len, l2.placements["input_ids"].addr, l2.placements["token_type_ids"].addr,
-        l2.size,
+        image_bytes, stream_addr, stream.chunks, chunk, l1_buffers, stream.jobs,
+        stream.transfers, stamps_l2, n_ops + 1,
     )  # fmt: skip
     for t in program.tensors.values():
         if t.data is not None:
@@ -466,11 +518,16 @@ def build_schedule(
             view[:, : t.row_bytes] = raw
     predicted = []
     for i, rec in enumerate(records):
-        fetch = simulate(_fetch_actions(records_addr + i * size, l1_record_addr, size), cfg, cost)
-        predicted.append(fetch + simulate(_actions_static(rec, cost), cfg, cost))
+        if i < prologue:
+            fetch = _fetch_actions(records_addr + i * size, l1_record_addr, size)
+            predicted.append(
+                simulate(fetch, cfg, cost) + simulate(_actions_static(rec, cost), cfg, cost)
+            )
+        else:
+            predicted.append(simulate(op_actions(rec, seq_cost), cfg, seq_cost))
     return Schedule(
         program, cfg, cost, l2, bytes(image), size, records_addr, l1_record_addr,
-        tuple(records), tuple(names), tuple(plans), tuple(predicted),
+        tuple(records), tuple(names), tuple(plans), tuple(predicted), prologue, stream,
     )  # fmt: skip
 
 
@@ -483,6 +540,10 @@ def _actions_static(rec: OpRecord, cost: CostModel) -> list[Action]:
     if rec.kind == KIND_FILL:
         return fill_actions(rec, cost)
     return op_actions(rec, cost)
+
+
+def _up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
 
 
 def _shift_wait(a: Action, n: int) -> Action:
@@ -634,7 +695,9 @@ def execute_schedule(
     S = program.seq_len
     l2 = schedule.image_with_inputs(input_ids, token_type_ids)
     l1 = np.zeros(cfg.memory.size_bytes, np.uint8)
-    magic, version, size, rec_addr, count, l1_rec, seq, *_ = _HEADER.unpack_from(bytes(l2[:64]))
+    head = _HEADER.unpack_from(bytes(l2[:HEADER_BYTES]))
+    magic, version, size, rec_addr, count, l1_rec, seq = head[:7]
+    stream_addr, chunks, chunk_bytes, l1_buffers = head[10:14]
     if magic != MAGIC or version != VERSION or seq != S:
         raise ExecutionError("schedule: bad header")
     index_names = {
@@ -668,12 +731,19 @@ def execute_schedule(
             l1[0 : rec.n] = rec.flags  # the core writes the fill row
             acts = fill_actions(rec, cost)
             machine.run(acts)
-        elif rec.kind in (KIND_GEMM, KIND_ATTENTION):
-            acts = op_actions(rec, cost)
-            machine.run(acts)
         else:
-            raise ExecutionError(f"{schedule.names[i]}: unknown record kind {rec.kind}")
+            raise ExecutionError(f"{schedule.names[i]}: record kind {rec.kind} in the prologue")
         cycles.append(simulate(fetch, cfg, cost) + simulate(acts, cfg, cost))
+    if chunks:
+        machine.name = "stream"
+        machine.run([(LOAD, stream_addr, l1_buffers, chunk_bytes, 1, chunk_bytes, chunk_bytes),
+                     (WAIT_DMA, 1)])  # fmt: skip
+        layout = StreamLayout(stream_addr, chunk_bytes, l1_buffers, 0, 0)
+        machine.n_dma = machine.n_job = 0
+        run_stream(machine, l1, cfg, layout, schedule.names[count:])
+        seq_cost = cost.sequencer()
+        for rec in schedule.records[count:]:
+            cycles.append(simulate(op_actions(rec, seq_cost), cfg, seq_cost))
     states = []
     for name in program.outputs:
         t, p = program.tensors[name], schedule.l2.placements[name]

@@ -28,6 +28,7 @@ The cost constants are in :class:`CostModel`, with where each was measured.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterator, Sequence
@@ -129,36 +130,19 @@ class CostModel:
     # --firmware`; less the 4 cycles of an empty measurement). Two constants are fitted on
     # the per-record rdcycle of the 2-layer fixture at S = 128 (tinyattn.sim.model_run), as
     # noted. Each record of one shape measures the same cycles there.
-    #: stage_job + ta_job_stage: the static job struct, the queue-room test (irq-status write,
-    #: status read) and the 12-14 register writes with their packing: `stage_job` 679.
-    job_stage: int = 679
-    #: ta_job_push: barrier, the JOB_PUSH write, the ticket: `stage_push` 45.
-    job_push: int = 45
     #: A transfer's submission, dma() then ta_dma_submit: the descriptor on the stack, the
-    #: queue-room test, 7 register writes and DMA_PUSH: `dma_submit` 406. Every transfer pays
-    #: it, the record fetches and the gathers' included.
+    #: queue-room test, 7 register writes and DMA_PUSH: `dma_submit` 406. The record
+    #: fetches, the gathers and the fills pay it.
     dma_submit: int = 406
-    #: A tile's transfer before its submission: load_input's slot bookkeeping and move_tile's
-    #: rectangle and L2 address (a software multiply row0 * l2_pitch: PicoRV32 as configured
-    #: has no fast multiplier): load 710 - 108 (the test alone) - 406 = 196 (`load_input_double`,
-    #: `load_input_same`), store 571 - 406 = 165 (`move_tile_store`); their mean.
-    tile_dma: int = 180
     #: dma_wait / job_wait on a ticket already due (one done-counter read, a compare):
     #: `dma_wait_done` 44, `job_wait_done` 45. A wait that sleeps adds the same after the event.
     wait: int = 45
-    #: Per job after the first: next_tile (141, `next_tile`) and the four load_input tests of
-    #: a, b, d, p when nothing loads (504, `load_inputs_none`).
-    tile: int = 645
     #: Per record, besides its fetch (a transfer and a wait, separate actions): the copy of the
     #: 176-byte record from L1 word by word (1,175, `copy_record_176`), ta_errors_read (132,
     #: `errors_read`), and the dispatch and loop of ta_run_schedule with its two rdcycle reads
     #: (300, fitted: a fill record measures 3,265 = this + its fetch 471 + run_fill 1,187).
     #: Records of the fixture's 4 heads; the copy grows by 2 words per 2 heads beyond.
     op: int = 1607
-    #: run_op's set-up: its checks, two divisions and two multiplies for the tile counts (416,
-    #: `run_op_checks`), the five buffers' state (559, `buffers_init`) and the first
-    #: load_inputs' four tests (504, as in `tile`).
-    op_setup: int = 1479
     #: Per gathered position: the bounds check of its id, table_row (an L1 read; a multiply
     #: by the index pitch unless 1) and the run test; with the multiply of each run's L2
     #: address by the table pitch. Fitted on the fixture's two gathers (word table, 128
@@ -167,6 +151,24 @@ class CostModel:
     #: Per 4 bytes of a fill row that the core writes into L1 (a volatile store and the loop):
     #: `run_fill_128` 1,187 for 32 words, less its transfer's submission, duration and wait.
     fill_word: int = 22
+    # The command sequencer (hw/sequencer.py) in place of the core for the engine ops: two
+    # cycles per bus access (grant, then the response), so a command header costs 2 and each
+    # WRITE word 4 (read it, write it).
+    #: The staging WRITE of a job's 21 registers: 2 + 21 * 4.
+    seq_job_stage: int = 86
+    #: The JOB_PUSH WRITE: 2 + 4.
+    seq_job_push: int = 6
+    #: A transfer: the WRITE of the 7 descriptor registers and the DMA_PUSH WRITE.
+    seq_dma_submit: int = 36
+    #: A WAIT already due: header and operand (4), one poll (2).
+    seq_wait: int = 6
+    #: The STAMP before each op: header, operand, the write.
+    seq_op: int = 6
+
+    def sequencer(self) -> CostModel:
+        """This model with the sequencer as the issuer of transfers and waits: how
+        :func:`simulate` times the engine ops' command stream (``docs/sequencer.md``)."""
+        return dataclasses.replace(self, dma_submit=self.seq_dma_submit, wait=self.seq_wait)
 
 
 @dataclass(frozen=True)
@@ -292,8 +294,8 @@ def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> 
             i = len(j_end)
             if i >= jq:
                 core = max(core, j_start[i - jq])
-            core += cost.job_push
-            fw += cost.job_push
+            core += cost.seq_job_push
+            fw += cost.seq_job_push
             dur = engine_cycles(act[1], cfg, cost)
             s = max(core, j_free)
             j_free = s + dur
@@ -476,9 +478,9 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
     ``loads(t)`` loads each input whose tile changes at job ``t`` (a ``CACHED`` one only on
     the first outer iteration) into its next slot.
 
-    The core's work is timed as the runtime spends it (:class:`CostModel`): the record's
-    decode and ``run_op``'s set-up, ``stage_job`` per job, ``next_tile`` and the four
-    ``load_input`` tests between jobs, and ``move_tile`` before each tile's transfer.
+    The sequencer runs these actions as commands (:mod:`tinyattn.sw.stream`); its own work
+    is timed by the ``seq_*`` constants of :class:`CostModel`: a STAMP per op, a job's
+    staging WRITE, and (with :meth:`CostModel.sequencer`) each transfer and wait.
     """
     keys = [k for k in ("a", "b", "d", "p") if rec.operand(k).mode != UNUSED]
     var_pos = {"h": 0, "m": 1, "n": 2}
@@ -515,28 +517,21 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
         c = rec.operand("c")
         return (STORE, *_transfer(rec, "c", *its[t], c.l1_addr + plan[t][1]["c"] * c.l1_slot))
 
-    def tiles(loads: list[Action]) -> list[Action]:
-        out: list[Action] = []
-        for ld in loads:  # move_tile: the tile's address arithmetic, then the submission
-            out += [(CORE, cost.tile_dma), ld]
-        return out
-
-    acts: list[Action] = [(CORE, cost.op + cost.op_setup), *tiles(plan[0][0])]
+    acts: list[Action] = [(CORE, cost.seq_op), *plan[0][0]]
     transfers = len(plan[0][0])
     for t, it in enumerate(its):
-        acts.append((CORE, cost.job_stage))  # stage_job: the registers, before the tiles are in
+        acts.append((CORE, cost.seq_job_stage))  # the registers, before the tiles are in
         acts.append((WAIT_DMA, transfers))
         acts.append((JOB, _job(rec, *it, plan[t][1])))
         if t:
             acts.append((WAIT_JOB, t))
-            acts += tiles([store(t - 1)])
+            acts.append(store(t - 1))
             transfers += 1
         if t + 1 < len(its):
-            acts.append((CORE, cost.tile))  # next_tile and the load_input tests
-            acts += tiles(plan[t + 1][0])
+            acts += plan[t + 1][0]
             transfers += len(plan[t + 1][0])
     acts.append((WAIT_JOB, len(its)))
-    acts += tiles([store(len(its) - 1)])
+    acts.append(store(len(its) - 1))
     acts.append((WAIT_DMA, transfers + 1))
     return acts
 
@@ -694,9 +689,9 @@ def _candidates(s: _Shape, cfg: ClusterConfig, cost: CostModel) -> list[_Candida
         c.buffers.sort(key=lambda b: "abdpc".index(b[0]))
         engine_lb = macs / e.macs_per_cycle + c.tiles * cost.gemm_job
         dma_lb = traffic / beat + transfers * cost.dma_load
-        # Per job: its staging, push, two waits and its output's store; per load: move_tile.
-        per_job = cost.job_stage + cost.job_push + 2 * cost.wait + cost.tile_dma + cost.dma_submit
-        fw_lb = c.tiles * per_job + transfers * (cost.tile_dma + cost.dma_submit)
+        # The issuer, per job: its staging, push, two waits and its output's store; per load.
+        per_job = cost.seq_job_stage + cost.seq_job_push + 2 * cost.wait + cost.dma_submit
+        fw_lb = c.tiles * per_job + transfers * cost.dma_submit
         c.lower_bound = max(engine_lb, dma_lb, fw_lb)
         out.append(c)
     return out

@@ -44,46 +44,45 @@ def _one_tile_gemm() -> OpRecord:
 
 
 def test_one_job_record_by_hand() -> None:
-    """run_op on one tile: set-up, three loads, stage, wait, push, wait, store, wait."""
+    """One tile as the sequencer runs it: stamp, three loads, stage, wait, push, wait, store,
+    wait."""
     rec = _one_tile_gemm()
-    acts = op_actions(rec, COST)
+    c = COST.sequencer()
+    acts = op_actions(rec, c)
     kinds = [a[0] for a in acts]
-    assert kinds == [CORE, CORE, LOAD, CORE, LOAD, CORE, LOAD, CORE, WAIT_DMA, JOB,
-                     WAIT_JOB, CORE, STORE, WAIT_DMA]  # fmt: skip
-    c = COST
-    # The core, action by action (the queues never fill: 3 transfers, 1 job).
-    t = c.op + c.op_setup
+    assert kinds == [CORE, LOAD, LOAD, LOAD, CORE, WAIT_DMA, JOB, WAIT_JOB, STORE, WAIT_DMA]
+    # The issuer, action by action (the queues never fill: 3 transfers, 1 job).
+    t = c.seq_op
     d_free = 0
-    for key_addr in ((0x1000, 0x0000, 64), (0x3000, 0x1000, 64), (0x7000, 0x3000, 16)):
-        t += c.tile_dma + c.dma_submit
-        l2, l1, row = key_addr
+    for l2, l1, row in ((0x1000, 0x0000, 64), (0x3000, 0x1000, 64), (0x7000, 0x3000, 16)):
+        t += c.seq_dma_submit
         d_free = max(t, d_free) + dma_cycles(Direction.L2_TO_L1, l2, l1, row, 64, row, row, CFG, c)
-    t += c.job_stage
-    t = max(t, d_free) + c.wait
-    t += c.job_push
-    job_end = t + engine_cycles(acts[9][1], CFG, c)
-    t = max(t, job_end) + c.wait
-    t += c.tile_dma + c.dma_submit
+    t += c.seq_job_stage
+    t = max(t, d_free) + c.seq_wait
+    t += c.seq_job_push
+    job_end = t + engine_cycles(acts[6][1], CFG, c)
+    t = max(t, job_end) + c.seq_wait
+    t += c.seq_dma_submit
     d_free = max(t, d_free) + dma_cycles(Direction.L1_TO_L2, 0x5000, 0x2000, 64, 64, 64, 64, CFG, c)
-    t = max(t, d_free) + c.wait
+    t = max(t, d_free) + c.seq_wait
     got = simulate(acts, CFG, c)
     assert got.total == t
-    fw = c.op + c.op_setup + 4 * (c.tile_dma + c.dma_submit) + c.job_stage + c.job_push
-    assert got.firmware == fw + 3 * c.wait
+    issuer = c.seq_op + 4 * c.seq_dma_submit + c.seq_job_stage + c.seq_job_push
+    assert got.firmware == issuer + 3 * c.seq_wait
     assert (got.jobs, got.transfers) == (1, 4)
 
 
-def test_jobs_between_pay_the_tile_loop() -> None:
-    """Each job after the first adds next_tile and the load_input tests, its staging and
-    push, two waits and the previous output's store (a record of 2 tiles of N)."""
+def test_jobs_between_pay_their_commands() -> None:
+    """Each job after the first adds its staging and push, two waits, the previous output's
+    store and its own loads (a record of 2 tiles of N)."""
     rec = _one_tile_gemm()
     two = OpRecord(KIND_GEMM, 0, 0, False, 1, 64, 64, 64, 64, 32, 2, rec.operands,
                    rec.head_fields)  # fmt: skip
-    one = simulate(op_actions(rec, COST), CFG, COST)
-    got = simulate(op_actions(two, COST), CFG, COST)
-    c = COST
+    c = COST.sequencer()
+    one = simulate(op_actions(rec, c), CFG, c)
+    got = simulate(op_actions(two, c), CFG, c)
     # b and p become per-tile loads (still ONCE in the record: one slot, reloaded).
-    extra = c.tile + c.job_stage + c.job_push + 2 * c.wait + 3 * (c.tile_dma + c.dma_submit)
+    extra = c.seq_job_stage + c.seq_job_push + 2 * c.seq_wait + 3 * c.seq_dma_submit
     assert got.firmware - one.firmware == extra
 
 

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
+from tinyattn.hw.dma import Direction
 from tinyattn.hw.job import JobError
-from tinyattn.sw import schedule as schedule_mod
+from tinyattn.sw import stream as stream_mod
 from tinyattn.sw.lowering import ExecutionError, LoweringError, Program, lower, unify_epilogues
 from tinyattn.sw.memplan import PlanError, l1_reserved
 from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
@@ -26,6 +27,7 @@ from tinyattn.sw.schedule import (
     pack_record,
     unpack_record,
 )
+from tinyattn.sw.stream import StreamError
 from tinyattn.sw.tiler import JOB, KIND_ATTENTION, KIND_GEMM, WAIT_DMA, op_actions
 from tinyattn.verif.engine_model import check_job, job_tensors
 
@@ -158,7 +160,7 @@ def test_refuses_an_l1_too_small(qmodel: QuantizedMobileBert) -> None:
     cfg = ClusterConfig(memory=MemoryConfig(n_banks=16, bank_words=64))  # 4 KiB
     with pytest.raises(PlanError) as exc:
         deploy(qmodel, cfg, 64)
-    _one_line(exc, "embeddings:", "bytes of L1", "but 3,904 are available")
+    _one_line(exc, "embeddings:", "bytes of L1", "but 3,200 are available")
 
 
 def test_refuses_an_l2_too_small(qmodel: QuantizedMobileBert) -> None:
@@ -211,16 +213,17 @@ def test_chosen_plans_always_fit(
 
 
 def test_records_round_trip(qmodel: QuantizedMobileBert) -> None:
+    """The prologue's records are in the image; the engine ops' pack and unpack alike."""
     sched = deploy(qmodel, CFG, 128)
+    assert sched.prologue == 4
     for i, rec in enumerate(sched.records):
-        raw = sched.image[
-            sched.records_addr + i * sched.record_bytes : sched.records_addr
-            + (i + 1) * sched.record_bytes
-        ]
-        assert raw == pack_record(rec, sched.record_bytes)
-        back = unpack_record(raw)
-        if rec.kind in (KIND_GEMM, KIND_ATTENTION):
-            assert back == rec, sched.names[i]
+        raw = pack_record(rec, sched.record_bytes)
+        if i < sched.prologue:
+            lo = sched.records_addr + i * sched.record_bytes
+            assert sched.image[lo : lo + sched.record_bytes] == raw
+        else:
+            assert rec.kind in (KIND_GEMM, KIND_ATTENTION)
+            assert unpack_record(raw) == rec, sched.names[i]
 
 
 def test_schedule_is_deterministic(qmodel: QuantizedMobileBert) -> None:
@@ -260,14 +263,39 @@ def test_race_checker_catches_a_missing_wait(
     qmodel: QuantizedMobileBert, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without the wait for its tiles, a job would read L1 the DMA is still writing."""
-    sched = deploy(qmodel, CFG, 64)
 
     def no_dma_waits(rec, cost):  # type: ignore[no-untyped-def]
         acts = op_actions(rec, cost)
         return [a for a in acts[:-1] if a[0] != WAIT_DMA] + acts[-1:]
 
-    monkeypatch.setattr(schedule_mod, "op_actions", no_dma_waits)
+    monkeypatch.setattr(stream_mod, "op_actions", no_dma_waits)
+    sched = deploy(qmodel, CFG, 64)  # its command stream lacks the waits
     with pytest.raises(ExecutionError, match="before its DMA was waited for"):
+        execute_schedule(sched, np.zeros(64, np.int64))
+
+
+def test_stream_checker_catches_an_unwaited_chunk(
+    qmodel: QuantizedMobileBert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk that jumps to the next before its load is done is refused."""
+
+    def load_late(self):  # type: ignore[no-untyped-def]
+        """The next chunk's load at the end of this one, and a WAIT for nothing."""
+        i, lay = len(self.chunks), self.layout
+        t = stream_mod._transfer(
+            Direction.L2_TO_L1, lay.l2_addr + (i + 1) * lay.chunk_bytes, lay.buffer(i + 1),
+            lay.chunk_bytes,
+        )  # fmt: skip
+        self.cur += self.list().transfer(t).words
+        self.transfers += 1
+        self.chunks.append(self.cur + self.list().wait_dma(0).jump(lay.buffer(i + 1)).words)
+        self.cur = []
+
+    monkeypatch.setattr(stream_mod, "_TAIL_WORDS", 14)
+    monkeypatch.setattr(stream_mod._Writer, "_open", lambda self: None)
+    monkeypatch.setattr(stream_mod._Writer, "_close", load_late)
+    sched = deploy(qmodel, CFG, 64)
+    with pytest.raises(StreamError, match="enters a chunk whose DMA was not waited for"):
         execute_schedule(sched, np.zeros(64, np.int64))
 
 

@@ -1,0 +1,270 @@
+"""The engine ops of a schedule as one command stream for the sequencer, and its executor.
+
+The control core is far too slow to stage every job and transfer of MobileBERT itself
+(hundreds of cycles each on PicoRV32). So :func:`build_stream` turns the runtime loop of
+every engine op (:func:`tinyattn.sw.tiler.op_actions`: loads, jobs, stores and the waits
+between them) into commands for the cluster's sequencer (``docs/sequencer.md``), and the
+firmware starts it once for the whole model.
+
+The stream sits in L2 as ``chunks`` of ``chunk_bytes``. The sequencer runs it from two L1
+buffers: the first command of chunk ``i`` is the DMA that loads chunk ``i + 1`` into the
+other buffer, and its last two wait for that DMA and jump there. Chunk 0 is loaded by the
+firmware. Before each op a STAMP writes the cycles since START to the op's word of the
+stamp area in L1; a last STAMP closes the last op, and a DMA copies the stamps to L2, where
+the host reads each op's measured cycles.
+
+Waits count transfers and jobs from the stream's start: the firmware sets ``SEQ_DMA_BASE``
+and ``SEQ_JOB_BASE`` to its tickets when it starts the sequencer.
+
+:func:`run_stream` is the executor's sequencer: it reads the commands from the L1 image as
+the hardware does, keeps a register file, and turns each push into a transfer or a job on the
+executor's machine, each wait into a wait, so the race checker judges the stream itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.dma import Direction
+from tinyattn.hw.job import Job
+from tinyattn.hw.regmap import MemoryMap, register_map
+from tinyattn.hw.sequencer import SeqOp
+from tinyattn.sw.command_list import CommandList
+from tinyattn.sw.memplan import PlanError
+from tinyattn.sw.tiler import JOB, LOAD, STORE, WAIT_DMA, WAIT_JOB, CostModel, OpRecord, op_actions
+
+__all__ = ["Stream", "StreamLayout", "build_stream", "run_stream"]
+
+#: Words that close a chunk: WAIT for the next chunk's DMA, JUMP to it.
+_TAIL_WORDS = 4
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """Where the stream lives: its chunks in L2, the two L1 buffers, the stamps."""
+
+    l2_addr: int  #: chunk 0; chunk i at l2_addr + i * chunk_bytes
+    chunk_bytes: int
+    l1_buffers: int  #: buffer 0; buffer 1 follows at + chunk_bytes
+    stamps_l1: int  #: one word per op, and one more for the end
+    stamps_l2: int
+
+    def buffer(self, i: int) -> int:
+        return self.l1_buffers + (i % 2) * self.chunk_bytes
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The command stream of the engine ops: ``chunks + 1`` chunks of words in L2 (the
+    last one zero: the last chunk's prefetch loads it), ``jobs`` and ``transfers`` pushed."""
+
+    layout: StreamLayout
+    words: np.ndarray  #: uint32, (chunks + 1) * chunk_bytes / 4
+    chunks: int
+    jobs: int
+    transfers: int
+    ops: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.words.size * 4
+
+
+class _Writer:
+    """Appends command groups to chunks; a group never straddles two chunks."""
+
+    def __init__(self, cfg: ClusterConfig, layout: StreamLayout) -> None:
+        self.cfg, self.layout = cfg, layout
+        self.chunk_words = layout.chunk_bytes // 4
+        self.chunks: list[list[int]] = []
+        self.cur: list[int] = []
+        self.transfers = self.jobs = 0
+        self.prefetch = 0  # the ticket of the current chunk's prefetch
+        self._open()
+
+    def list(self) -> CommandList:
+        return CommandList(self.cfg)
+
+    def _open(self) -> None:
+        i = len(self.chunks)
+        lay = self.layout
+        nbytes = lay.chunk_bytes
+        t = _transfer(Direction.L2_TO_L1, lay.l2_addr + (i + 1) * nbytes, lay.buffer(i + 1), nbytes)
+        self.cur = list(self.list().transfer(t).words)
+        self.transfers += 1
+        self.prefetch = self.transfers
+
+    def _close(self) -> None:
+        i = len(self.chunks)
+        tail = self.list().wait_dma(self.prefetch).jump(self.layout.buffer(i + 1)).words
+        self.chunks.append(self.cur + tail)
+        self._open()
+
+    def add(self, words: list[int], *, transfers: int = 0, jobs: int = 0) -> None:
+        if len(self.cur) + len(words) + _TAIL_WORDS > self.chunk_words:
+            self._close()
+            if len(self.cur) + len(words) + _TAIL_WORDS > self.chunk_words:
+                raise PlanError(
+                    f"stream: a command group of {4 * len(words)} bytes does not fit a "
+                    f"{self.layout.chunk_bytes}-byte chunk"
+                )
+        self.cur += words
+        self.transfers += transfers
+        self.jobs += jobs
+
+    def finish(self, end: list[int]) -> list[list[int]]:
+        if len(self.cur) + len(end) > self.chunk_words:
+            self._close()
+        self.chunks.append(self.cur + end)
+        return self.chunks
+
+
+def _transfer(
+    direction: int, l2: int, l1: int, nbytes: int, rows: int = 1,
+    l2_stride: int | None = None, l1_stride: int | None = None,
+) -> SimpleNamespace:  # fmt: skip
+    """A descriptor (the ``Transfer`` protocol of :mod:`tinyattn.sw.c_tables`)."""
+    return SimpleNamespace(
+        direction=direction, l2_addr=l2, l1_addr=l1, row_bytes=nbytes, rows=rows,
+        l2_stride=nbytes if l2_stride is None else l2_stride,
+        l1_stride=nbytes if l1_stride is None else l1_stride,
+    )  # fmt: skip
+
+
+def build_stream(
+    records: Sequence[OpRecord], cfg: ClusterConfig, cost: CostModel, layout: StreamLayout
+) -> Stream:
+    """The command stream that runs ``records`` (engine ops) in order, as ``op_actions``
+    gives their loops; ``cost`` only feeds ``op_actions`` (it does not change the commands).
+    """
+    w = _Writer(cfg, layout)
+    for r, rec in enumerate(records):
+        w.add(w.list().stamp(layout.stamps_l1 + 4 * r).words)
+        jobs0 = w.jobs
+        after = [w.transfers]  # after[n]: the stream's transfer count after the op's n-th
+        for act in op_actions(rec, cost):
+            kind = act[0]
+            if kind in (LOAD, STORE):
+                d = Direction.L2_TO_L1 if kind == LOAD else Direction.L1_TO_L2
+                w.add(w.list().transfer(_transfer(d, *act[1:])).words, transfers=1)
+                after.append(w.transfers)
+            elif kind == JOB:
+                w.add(w.list().job(act[1]).words, jobs=1)
+            elif kind == WAIT_DMA and act[1]:
+                w.add(w.list().wait_dma(after[act[1]]).words)
+            elif kind == WAIT_JOB and act[1]:
+                w.add(w.list().wait_jobs(jobs0 + act[1]).words)
+    n = len(records)
+    w.add(w.list().stamp(layout.stamps_l1 + 4 * n).words)
+    stamps = _transfer(Direction.L1_TO_L2, layout.stamps_l2, layout.stamps_l1, 4 * (n + 1))
+    w.add(w.list().transfer(stamps).words, transfers=1)
+    end = w.list().wait_dma(w.transfers).end().words
+    chunks = w.finish(end)
+    words = np.zeros((len(chunks) + 1) * w.chunk_words, np.uint32)
+    for i, chunk in enumerate(chunks):
+        words[i * w.chunk_words : i * w.chunk_words + len(chunk)] = chunk
+    return Stream(layout, words, len(chunks), w.jobs, w.transfers, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Executor
+# --------------------------------------------------------------------------------------------
+
+
+class StreamError(ValueError):
+    """The stream does something the sequencer would refuse, or races its own chunks."""
+
+
+def _fields(mm: MemoryMap, block: str, prefix: str, regs: dict[int, int]) -> dict[str, int]:
+    """The payload leaves (``path`` -> value) that the staging registers hold."""
+    out: dict[str, int] = {}
+    for reg in mm.registers:
+        if reg.block.name != block or reg.register.stall_while is None:
+            continue
+        value = regs.get(reg.address, 0)
+        for f in reg.fields:
+            if f.hw and f.hw.startswith(prefix + "."):
+                out[f.hw[len(prefix) + 1 :]] = (value & f.mask) >> f.offset
+    return out
+
+
+def _job_from(fields: dict[str, int]) -> Job:
+    def s8(v: int) -> int:
+        return v - 256 if v & 0x80 else v
+
+    plain = {k: v for k, v in fields.items() if "." not in k}
+    qk = (fields["qk.mult"], fields["qk.shift"], s8(fields["qk.add"]))
+    av = (fields["av.mult"], fields["av.shift"], s8(fields["av.add"]))
+    return Job(**plain, qk=qk, av=av)
+
+
+def run_stream(
+    machine: object, l1: np.ndarray, cfg: ClusterConfig, layout: StreamLayout,
+    names: Sequence[str],
+) -> None:  # fmt: skip
+    """Run the stream whose chunk 0 is in ``l1``'s buffer 0 on the executor's ``machine``
+    (``tinyattn.sw.schedule._Machine``). ``names`` are the ops', for messages: the STAMPs
+    mark where each op starts.
+
+    Raises ``ExecutionError`` (from the machine) or :class:`StreamError`.
+    """
+    mm = register_map(cfg)
+    reg = {r.name: r.address for r in mm.registers}
+    words = l1.view("<u4")
+    regs: dict[int, int] = {}
+    pc, op = layout.buffer(0), -1
+    m = machine  # the executor's machine: transfer(), job(), dmas, jobs_out, name
+    while True:
+        if pc % 4 or pc + 4 > l1.size:
+            raise StreamError(f"stream: the sequencer would read L1 {pc:#x}")
+        header = int(words[pc // 4])
+        code, count, off = header >> 28, (header >> 16) & 0xFFF, header & 0xFFF
+        operands = [int(v) for v in words[pc // 4 + 1 : pc // 4 + 1 + (count or 1)]]
+        if code == SeqOp.END:
+            break
+        if code == SeqOp.WRITE:
+            for i, value in enumerate(operands[:count]):
+                a = off + 4 * i
+                regs[a] = value
+                if a == reg["DMA_PUSH"]:
+                    d = _fields(mm, "DMA", "dma.cmd.payload", regs)
+                    m.transfer(  # type: ignore[attr-defined]
+                        d["direction"], d["l2_addr"], d["l1_addr"], d["row_bytes"], d["rows"],
+                        d["l2_stride"], d["l1_stride"],
+                    )  # fmt: skip
+                elif a == reg["ENGINE_JOB_PUSH"]:
+                    m.job(_job_from(_fields(mm, "ENGINE", "engine.jobs.payload", regs)))  # type: ignore[attr-defined]
+            pc += 4 * (1 + count)
+        elif code == SeqOp.WAIT:
+            target = operands[0]
+            if off == reg["DMA_DONE_COUNT"]:
+                m.dmas = [d for d in m.dmas if d[0] >= target]  # type: ignore[attr-defined]
+            elif off == reg["ENGINE_JOBS_DONE"]:
+                m.jobs_out = [j for j in m.jobs_out if j[0] >= target]  # type: ignore[attr-defined]
+            else:
+                raise StreamError(f"stream: a WAIT at {pc:#x} polls register {off:#x}")
+            pc += 8
+        elif code == SeqOp.JUMP:
+            target = operands[0]
+            for _, lo, hi, writes_l1 in m.dmas:  # type: ignore[attr-defined]
+                if writes_l1 and lo < target + layout.chunk_bytes and target < hi:
+                    raise StreamError(
+                        f"stream: the jump at {pc:#x} to {target:#x} enters a chunk whose DMA "
+                        "was not waited for"
+                    )
+            pc = target
+        elif code == SeqOp.STAMP:
+            op += 1
+            if op < len(names):
+                m.name = names[op]  # type: ignore[attr-defined]
+            l1[operands[0] : operands[0] + 4] = 0
+            pc += 8
+        else:
+            raise StreamError(f"stream: word {header:#010x} at L1 {pc:#x} is no command")
+    if m.dmas or m.jobs_out:  # type: ignore[attr-defined]
+        raise StreamError("stream: it ends with transfers or jobs it did not wait for")
