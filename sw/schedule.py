@@ -54,6 +54,7 @@ from tinyattn.sw.tiler import (
     LOAD,
     ONCE,
     OPERAND_KEYS,
+    RELOAD,
     STORE,
     WAIT_DMA,
     WAIT_JOB,
@@ -266,7 +267,8 @@ def gather_body(rec: OpRecord, index: np.ndarray, cost: CostModel) -> list[Actio
             while r < c1 and rows[r] == rows[r - 1] + 1:
                 r += 1
             src, dst = a.l2_addr + int(rows[q]) * a.l2_pitch, a.l1_addr + (q - c0) * a.l1_pitch
-            acts.append((LOAD, src, dst, rec.n, r - q, a.l2_pitch, a.l1_pitch))
+            kind = LOAD if q == c0 else RELOAD  # the chunk's later loads: ta_dma_resubmit
+            acts.append((kind, src, dst, rec.n, r - q, a.l2_pitch, a.l1_pitch))
             n += 1
             q = r
         for w in writes:
@@ -608,8 +610,8 @@ class _Machine:
         self.n_dma = self.n_job = 0
         for a in actions:
             kind = a[0]
-            if kind in (LOAD, STORE):
-                self.transfer(Direction.L2_TO_L1 if kind == LOAD else Direction.L1_TO_L2, *a[1:])
+            if kind in (LOAD, STORE, RELOAD):
+                self.transfer(Direction.L1_TO_L2 if kind == STORE else Direction.L2_TO_L1, *a[1:])
             elif kind == JOB:
                 self.job(a[1])
             elif kind == WAIT_DMA:

@@ -50,6 +50,7 @@ __all__ = [
     "KIND_GEMM",
     "ONCE",
     "OPERAND_KEYS",
+    "RELOAD",
     "Action",
     "CostModel",
     "OpCycles",
@@ -72,8 +73,9 @@ OPERAND_KEYS = ("a", "b", "c", "d", "p")
 ORDER_MN, ORDER_NM = 0, 1
 
 # Action kinds of the runtime loop (tuples, for speed: the search simulates thousands).
-LOAD, STORE, JOB, WAIT_DMA, WAIT_JOB, CORE = range(6)
-#: ``(LOAD|STORE, l2_addr, l1_addr, row_bytes, rows, l2_stride, l1_stride)``,
+LOAD, STORE, JOB, WAIT_DMA, WAIT_JOB, CORE, RELOAD = range(7)
+#: ``(LOAD|STORE, l2_addr, l1_addr, row_bytes, rows, l2_stride, l1_stride)``; ``RELOAD`` is
+#: a load the core pushes with ``ta_dma_resubmit`` (only addresses and rows written),
 #: ``(JOB, Job)``, ``(WAIT_DMA, n)`` (the first ``n`` transfers of the stream are done),
 #: ``(WAIT_JOB, n)`` (the first ``n`` jobs are done), ``(CORE, cycles)``.
 Action = tuple
@@ -123,6 +125,10 @@ class CostModel:
     #: Per row whose word offsets change from row to row (a stride that is not a multiple of
     #: the beat): the realigner loses about one cycle (682 vs 640 cycles at 128 bits).
     dma_row_realign: int = 1
+    #: Cycles per beat of a transfer that runs beside the engine: the engine's wide port
+    #: wins the L1 banks it uses (the DMA's lanes are narrow ports), so the DMA moves fewer
+    #: beats per cycle than on an idle cluster. Fitted on the fixture (see docs/deploy.md).
+    dma_beat: float = 1.3
     # Firmware on the control core: what sw/firmware/tinyattn_runtime.c does per record, per
     # job and per transfer, measured on the cluster RTL (ClusterConfig(), Verilator) by
     # verif/firmware/fw_costs.c, which includes the runtime and prints ta_cycles() around
@@ -134,6 +140,9 @@ class CostModel:
     #: queue-room test, 7 register writes and DMA_PUSH: `dma_submit` 406. The record
     #: fetches, the gathers and the fills pay it.
     dma_submit: int = 406
+    #: ta_dma_resubmit in a gather: the L2 and L1 addresses, the rows and DMA_PUSH (estimated
+    #: from dma_submit's 8 register writes and room test).
+    dma_resubmit: int = 120
     #: dma_wait / job_wait on a ticket already due (one done-counter read, a compare):
     #: `dma_wait_done` 44, `job_wait_done` 45. A wait that sleeps adds the same after the event.
     wait: int = 45
@@ -252,12 +261,12 @@ def dma_cycles(
         per_row = max(
             _cdiv(l2_addr % beat + row_bytes, beat), _cdiv(l1_addr % beat + row_bytes, beat)
         )
-        return fixed + rows * (per_row + cost.dma_row)
+        return fixed + int(rows * (per_row * cost.dma_beat + cost.dma_row))
     beats = 0
     for r in range(rows):
         a2, a1 = (l2_addr + r * l2_stride) % beat, (l1_addr + r * l1_stride) % beat
         beats += max(_cdiv(a2 + row_bytes, beat), _cdiv(a1 + row_bytes, beat))
-    return fixed + beats + rows * (cost.dma_row + cost.dma_row_realign)
+    return fixed + int(beats * cost.dma_beat) + rows * (cost.dma_row + cost.dma_row_realign)
 
 
 def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> OpCycles:
@@ -276,14 +285,15 @@ def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> 
     d_free = j_free = d_busy = j_busy = 0
     for act in actions:
         kind = act[0]
-        if kind in (LOAD, STORE):
+        if kind in (LOAD, STORE, RELOAD):
             i = len(d_end)
             if i >= dq:
                 core = max(core, d_start[i - dq])
-            core += cost.dma_submit
-            fw += cost.dma_submit
+            submit = cost.dma_resubmit if kind == RELOAD else cost.dma_submit
+            core += submit
+            fw += submit
             dur = dma_cycles(
-                Direction.L2_TO_L1 if kind == LOAD else Direction.L1_TO_L2, *act[1:], cfg, cost
+                Direction.L1_TO_L2 if kind == STORE else Direction.L2_TO_L1, *act[1:], cfg, cost
             )
             s = max(core, d_free)
             d_free = s + dur

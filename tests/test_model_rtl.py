@@ -29,10 +29,10 @@ from tinyattn.sw.tiler import CACHED, DOUBLE, KIND_ATTENTION, ONCE
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 
-#: 4 x 16 engine (acc_bits 32, as the lowering requires), 2 KiB L1, 64-bit DMA.
+#: 4 x 16 engine (acc_bits 32, as the lowering requires), 4 KiB L1, 64-bit DMA.
 TINY_CFG = ClusterConfig(
     engine=EngineConfig(n_pe=4, vec_len=16, tile_m=8, max_seq=64, max_dim=512),
-    memory=MemoryConfig(n_banks=8, bank_words=64),
+    memory=MemoryConfig(n_banks=8, bank_words=128),
     dma=DmaConfig(dma_bits=64),
 )
 TINY = MobileBertConfig(

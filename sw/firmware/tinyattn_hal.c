@@ -195,6 +195,17 @@ uint32_t ta_dma_submit(const ta_dma_t *dma)
     return ++dma_pushed;
 }
 
+uint32_t ta_dma_resubmit(uint32_t l2_addr, uint32_t l1_addr, uint32_t rows)
+{
+    volatile void *regs = TA_REGS;
+
+    tinyattn_dma_l2_addr_write(regs, l2_addr);
+    tinyattn_dma_l1_addr_write(regs, l1_addr);
+    tinyattn_dma_rows_write(regs, rows);
+    tinyattn_dma_push(regs);
+    return ++dma_pushed;
+}
+
 void ta_dma_wait(uint32_t ticket)
 {
     wait_until(dma_reached, ticket, 1);

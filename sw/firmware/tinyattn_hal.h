@@ -153,6 +153,13 @@ typedef struct {
 
 /* Waits for room in the DMA queue, writes the descriptor, pushes it; returns its ticket. */
 uint32_t ta_dma_submit(const ta_dma_t *dma);
+/*
+ * Pushes the descriptor submitted last with a new L2 address, L1 address and row count
+ * (the staging registers keep the rest): 4 register writes instead of 8, and no room test:
+ * with the queue full the writes are held on the bus until it has room. Only while nothing
+ * else (another core, the sequencer) stages descriptors. Returns its ticket.
+ */
+uint32_t ta_dma_resubmit(uint32_t l2_addr, uint32_t l1_addr, uint32_t rows);
 
 static inline int ta_dma_done(uint32_t ticket)
 {

@@ -85,11 +85,15 @@ static int run_gather(const ta_record_t *r)
 
         for (uint32_t q = c0; q < c1;) {
             uint32_t end = q + 1, next = 0, l1_end = l1 + table->l1_pitch;
+            uint32_t l2 = table->l2_addr + row * table->l2_pitch;
 
             while (end < c1 && (next = table_row(r, index, end)) == row + (end - q))
                 end++, l1_end += table->l1_pitch;
-            dma(LOAD, table->l2_addr + row * table->l2_pitch, l1, r->n, end - q,
-                table->l2_pitch, table->l1_pitch);
+            /* The chunk's loads differ only in their addresses and rows. */
+            if (q == c0)
+                dma(LOAD, l2, l1, r->n, end - q, table->l2_pitch, table->l1_pitch);
+            else
+                transfers++, ta_dma_resubmit(l2, l1, end - q);
             q = end;
             row = next;
             l1 = l1_end;

@@ -58,6 +58,7 @@ int main(void)
     empty = lo;
 
     MEASURE("dma_submit", , dma(LOAD, 0x10000, 0, 64, 1, 64, 64));
+    MEASURE("dma_resubmit", , ta_dma_resubmit(0x10000, 0, 1));
     MEASURE("dma_wait_done", , dma_wait(ta_dma_last()));
     MEASURE("copy_record_176", , copy_from_l1(scratch, 0, 176));
     {
