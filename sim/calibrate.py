@@ -33,6 +33,8 @@ from tinyattn.sw.tiler import KIND_ATTENTION, KIND_FILL, KIND_GATHER, KIND_GEMM
 
 __all__ = [
     "CLOCK_HZ",
+    "REFERENCE_INFERENCES_PER_S",
+    "run_mobilebert_bench",
     "Comparison",
     "ComparisonRow",
     "compare",
@@ -206,6 +208,66 @@ def run_model_bench(
             "utilization": ideal / out.cycles,
             "inferences_per_s": CLOCK_HZ / out.cycles,
             "engine_busy_cycles": out.run.counters.get("engine_busy_cycles"),
+            "wall_s": round(wall, 1),
+        }
+    )
+    return records, cmp
+
+
+#: The reference system's published figure (Wiese et al., 8-bit MobileBERT end to end).
+REFERENCE_INFERENCES_PER_S = 32.5
+
+
+def run_mobilebert_bench(
+    cfg: ClusterConfig | None = None,
+    *,
+    sim: str = "verilator",
+    layers: int = 24,
+    seq_len: int = 128,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], Comparison]:
+    """The synthetic ``mobilebert-uncased`` (``layers`` layers) at ``seq_len`` on the RTL.
+
+    Deployed as ``tinyattn run synthetic`` does, run with the Verilog L2, and checked bit
+    for bit against ``QuantizedMobileBert.forward`` (every hidden state). The records are
+    one per op kind (summed over the layers) and the total, with the utilization of the
+    engine's peak, inferences/s at :data:`CLOCK_HZ` and the reference system's figure.
+    """
+    from tinyattn.sim.model_run import run_model
+    from tinyattn.sw.deploy_flow import prepare
+
+    cfg = cfg or ClusterConfig()
+    prepared = prepare("synthetic", layers=layers, seq_len=seq_len, seed=seed)
+    t0 = time.monotonic()
+    out = run_model(prepared.qmodel, cfg, prepared.input_ids, prepared.token_type_ids, sim)
+    wall = time.monotonic() - t0
+    sched = out.schedule
+    predicted = predict_with_ids(sched, prepared.input_ids, prepared.token_type_ids)
+    cmp = compare(sched, out.record_cycles, predicted)
+    records: list[dict[str, Any]] = [
+        {
+            "name": f"mobilebert {r.kind}",
+            "records": r.records,
+            "cycles": r.measured,
+            "predicted": r.predicted,
+            "error": round(r.error, 4),
+        }
+        for r in cmp.ops
+    ]
+    ideal = sched.program.macs.total / cfg.engine.macs_per_cycle
+    records.append(
+        {
+            "name": f"mobilebert {layers} layers S={seq_len}",
+            "records": cmp.total.records,
+            "cycles": out.cycles,
+            "predicted": cmp.total.predicted,
+            "error": round(cmp.total.error, 4),
+            "ideal_cycles": round(ideal),
+            "utilization": ideal / out.cycles,
+            "inferences_per_s": CLOCK_HZ / out.cycles,
+            "reference_inferences_per_s": REFERENCE_INFERENCES_PER_S,
+            "engine_busy_cycles": out.run.counters.get("engine_busy_cycles"),
+            "sim_cycles_per_s": round(out.run.cycles_per_second),
             "wall_s": round(wall, 1),
         }
     )

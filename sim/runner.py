@@ -108,6 +108,8 @@ def run_bench(
     waves: bool | None = None,
     seed: int = 1,
     public: Sequence[str] = (),
+    wrapper: tuple[str, Sequence[Path]] | None = None,
+    plusargs: Sequence[str] = (),
 ) -> BenchResult:
     """Simulate ``test_module`` (an importable cocotb module) against top ``top``.
 
@@ -133,10 +135,14 @@ def run_bench(
             "Verilator FST waves need the lz4 headers: apt-get install liblz4-dev "
             "(make test installs it where it may)"
         )
-    sources = verilog_sources(top, cfg)
+    if wrapper is None:
+        sources = verilog_sources(top, cfg)
+        module = verilog_module_name(top)
+    else:
+        module, wrapped = wrapper
+        sources = list(wrapped)
     verilog = sources[0]
-    module = verilog_module_name(top)
-    build_dir = verilog.parent / (sim + ("-waves" if waves else ""))
+    build_dir = verilog.parent / (sim + ("-waves" if waves else "") + ("-" + module if wrapper else ""))
 
     runner = get_runner(sim)
     build_args: list[str] = []
@@ -222,9 +228,10 @@ def run_bench(
             waves=waves,
             # Icarus writes its FST where this plusarg says; Verilator writes
             # dump.fst into the run folder by itself.
-            plusargs=[f"+dumpfile_path={test_dir / WAVES_FILE}"]
-            if waves and sim == "icarus"
-            else [],
+            plusargs=[
+                *plusargs,
+                *([f"+dumpfile_path={test_dir / WAVES_FILE}"] if waves and sim == "icarus" else []),
+            ],
             timescale=("1ns", "1ps"),
             log_file=test_dir / "sim.log",
         )

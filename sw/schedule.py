@@ -19,6 +19,7 @@ job that was not waited for uses. The hidden states are read back from L2; they 
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,13 @@ from tinyattn.sw.memplan import (
     plan_l2,
 )
 from tinyattn.sw.quantize import QuantizedMobileBert
-from tinyattn.sw.stream import Stream, StreamLayout, build_stream, run_stream
+from tinyattn.sw.stream import (
+    Stream,
+    StreamLayout,
+    build_stream,
+    predict_stream,
+    run_stream,
+)
 from tinyattn.sw.tiler import (
     CORE,
     JOB,
@@ -484,6 +491,8 @@ def build_schedule(
             plans.append(None)
         else:
             plan = plan_op(steps, l2.placements, cfg, capacity, seq_cost, memo=memo)
+            if (len(records) - prologue) % 2:
+                plan = plan.mirrored(capacity)  # from the top: see sw/stream.py
             records.append(plan.record)
             plans.append(plan)
         names.append(steps[0].op if kind in ("gemm", "attention") else steps[0].name)
@@ -519,18 +528,28 @@ def build_schedule(
             view = np.frombuffer(image, np.uint8, t.nbytes, p.addr).reshape(t.rows, t.pitch)
             view[:, : t.row_bytes] = raw
     predicted = []
-    for i, rec in enumerate(records):
-        if i < prologue:
-            fetch = _fetch_actions(records_addr + i * size, l1_record_addr, size)
-            predicted.append(
-                simulate(fetch, cfg, cost) + simulate(_actions_static(rec, cost), cfg, cost)
-            )
-        else:
-            predicted.append(simulate(op_actions(rec, seq_cost), cfg, seq_cost))
+    for i, rec in enumerate(records[:prologue]):
+        fetch = _fetch_actions(records_addr + i * size, l1_record_addr, size)
+        body = simulate(_actions_static(rec, cost), cfg, cost)
+        predicted.append(simulate(fetch, cfg, cost) + body)
+    predicted += _stream_cycles(stream, records[prologue:], cfg, seq_cost)
     return Schedule(
         program, cfg, cost, l2, bytes(image), size, records_addr, l1_record_addr,
         tuple(records), tuple(names), tuple(plans), tuple(predicted), prologue, stream,
     )  # fmt: skip
+
+
+def _stream_cycles(
+    stream: Stream, records: Sequence[OpRecord], cfg: ClusterConfig, cost: CostModel
+) -> list[OpCycles]:
+    """Each engine op's predicted cycles: the total from the whole stream's timing (STAMP to
+    STAMP, so the overlap between ops counts once); busy cycles and counts of the op alone."""
+    totals = predict_stream(stream, cfg, cost)
+    out = []
+    for total, rec in zip(totals, records, strict=True):
+        alone = simulate(op_actions(rec, cost), cfg, cost)
+        out.append(dataclasses.replace(alone, total=total))
+    return out
 
 
 def _actions_static(rec: OpRecord, cost: CostModel) -> list[Action]:
@@ -743,9 +762,7 @@ def execute_schedule(
         layout = StreamLayout(stream_addr, chunk_bytes, l1_buffers, 0, 0)
         machine.n_dma = machine.n_job = 0
         run_stream(machine, l1, cfg, layout, schedule.names[count:])
-        seq_cost = cost.sequencer()
-        for rec in schedule.records[count:]:
-            cycles.append(simulate(op_actions(rec, seq_cost), cfg, seq_cost))
+        cycles += _stream_cycles(schedule.stream, schedule.records[count:], cfg, cost.sequencer())
     states = []
     for name in program.outputs:
         t, p = program.tensors[name], schedule.l2.placements[name]

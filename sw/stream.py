@@ -23,6 +23,7 @@ executor's machine, each wait into a wait, so the race checker judges the stream
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -36,9 +37,23 @@ from tinyattn.hw.regmap import MemoryMap, register_map
 from tinyattn.hw.sequencer import SeqOp
 from tinyattn.sw.command_list import CommandList
 from tinyattn.sw.memplan import PlanError
-from tinyattn.sw.tiler import JOB, LOAD, STORE, WAIT_DMA, WAIT_JOB, CostModel, OpRecord, op_actions
+from tinyattn.sw.tiler import (
+    CORE,
+    JOB,
+    LOAD,
+    MARK,
+    STORE,
+    WAIT_DMA,
+    WAIT_JOB,
+    Action,
+    CostModel,
+    OpRecord,
+    op_actions,
+    simulate,
+)
+from tinyattn.verif.engine_model import job_tensors
 
-__all__ = ["Stream", "StreamLayout", "build_stream", "run_stream"]
+__all__ = ["Stream", "StreamError", "StreamLayout", "build_stream", "predict_stream", "run_stream"]
 
 #: Words that close a chunk: WAIT for the next chunk's DMA, JUMP to it.
 _TAIL_WORDS = 4
@@ -69,6 +84,9 @@ class Stream:
     jobs: int
     transfers: int
     ops: int
+    #: What the commands do, as :func:`tinyattn.sw.tiler.simulate` actions numbered over
+    #: the whole stream, with a ``MARK`` at every STAMP.
+    actions: tuple[Action, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -76,15 +94,17 @@ class Stream:
 
 
 class _Writer:
-    """Appends command groups to chunks; a group never straddles two chunks."""
+    """Appends command groups to chunks; a group never straddles two chunks. ``actions``
+    mirrors what the commands do, numbered over the whole stream, for :func:`simulate`."""
 
-    def __init__(self, cfg: ClusterConfig, layout: StreamLayout) -> None:
-        self.cfg, self.layout = cfg, layout
+    def __init__(self, cfg: ClusterConfig, layout: StreamLayout, cost: CostModel) -> None:
+        self.cfg, self.layout, self.cost = cfg, layout, cost
         self.chunk_words = layout.chunk_bytes // 4
         self.chunks: list[list[int]] = []
         self.cur: list[int] = []
         self.transfers = self.jobs = 0
         self.prefetch = 0  # the ticket of the current chunk's prefetch
+        self.actions: list[Action] = []
         self._open()
 
     def list(self) -> CommandList:
@@ -94,18 +114,20 @@ class _Writer:
         i = len(self.chunks)
         lay = self.layout
         nbytes = lay.chunk_bytes
-        t = _transfer(Direction.L2_TO_L1, lay.l2_addr + (i + 1) * nbytes, lay.buffer(i + 1), nbytes)
-        self.cur = list(self.list().transfer(t).words)
+        load = (LOAD, lay.l2_addr + (i + 1) * nbytes, lay.buffer(i + 1), nbytes, 1, nbytes, nbytes)
+        self.cur = list(self.list().transfer(_transfer(Direction.L2_TO_L1, *load[1:])).words)
         self.transfers += 1
+        self.actions.append(load)
         self.prefetch = self.transfers
 
     def _close(self) -> None:
         i = len(self.chunks)
         tail = self.list().wait_dma(self.prefetch).jump(self.layout.buffer(i + 1)).words
         self.chunks.append(self.cur + tail)
+        self.actions += [(WAIT_DMA, self.prefetch), (CORE, self.cost.seq_wait)]
         self._open()
 
-    def add(self, words: list[int], *, transfers: int = 0, jobs: int = 0) -> None:
+    def add(self, words: list[int], action: Action | None = None) -> None:
         if len(self.cur) + len(words) + _TAIL_WORDS > self.chunk_words:
             self._close()
             if len(self.cur) + len(words) + _TAIL_WORDS > self.chunk_words:
@@ -114,8 +136,28 @@ class _Writer:
                     f"{self.layout.chunk_bytes}-byte chunk"
                 )
         self.cur += words
-        self.transfers += transfers
-        self.jobs += jobs
+        if action is not None:
+            self.actions.append(action)
+            if action[0] in (LOAD, STORE):
+                self.transfers += 1
+            elif action[0] == JOB:
+                self.jobs += 1
+
+    def transfer(self, act: Action) -> int:
+        """Push the LOAD / STORE ``act``; returns the stream's transfer count after it."""
+        d = Direction.L1_TO_L2 if act[0] == STORE else Direction.L2_TO_L1
+        self.add(self.list().transfer(_transfer(d, *act[1:])).words, act)
+        return self.transfers
+
+    def wait_dma(self, count: int) -> None:
+        self.add(self.list().wait_dma(count).words, (WAIT_DMA, count))
+
+    def wait_jobs(self, count: int) -> None:
+        self.add(self.list().wait_jobs(count).words, (WAIT_JOB, count))
+
+    def stamp(self, l1_addr: int) -> None:
+        self.add(self.list().stamp(l1_addr).words, (MARK,))
+        self.actions.append((CORE, self.cost.seq_op))
 
     def finish(self, end: list[int]) -> list[list[int]]:
         if len(self.cur) + len(end) > self.chunk_words:
@@ -136,39 +178,91 @@ def _transfer(
     )  # fmt: skip
 
 
+def _span(addr: int, nbytes: int, rows: int, stride: int) -> tuple[int, int]:
+    return addr, addr + (rows - 1) * stride + nbytes
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _first_loads(acts: list[Action]) -> int:
+    """The end of ``loads(0)`` in ``op_actions``' list: the actions before the first job's
+    staging (after the op's own leading CORE action)."""
+    i = 1
+    while acts[i][0] == LOAD:
+        i += 1
+    return i
+
+
 def build_stream(
     records: Sequence[OpRecord], cfg: ClusterConfig, cost: CostModel, layout: StreamLayout
 ) -> Stream:
     """The command stream that runs ``records`` (engine ops) in order, as ``op_actions``
-    gives their loops; ``cost`` only feeds ``op_actions`` (it does not change the commands).
+    gives their loops, with the next op's first tiles loaded early where they can be.
+
+    While op ``r`` runs its last job, the loads of op ``r + 1``'s first tiles are pushed if
+    they touch no L1 byte of that job (consecutive ops' buffers sit at opposite ends of L1,
+    :meth:`OpPlan.mirrored`) and no L2 byte of its last store, which is pushed after them.
+    Nothing else is reordered; an op's final wait for all its transfers is left to the
+    next op's waits, which the DMA's in-order queue makes equivalent.
     """
-    w = _Writer(cfg, layout)
-    for r, rec in enumerate(records):
-        w.add(w.list().stamp(layout.stamps_l1 + 4 * r).words)
+    w = _Writer(cfg, layout, cost)
+    acts = [op_actions(rec, cost) for rec in records]
+    early: dict[tuple[int, int], int] = {}  # (op, action index) -> transfer count after it
+    for r, a in enumerate(acts):
+        w.stamp(layout.stamps_l1 + 4 * r)
         jobs0 = w.jobs
-        after = [w.transfers]  # after[n]: the stream's transfer count after the op's n-th
-        for act in op_actions(rec, cost):
+        after = [w.transfers]  # after[n]: the stream's count after the op's n-th transfer
+        last_job_wait = max(i for i, act in enumerate(a) if act[0] == WAIT_JOB)
+        for i, act in enumerate(a):
             kind = act[0]
+            if i == last_job_wait and r + 1 < len(acts):
+                last_job = next(x[1] for x in reversed(a) if x[0] == JOB)
+                last_store = next(x for x in reversed(a) if x[0] == STORE)
+                busy = [
+                    (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
+                    for _, addr, stride, hstride, heads, rows, row_bytes in job_tensors(last_job)
+                ]
+                stored = _span(last_store[1], last_store[3], last_store[4], last_store[5])
+                nxt = acts[r + 1]
+                for j in range(1, _first_loads(nxt)):
+                    ld = nxt[j]
+                    l1 = _span(ld[2], ld[3], ld[4], ld[6])
+                    l2 = _span(ld[1], ld[3], ld[4], ld[5])
+                    if not any(_overlaps(l1, b) for b in busy) and not _overlaps(l2, stored):
+                        early[(r + 1, j)] = w.transfer(ld)
             if kind in (LOAD, STORE):
-                d = Direction.L2_TO_L1 if kind == LOAD else Direction.L1_TO_L2
-                w.add(w.list().transfer(_transfer(d, *act[1:])).words, transfers=1)
-                after.append(w.transfers)
+                after.append(early[(r, i)] if (r, i) in early else w.transfer(act))
             elif kind == JOB:
-                w.add(w.list().job(act[1]).words, jobs=1)
+                w.add(w.list().job(act[1]).words, act)
             elif kind == WAIT_DMA and act[1]:
-                w.add(w.list().wait_dma(after[act[1]]).words)
+                if i == len(a) - 1 and r + 1 < len(acts):
+                    continue  # the next op's waits cover it (in-order DMA)
+                w.wait_dma(max(after[1 : act[1] + 1]))
             elif kind == WAIT_JOB and act[1]:
-                w.add(w.list().wait_jobs(jobs0 + act[1]).words)
+                w.wait_jobs(jobs0 + act[1])
+            elif kind == CORE and i:
+                w.actions.append(act)
     n = len(records)
-    w.add(w.list().stamp(layout.stamps_l1 + 4 * n).words)
-    stamps = _transfer(Direction.L1_TO_L2, layout.stamps_l2, layout.stamps_l1, 4 * (n + 1))
-    w.add(w.list().transfer(stamps).words, transfers=1)
+    w.stamp(layout.stamps_l1 + 4 * n)
+    w.transfer((STORE, layout.stamps_l2, layout.stamps_l1, 4 * (n + 1), 1, 4 * (n + 1),
+                4 * (n + 1)))  # fmt: skip
     end = w.list().wait_dma(w.transfers).end().words
+    w.actions.append((WAIT_DMA, w.transfers))
     chunks = w.finish(end)
     words = np.zeros((len(chunks) + 1) * w.chunk_words, np.uint32)
     for i, chunk in enumerate(chunks):
         words[i * w.chunk_words : i * w.chunk_words + len(chunk)] = chunk
-    return Stream(layout, words, len(chunks), w.jobs, w.transfers, n)
+    return Stream(layout, words, len(chunks), w.jobs, w.transfers, n, tuple(w.actions))
+
+
+def predict_stream(stream: Stream, cfg: ClusterConfig, cost: CostModel) -> list[int]:
+    """Predicted cycles of each op of the stream: from its STAMP to the next (the last op
+    to the final STAMP), the stream timed as a whole by :func:`simulate`."""
+    marks: list[int] = []
+    simulate(stream.actions, cfg, cost, marks)
+    return [b - a for a, b in itertools.pairwise(marks)]
 
 
 # --------------------------------------------------------------------------------------------

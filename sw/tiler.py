@@ -48,6 +48,7 @@ __all__ = [
     "KIND_FILL",
     "KIND_GATHER",
     "KIND_GEMM",
+    "MARK",
     "ONCE",
     "OPERAND_KEYS",
     "RELOAD",
@@ -73,9 +74,10 @@ OPERAND_KEYS = ("a", "b", "c", "d", "p")
 ORDER_MN, ORDER_NM = 0, 1
 
 # Action kinds of the runtime loop (tuples, for speed: the search simulates thousands).
-LOAD, STORE, JOB, WAIT_DMA, WAIT_JOB, CORE, RELOAD = range(7)
+LOAD, STORE, JOB, WAIT_DMA, WAIT_JOB, CORE, RELOAD, MARK = range(8)
 #: ``(LOAD|STORE, l2_addr, l1_addr, row_bytes, rows, l2_stride, l1_stride)``; ``RELOAD`` is
-#: a load the core pushes with ``ta_dma_resubmit`` (only addresses and rows written),
+#: a load the core pushes with ``ta_dma_resubmit`` (only addresses and rows written);
+#: ``(MARK,)`` costs nothing and records the issuer's time (``simulate(marks=...)``),
 #: ``(JOB, Job)``, ``(WAIT_DMA, n)`` (the first ``n`` transfers of the stream are done),
 #: ``(WAIT_JOB, n)`` (the first ``n`` jobs are done), ``(CORE, cycles)``.
 Action = tuple
@@ -269,8 +271,15 @@ def dma_cycles(
     return fixed + int(beats * cost.dma_beat) + rows * (cost.dma_row + cost.dma_row_realign)
 
 
-def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> OpCycles:
+def simulate(
+    actions: Sequence[Action],
+    cfg: ClusterConfig,
+    cost: CostModel,
+    marks: list[int] | None = None,
+) -> OpCycles:
     """Time ``actions`` with the core, the DMA and the engine running concurrently.
+
+    ``marks``, when given, receives the issuer's time at every ``MARK`` action.
 
     The core executes the actions in order. A submission waits for room in its queue
     (``dma.queue_depth`` / ``engine.job_queue_depth`` waiting besides the running one) and
@@ -322,6 +331,9 @@ def simulate(actions: Sequence[Action], cfg: ClusterConfig, cost: CostModel) -> 
                 core = max(core, j_end[act[1] - 1])
             core += cost.wait
             fw += cost.wait
+        elif kind == MARK:
+            if marks is not None:
+                marks.append(core)
         else:
             core += act[1]
             fw += act[1]
@@ -579,6 +591,23 @@ class OpPlan:
             for k, o in zip(OPERAND_KEYS, self.record.operands, strict=True)
             if o.mode
         }
+
+    def mirrored(self, capacity: int) -> OpPlan:
+        """The same plan with its buffers placed from the top of ``capacity`` down: a buffer
+        at ``[a, e)`` moves to ``[capacity - e, capacity - a)``. Consecutive ops placed from
+        opposite ends overlap as little as L1 allows, so that the next op's first tiles
+        can load while this one finishes (:mod:`tinyattn.sw.stream`)."""
+        moved = {
+            k: dataclasses.replace(b, addr=capacity - b.end) for k, b in self.arena.buffers.items()
+        }
+        ops = tuple(
+            dataclasses.replace(o, l1_addr=moved[k].addr) if k in moved else o
+            for k, o in zip(OPERAND_KEYS, self.record.operands, strict=True)
+        )
+        arena = dataclasses.replace(self.arena, buffers=moved)
+        return dataclasses.replace(
+            self, record=dataclasses.replace(self.record, operands=ops), arena=arena
+        )
 
 
 def _sizes(dim: int, granule: int) -> list[int]:

@@ -227,6 +227,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"(static prediction {t['predicted_static']:,} cycles)"
             )
             records += model
+        if args.what in ("mobilebert", "all"):
+            from tinyattn.sim.calibrate import CLOCK_HZ, run_mobilebert_bench
+
+            print(
+                f"mobilebert: the synthetic 24-layer mobilebert-uncased at S=128, config "
+                f"{cfg.stable_hash()}, on {args.sim}: bit-exact, measured per op kind against "
+                "the tiler's prediction"
+            )
+            sys.stdout.flush()
+            bert, comparison = run_mobilebert_bench(cfg, sim=args.sim)
+            for r in bert:
+                r["group"] = "mobilebert"
+            print(comparison.format())
+            t = bert[-1]
+            print(
+                f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
+                f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
+                f"{t['inferences_per_s']:,.1f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
+                f"(reference system: {t['reference_inferences_per_s']} inferences/s); "
+                f"simulated in {t['wall_s']:.0f} s"
+            )
+            records += bert
         if synthesis is not None:
             _report_area(synthesis, cfg, records)
     except BaseException:
@@ -488,9 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         "control core running queued jobs with DMA in and out; submit cost, simulation "
         "speed and code size. model (not in all): the 2-layer MobileBERT fixture at S=128 on "
         "the RTL, bit-exact; measured cycles per op kind against the tiler's prediction, "
-        "utilization and inferences/s at 500 MHz.",
+        "utilization and inferences/s at 500 MHz. mobilebert: the same for the synthetic "
+        "24-layer MobileBERT (a few minutes of simulation).",
     )
-    p.add_argument("what", choices=("engine", "interconnect", "firmware", "model", "all"))
+    p.add_argument(
+        "what", choices=("engine", "interconnect", "firmware", "model", "mobilebert", "all")
+    )
     config_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument(

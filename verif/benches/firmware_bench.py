@@ -13,7 +13,9 @@ What the bench does:
 3. raises ``fetch_enable`` and sleeps until the firmware writes ``HOST_EXIT``
    (``host__ended``), a core stops on a fault (``fault``), or the cycle limit passes.
    Python is not on the per-cycle path meanwhile: the console wakes it once per byte,
-   the L2 server (:class:`L2Server`) only while the DMA has L2 traffic;
+   the L2 server (:class:`L2Server`) only while the DMA has L2 traffic. On the
+   ``tinyattn_cluster_l2`` top (spec ``rtl_l2``) the L2 is Verilog
+   (:mod:`tinyattn.sim.l2_top`) and Python stays out of the run entirely;
 4. reads the performance counters through an external core port (when the
    configuration has one), and writes the results and L2 back.
 
@@ -169,7 +171,8 @@ def _faults(dut: Any, cfg: ClusterConfig) -> list[dict[str, Any]]:
         cause = FaultCause(entry["cause"])
         if cause is FaultCause.NONE:
             continue
-        cpu = getattr(dut, f"core_{core}").cpu.picorv32
+        cluster = dut.cluster if hasattr(dut, "l2_dump") else dut
+        cpu = getattr(cluster, f"core_{core}").cpu.picorv32
         out.append(
             {"core": core, "cause": cause.name, "addr": entry["addr"], "pc": int(cpu.reg_pc.value)}
         )
@@ -184,21 +187,25 @@ async def run_firmware(dut: Any) -> None:
     images = [np.fromfile(path, dtype="<u4") for path in spec["images"]]
     l2_image = np.fromfile(spec["l2_image"], dtype=np.uint8) if spec["l2_image"] else None
 
+    rtl_l2 = bool(spec.get("rtl_l2"))
     drive_idle(obi_ports(dut, "cores", cfg.interconnect.n_cores - cfg.core.count))
     dut.fetch_enable.value = 0
     dut.loader__valid.value = 0
-    dut.l2_req__ready.value = 0
-    dut.l2_rsp__valid.value = 0
-    dut.l2_rsp__payload.value = 0
+    if rtl_l2:
+        dut.l2_dump.value = 0
+    else:
+        dut.l2_req__ready.value = 0
+        dut.l2_rsp__valid.value = 0
+        dut.l2_rsp__payload.value = 0
     await start_clock_and_reset(dut)
     loaded = await load(dut, cfg, images)
 
     mem = PagedMemory(spec["seed"])
-    if l2_image is not None:
+    if l2_image is not None and not rtl_l2:
         mem.write(0, l2_image)
     l2 = L2Server(dut, cfg, mem, spec)
     console = Console(dut)
-    l2_task = cocotb.start_soon(l2.run())
+    l2_task = None if rtl_l2 else cocotb.start_soon(l2.run())
     console_task = cocotb.start_soon(console.run())
 
     await FallingEdge(dut.clk)
@@ -229,9 +236,16 @@ async def run_firmware(dut: Any) -> None:
     if reader.port is not None:
         result["counters"] = {name: await reader.read(b, r) for name, b, r in COUNTERS}
     console_task.cancel()
-    l2_task.cancel()
+    if l2_task is not None:
+        l2_task.cancel()
     await FallingEdge(dut.clk)
     dut.fetch_enable.value = 0
-    if l2_image is not None:
+    if rtl_l2:
+        result["l2_error"] = bool(dut.l2_error.value)
+        dut.l2_dump.value = 1  # the model writes its image back in this cycle
+        await FallingEdge(dut.clk)
+        dut.l2_dump.value = 0
+        await FallingEdge(dut.clk)
+    elif l2_image is not None:
         mem.read(0, len(l2_image)).tofile(Path("l2_after.bin"))
     Path("firmware_result.json").write_text(json.dumps(result, indent=2, sort_keys=True))

@@ -323,6 +323,14 @@ class Scoreboard:
         self.outputs = ["irq", *(n for n in tb.model.outputs(tb.inputs.now))]
         self.outputs = sorted(set(self.outputs))
         self.handles = {n: getattr(self.dut, n) for n in self.outputs}
+        # Every output a W1P field pulses (the map's, so a new one is counted too).
+        self.pulse_outputs = sorted(
+            {
+                tb.ports.locate(f.hw)[0]
+                for _, f in tb.mm.fields()
+                if f.access is Access.W1P and f.hw and not f.hw.startswith("internal.")
+            }
+        )
 
     def drive(self, cycle: int) -> None:
         pass
@@ -342,7 +350,7 @@ class Scoreboard:
                     f"(seed {tb.seed})"
                 )
         self.irq_cycles += got["irq"]
-        for name in ("engine__clear", "dma__clear", "dma__error_ack"):
+        for name in self.pulse_outputs:
             self.pulses[name] = self.pulses.get(name, 0) + got[name]
         # Streams: an offer stays, unchanged, until taken (a CLEAR may withdraw it).
         for unit, prefix, clear in (
