@@ -10,8 +10,9 @@ CPU raises ``mem_valid`` with ``mem_addr``, ``mem_wdata``, ``mem_wstrb`` (0 for 
 read) and ``mem_instr`` (an instruction fetch), and holds them until a cycle with
 ``mem_ready``; ``mem_rdata`` is sampled in that cycle. One transfer at a time.
 
-Configuration: rv32imc (``COMPRESSED_ISA``, ``ENABLE_MUL``, ``ENABLE_DIV``), a barrel
-shifter, cycle/instret counters (``rdcycle``), and the IRQ unit without q-registers
+Configuration: rv32imc (``COMPRESSED_ISA``, ``ENABLE_FAST_MUL``, ``ENABLE_DIV``), a barrel
+shifter, a single-cycle multiplier (the sequential one took 40-70 cycles per ``mul``, which
+the gathers of the deploy flow pay per position), cycle/instret counters (``rdcycle``), and the IRQ unit without q-registers
 or timer. The firmware does not take interrupts: every IRQ stays masked (PicoRV32's
 reset value of ``irq_mask``), and the SDK sleeps on the cluster's ``irq`` with the
 ``waitirq`` instruction, which returns when any IRQ, masked or not, is pending. The
@@ -140,7 +141,8 @@ class PicoRV32(wiring.Component):
             p_COMPRESSED_ISA=Const(1, 1),
             p_CATCH_MISALIGN=Const(1, 1),
             p_CATCH_ILLINSN=Const(1, 1),
-            p_ENABLE_MUL=Const(1, 1),
+            p_ENABLE_MUL=Const(0, 1),
+            p_ENABLE_FAST_MUL=Const(1, 1),
             p_ENABLE_DIV=Const(1, 1),
             p_ENABLE_IRQ=Const(1, 1),
             p_ENABLE_IRQ_QREGS=Const(0, 1),

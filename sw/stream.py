@@ -239,7 +239,9 @@ def build_stream(
             elif kind == WAIT_DMA and act[1]:
                 if i == len(a) - 1 and r + 1 < len(acts):
                     continue  # the next op's waits cover it (in-order DMA)
-                w.wait_dma(max(after[1 : act[1] + 1]))
+                # after[0]: what earlier ops pushed (their last store follows our early
+                # loads), so that a job never overwrites L1 a store has still to read.
+                w.wait_dma(max(after[: act[1] + 1]))
             elif kind == WAIT_JOB and act[1]:
                 w.wait_jobs(jobs0 + act[1])
             elif kind == CORE and i:

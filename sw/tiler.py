@@ -142,9 +142,9 @@ class CostModel:
     #: queue-room test, 7 register writes and DMA_PUSH: `dma_submit` 406. The record
     #: fetches, the gathers and the fills pay it.
     dma_submit: int = 406
-    #: ta_dma_resubmit in a gather: the L2 and L1 addresses, the rows and DMA_PUSH (estimated
-    #: from dma_submit's 8 register writes and room test).
-    dma_resubmit: int = 120
+    #: ta_dma_resubmit in a gather: the L2 and L1 addresses, the rows and DMA_PUSH, with the
+    #: run detection around it. Fitted with gather_row on the fixture's two gathers.
+    dma_resubmit: int = 190
     #: dma_wait / job_wait on a ticket already due (one done-counter read, a compare):
     #: `dma_wait_done` 44, `job_wait_done` 45. A wait that sleeps adds the same after the event.
     wait: int = 45
@@ -154,11 +154,11 @@ class CostModel:
     #: (300, fitted: a fill record measures 3,265 = this + its fetch 471 + run_fill 1,187).
     #: Records of the fixture's 4 heads; the copy grows by 2 words per 2 heads beyond.
     op: int = 1607
-    #: Per gathered position: the bounds check of its id, table_row (an L1 read; a multiply
-    #: by the index pitch unless 1) and the run test; with the multiply of each run's L2
-    #: address by the table pitch. Fitted on the fixture's two gathers (word table, 128
-    #: runs: 85,183; position + type table, 71 runs: 57,666 measured), whose sum it matches.
-    gather_row: int = 191
+    #: Per gathered position: the bounds check of its id, table_row (an L1 read and a
+    #: multiply, single-cycle with ENABLE_FAST_MUL) and the run test. Fitted with
+    #: dma_resubmit on the fixture's two gathers (word table, 128 runs: 38,435; position and
+    #: type table: 15,214 measured), within 4% each.
+    gather_row: int = 70
     #: Per 4 bytes of a fill row that the core writes into L1 (a volatile store and the loop):
     #: `run_fill_128` 1,187 for 32 words, less its transfer's submission, duration and wait.
     fill_word: int = 22

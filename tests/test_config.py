@@ -24,7 +24,7 @@ def test_default_mirrors_reference_system() -> None:
     assert cfg.memory.size_bytes == 128 * 1024
     assert cfg.memory.n_banks == 32
     assert cfg.interconnect.n_cores == 8
-    assert cfg.dma.dma_bits == 128
+    assert cfg.dma.dma_bits == 512
     assert cfg.engine.port_lanes == 16
 
 

@@ -28,7 +28,7 @@ from tinyattn.sw.schedule import (
     unpack_record,
 )
 from tinyattn.sw.stream import StreamError
-from tinyattn.sw.tiler import JOB, KIND_ATTENTION, KIND_GEMM, WAIT_DMA, op_actions
+from tinyattn.sw.tiler import JOB, KIND_ATTENTION, KIND_GEMM, LOAD, WAIT_DMA, op_actions
 from tinyattn.verif.engine_model import check_job, job_tensors
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
@@ -281,13 +281,11 @@ def test_stream_checker_catches_an_unwaited_chunk(
 
     def load_late(self):  # type: ignore[no-untyped-def]
         """The next chunk's load at the end of this one, and a WAIT for nothing."""
-        i, lay = len(self.chunks), self.layout
-        t = stream_mod._transfer(
-            Direction.L2_TO_L1, lay.l2_addr + (i + 1) * lay.chunk_bytes, lay.buffer(i + 1),
-            lay.chunk_bytes,
-        )  # fmt: skip
-        self.cur += self.list().transfer(t).words
+        i, lay, n = len(self.chunks), self.layout, self.layout.chunk_bytes
+        load = (LOAD, lay.l2_addr + (i + 1) * n, lay.buffer(i + 1), n, 1, n, n)
+        self.cur += self.list().transfer(stream_mod._transfer(Direction.L2_TO_L1, *load[1:])).words
         self.transfers += 1
+        self.actions.append(load)
         self.chunks.append(self.cur + self.list().wait_dma(0).jump(lay.buffer(i + 1)).words)
         self.cur = []
 

@@ -197,11 +197,16 @@ class InterconnectConfig(_Section):
 
 @dataclass(frozen=True)
 class DmaConfig(_Section):
-    """The 2-D L2 <-> L1 DMA."""
+    """The 2-D L2 <-> L1 DMA.
+
+    ``dma_bits`` is 512 by default, as Wiese et al.'s cluster DMA: at 128 bits the DMA's
+    busy time exceeds the engine's on MobileBERT (``docs/deploy.md``, "The default DMA
+    width").
+    """
 
     _section = "dma"
 
-    dma_bits: int = 128
+    dma_bits: int = 512
     queue_depth: int = 2
     l2_addr_bits: int = 32
 

@@ -58,8 +58,7 @@ static uint32_t table_row(const ta_record_t *r, const volatile int32_t *index, u
     /* index_pitch * id, plus the position with add_position (flags bit 0) */
     uint32_t id = (uint32_t)index[q];
 
-    /* PicoRV32 multiplies bit by bit, even by 1 (the word tables) */
-    return (r->tn == 1 ? id : r->tn * id) + ((r->flags & 1) ? r->k + q : 0);
+    return r->tn * id + ((r->flags & 1) ? r->k + q : 0);
 }
 
 static int run_gather(const ta_record_t *r)
