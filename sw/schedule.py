@@ -491,8 +491,8 @@ def build_schedule(
             plans.append(None)
         else:
             plan = plan_op(steps, l2.placements, cfg, capacity, seq_cost, memo=memo)
-            if (len(records) - prologue) % 2:
-                plan = plan.mirrored(capacity)  # from the top: see sw/stream.py
+            if len(records) > prologue:
+                plan = _place_for_overlap(plan, records[-1], capacity, seq_cost)
             records.append(plan.record)
             plans.append(plan)
         names.append(steps[0].op if kind in ("gemm", "attention") else steps[0].name)
@@ -537,6 +537,35 @@ def build_schedule(
         program, cfg, cost, l2, bytes(image), size, records_addr, l1_record_addr,
         tuple(records), tuple(names), tuple(plans), tuple(predicted), prologue, stream,
     )  # fmt: skip
+
+
+def _place_for_overlap(plan: OpPlan, prev: OpRecord, capacity: int, cost: CostModel) -> OpPlan:
+    """``plan`` placed so that as many bytes as possible of its first tiles miss the L1 of
+    ``prev``'s last job: those load while that job runs (:func:`build_stream`). The
+    candidates are the four arrangements of buffers from the bottom or the top of L1 and
+    double buffers starting in slot 0 or 1; the tiles themselves do not change."""
+    acts = op_actions(prev, cost)
+    last_job = next(a[1] for a in reversed(acts) if a[0] == JOB)
+    busy = [
+        (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
+        for _, addr, stride, hstride, heads, rows, row_bytes in job_tensors(last_job)
+    ]
+
+    def early_bytes(p: OpPlan) -> int:
+        total = 0
+        first = op_actions(p.record, cost)
+        for a in first[1:]:
+            if a[0] != LOAD:
+                break
+            lo, hi = a[2], a[2] + (a[4] - 1) * a[6] + a[3]
+            if not any(lo < b1 and b0 < hi for b0, b1 in busy):
+                total += a[3] * a[4]
+        return total
+
+    variants = [
+        v.with_first_slot(first) for v in (plan, plan.mirrored(capacity)) for first in (0, 1)
+    ]
+    return max(variants, key=early_bytes)  # the first of equals: the plan as it came
 
 
 def _stream_cycles(

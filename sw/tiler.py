@@ -387,6 +387,10 @@ class OpRecord:
     tiles: int
     operands: tuple[OperandRecord, ...]
     head_fields: tuple[tuple[int, ...], ...] = ()
+    #: The slot of a ``DOUBLE`` operand that the first load (and the first output) uses:
+    #: 0 or 1. Not in the packed record (engine ops run from the command stream); the
+    #: schedule flips it where that lets the op's first tiles load during the previous op.
+    first_slot: int = 0
 
     def operand(self, key: str) -> OperandRecord:
         return self.operands[OPERAND_KEYS.index(key)]
@@ -527,12 +531,12 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
                     continue
                 seen[k].add(key)
             else:
-                slot_now[k] = loaded[k] % 2 if o.mode == DOUBLE else 0
+                slot_now[k] = (loaded[k] + rec.first_slot) % 2 if o.mode == DOUBLE else 0
             loaded[k] += 1
             l1 = o.l1_addr + slot_now[k] * o.l1_slot
             loads.append((LOAD, *_transfer(rec, k, *it, l1)))
         slots = dict(slot_now)
-        slots["c"] = t % 2 if rec.operand("c").mode == DOUBLE else 0
+        slots["c"] = (t + rec.first_slot) % 2 if rec.operand("c").mode == DOUBLE else 0
         plan.append((loads, slots))
 
     def store(t: int) -> Action:
@@ -591,6 +595,10 @@ class OpPlan:
             for k, o in zip(OPERAND_KEYS, self.record.operands, strict=True)
             if o.mode
         }
+
+    def with_first_slot(self, first: int) -> OpPlan:
+        """The same plan with its double buffers starting in slot ``first``."""
+        return dataclasses.replace(self, record=dataclasses.replace(self.record, first_slot=first))
 
     def mirrored(self, capacity: int) -> OpPlan:
         """The same plan with its buffers placed from the top of ``capacity`` down: a buffer
