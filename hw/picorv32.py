@@ -12,14 +12,14 @@ read) and ``mem_instr`` (an instruction fetch), and holds them until a cycle wit
 
 Configuration: rv32imc (``COMPRESSED_ISA``, ``ENABLE_FAST_MUL``, ``ENABLE_DIV``), a barrel
 shifter, a single-cycle multiplier (the sequential one took 40-70 cycles per ``mul``, which
-the gathers of the deploy flow pay per position), cycle/instret counters (``rdcycle``), and the IRQ unit without q-registers
-or timer. The firmware does not take interrupts: every IRQ stays masked (PicoRV32's
-reset value of ``irq_mask``), and the SDK sleeps on the cluster's ``irq`` with the
-``waitirq`` instruction, which returns when any IRQ, masked or not, is pending. The
-cluster's line is ``irq[IRQ_CLUSTER]``, not latched (``LATCHED_IRQ``), so it is
-pending exactly while the register block's ``irq`` is high. With the IRQs masked, an
-illegal instruction, a misaligned access, ``ebreak`` and ``ecall`` stop the CPU and
-raise ``trap``.
+the gathers of the deploy flow pay per position), cycle/instret counters (``rdcycle``),
+and the IRQ unit without q-registers or timer. The firmware does not take interrupts:
+every IRQ stays masked (PicoRV32's reset value of ``irq_mask``), and the SDK sleeps on
+the cluster's ``irq`` with the ``waitirq`` instruction, which returns when any IRQ,
+masked or not, is pending. The cluster's line is ``irq[IRQ_CLUSTER]``, not latched
+(``LATCHED_IRQ``), so it is pending exactly while the register block's ``irq`` is high.
+With the IRQs masked, an illegal instruction, a misaligned access, ``ebreak`` and
+``ecall`` stop the CPU and raise ``trap``.
 """
 
 from __future__ import annotations

@@ -34,13 +34,13 @@ from tinyattn.sw.tiler import KIND_ATTENTION, KIND_FILL, KIND_GATHER, KIND_GEMM
 __all__ = [
     "CLOCK_HZ",
     "REFERENCE_INFERENCES_PER_S",
-    "run_mobilebert_bench",
     "Comparison",
     "ComparisonRow",
     "compare",
     "measure_firmware",
     "op_kind",
     "predict_with_ids",
+    "run_mobilebert_bench",
     "run_model_bench",
 ]
 

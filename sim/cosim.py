@@ -15,12 +15,13 @@ the program counter and the instruction there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 
+from .progress import ProgressFile
 from .runner import failure_report, run_bench
 
 __all__ = [
@@ -43,7 +45,7 @@ __all__ = [
 
 BENCH = "tinyattn.verif.benches.firmware_bench"
 #: Signals below the top that the bench reads (PicoRV32's program counter, on a fault).
-PUBLIC = ("picorv32:reg_pc",)
+PUBLIC = ("picorv32:reg_pc", "tinyattn_cluster.regs:int_jobs_done")
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 OBJDUMP = "riscv64-unknown-elf-objdump"
 
@@ -231,6 +233,7 @@ def run_firmware(
     extra_programs: Sequence[object] = (),
     cflags: Sequence[str] = (),
     rtl_l2: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FirmwareRun:
     """Run ``program`` on control core 0 of the ``cluster`` RTL and return the outcome.
 
@@ -256,6 +259,9 @@ def run_firmware(
         Serve L2 from the Verilog model of :mod:`tinyattn.sim.l2_top` (Verilator only):
         one cycle of latency, no stalls, zeros outside ``l2_image``; ``l2`` is ignored.
         Python stays out of the run, which makes long DMA-heavy runs several times faster.
+    progress
+        Called with ``(cycles, engine jobs done)`` every
+        :data:`~tinyattn.sim.progress.EVERY_CYCLES` simulated cycles, from a thread.
     """
     if rtl_l2 and simulator != "verilator":
         raise ValueError("rtl_l2 needs Verilator: the L2 model is a 64 MiB Verilog array")
@@ -298,19 +304,25 @@ def run_firmware(
         }
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec))
+        env = {"TINYATTN_FIRMWARE_SPEC": str(spec_path)}
+        watch: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if progress is not None:
+            env["TINYATTN_PROGRESS"] = str(work / "progress")
+            watch = ProgressFile(work / "progress", progress)
         t0 = time.monotonic()
-        result = run_bench(
-            "cluster",
-            cfg,
-            BENCH,
-            simulator,
-            env={"TINYATTN_FIRMWARE_SPEC": str(spec_path)},
-            seed=seed,
-            waves=waves,
-            public=PUBLIC,
-            wrapper=wrapper,
-            plusargs=plusargs,
-        )
+        with watch:
+            result = run_bench(
+                "cluster",
+                cfg,
+                BENCH,
+                simulator,
+                env=env,
+                seed=seed,
+                waves=waves,
+                public=PUBLIC,
+                wrapper=wrapper,
+                plusargs=plusargs,
+            )
         sim_seconds = time.monotonic() - t0
         out = result.test_dir / "firmware_result.json"
         if not result.ok or not out.exists():

@@ -22,7 +22,7 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import l2_req_layout
 from tinyattn.sim.verilog import file_lock, verilog_sources
 
-__all__ = ["MODULE", "L2_MODEL", "l2_hex", "l2_top_sources", "l2_words", "read_l2_hex"]
+__all__ = ["L2_MODEL", "MODULE", "l2_hex", "l2_top_sources", "l2_words", "read_l2_hex"]
 
 MODULE = "tinyattn_cluster_l2"
 L2_MODEL = Path(__file__).resolve().parents[1] / "verif" / "rtl" / "tinyattn_l2_model.v"
@@ -67,13 +67,14 @@ def _wrapper(cfg: ClusterConfig, ports: list[tuple[str, int, str]], cluster: str
             f"module {MODULE} (",
             ",\n".join(decl),
             ");",
-            f"    wire l2_req__valid, l2_req__ready, l2_rsp__valid, l2_rsp__ready;",
+            "    wire l2_req__valid, l2_req__ready, l2_rsp__valid, l2_rsp__ready;",
             f"    wire [{layout.size - 1}:0] l2_req__payload;",
             f"    wire [{bits - 1}:0] l2_rsp__payload;",
             f"    {cluster} cluster (",
             ",\n".join(conns),
             "    );",
-            f"    tinyattn_l2_model #(.BITS({bits}), .ADDR_BITS({abits}), .WORDS({l2_words(cfg)})) l2 (",
+            f"    tinyattn_l2_model #(.BITS({bits}), .ADDR_BITS({abits}), "
+            f".WORDS({l2_words(cfg)})) l2 (",
             "        .clk(clk), .rst(rst),",
             "        .req_valid(l2_req__valid), .req_ready(l2_req__ready),",
             f"        .req_addr({field('addr')}), .req_we({field('we')}),",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +27,20 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.sim.cosim import FirmwareRun, L2Timing, run_firmware
+from tinyattn.sim.progress import on_terminal
 from tinyattn.sw.firmware import FirmwareImage, build_firmware
 from tinyattn.sw.quantize import QuantizedMobileBert
 from tinyattn.sw.schedule import Schedule, deploy
 
-__all__ = ["ModelMismatchError", "ModelRun", "build_runtime", "run_model", "run_schedule"]
+__all__ = [
+    "ModelMismatchError",
+    "ModelRun",
+    "build_runtime",
+    "layer_ends",
+    "layers_bar",
+    "run_model",
+    "run_schedule",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_SOURCES = (ROOT / "sw" / "firmware" / "tinyattn_runtime.c",)
@@ -99,6 +110,7 @@ def run_schedule(
     max_cycles: int | None = None,
     l2: L2Timing | None = None,
     seed: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ModelRun:
     """Run ``schedule`` on one sequence on the RTL; the hidden states and the cycles.
 
@@ -117,7 +129,7 @@ def run_schedule(
         rtl_l2 = simulator == "verilator" and l2 is None
         run = run_firmware(
             cfg, fw, image, simulator, max_cycles=limit, l2=l2 or L2Timing(), seed=seed,
-            rtl_l2=rtl_l2,
+            rtl_l2=rtl_l2, progress=progress,
         )  # fmt: skip
     if run.exit_code != 0:
         raise RuntimeError(f"the runtime failed (exit code {run.exit_code}): {run.console[-400:]}")
@@ -138,6 +150,41 @@ def run_schedule(
         schedule, states, tuple(per_record), sum(per_record), int(summary[2]), int(summary[3]),
         fw.sizes.text + fw.sizes.data + fw.sizes.bss, run,
     )  # fmt: skip
+
+
+def layer_ends(schedule: Schedule) -> list[int]:
+    """The engine jobs done when each block of the model (the embeddings, each layer) is."""
+    ends: dict[str, int] = {}
+    done = 0
+    for name, cycles in zip(schedule.names, schedule.predicted, strict=True):
+        done += cycles.jobs
+        ends[name.split(".")[0]] = done
+    return list(ends.values())
+
+
+@contextmanager
+def layers_bar(schedule: Schedule) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar of the blocks done during the simulation, on a terminal; else ``None``.
+    Yields the callback for :func:`run_schedule`'s ``progress``."""
+    if not on_terminal():
+        yield None
+        return
+    from tqdm import tqdm
+
+    ends = layer_ends(schedule)
+    bars: list[tqdm] = []  # made at the first report: the build is not simulation time
+
+    def update(cycles: int, jobs: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=len(ends), desc="simulating", unit="block", leave=False))
+        bars[0].n = sum(1 for e in ends if e <= jobs)
+        bars[0].set_postfix_str(f"{cycles:,} cycles", refresh=True)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _op_cycles(schedule: Schedule, l2: np.ndarray, stream_cycles: int) -> list[int]:
@@ -167,7 +214,8 @@ def run_model(
     ``kwargs`` go to :func:`run_schedule`."""
     ids = np.asarray(input_ids).reshape(-1)
     schedule = deploy(qmodel, cfg, len(ids))
-    out = run_schedule(schedule, ids, token_type_ids, simulator, **kwargs)  # type: ignore[arg-type]
+    with layers_bar(schedule) as progress:
+        out = run_schedule(schedule, ids, token_type_ids, simulator, progress=progress, **kwargs)  # type: ignore[arg-type]
     want = qmodel.forward(ids, token_type_ids)
     for name, got, (w, _) in zip(qmodel.state_names, out.states, want, strict=True):
         bad = int(np.count_nonzero(got != w))

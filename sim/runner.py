@@ -22,6 +22,7 @@ from cocotb_tools.runner import get_runner
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.tops import verilog_module_name
 
+from .progress import building
 from .tools import (
     ensure_verilator_on_path,
     icarus_missing_reason,
@@ -142,7 +143,9 @@ def run_bench(
         module, wrapped = wrapper
         sources = list(wrapped)
     verilog = sources[0]
-    build_dir = verilog.parent / (sim + ("-waves" if waves else "") + ("-" + module if wrapper else ""))
+    build_dir = verilog.parent / (
+        sim + ("-waves" if waves else "") + ("-" + module if wrapper else "")
+    )
 
     runner = get_runner(sim)
     build_args: list[str] = []
@@ -194,15 +197,17 @@ def run_bench(
         if control and (not vlt.exists() or vlt.read_text() != control):
             build_dir.mkdir(parents=True, exist_ok=True)
             vlt.write_text(control)
-        runner.build(
-            sources=sources,
-            hdl_toplevel=module,
-            build_dir=build_dir,
-            build_args=build_args,
-            timescale=("1ns", "1ps"),
-            waves=waves and sim == "verilator",
-            log_file=build_dir / "build.log",
-        )
+        # A spinner on a terminal: the first build of a cluster takes minutes.
+        with building(f"{sim}: building {module} ({cfg.stable_hash()})"):
+            runner.build(
+                sources=sources,
+                hdl_toplevel=module,
+                build_dir=build_dir,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves and sim == "verilator",
+                log_file=build_dir / "build.log",
+            )
 
     runs = build_dir.parent / "runs"
     runs.mkdir(exist_ok=True)

@@ -381,7 +381,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tinyattn.sim.model_run import run_schedule
+    from tinyattn.sim.model_run import layers_bar, run_schedule
     from tinyattn.sw.schedule import deploy
 
     cfg = _load_config(args.config)
@@ -396,7 +396,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"config {cfg.stable_hash()}, {len(schedule.records)} records, on {args.sim}"
     )
     sys.stdout.flush()
-    run = run_schedule(schedule, prepared.input_ids, prepared.token_type_ids, args.sim)  # type: ignore[attr-defined]
+    with layers_bar(schedule) as progress:
+        run = run_schedule(
+            schedule, prepared.input_ids, prepared.token_type_ids, args.sim,  # type: ignore[attr-defined]
+            progress=progress,
+        )  # fmt: skip
     want = q.forward(prepared.input_ids, prepared.token_type_ids)  # type: ignore[attr-defined]
     mismatches = [
         f"{name}: {int(np.count_nonzero(got != w))} of {w.size} values differ"

@@ -41,6 +41,7 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.control_core import FaultCause, fault_layout
 from tinyattn.hw.core_bus import PERIPH_BASE
 from tinyattn.hw.regmap import register_map
+from tinyattn.sim.progress import EVERY_CYCLES, write_progress
 from tinyattn.verif.benches.common import CLOCK_PERIOD_NS, bench_config, start_clock_and_reset
 from tinyattn.verif.benches.dma_bench import L2Model, PagedMemory
 from tinyattn.verif.bits import unpack
@@ -92,6 +93,18 @@ class L2Server:
                     await RisingEdge(d.l2_req__valid)
             await self.loop.step()
             self.active_cycles += 1
+
+
+async def report_progress(dut: Any, path: Path) -> None:
+    """Every ``EVERY_CYCLES`` cycles, the cycles so far and the engine's done count (the
+    register block's counter, public for this) into ``path``, for the caller's progress bar."""
+    cluster = dut.cluster if hasattr(dut, "l2_dump") else dut
+    done = cluster.regs.int_jobs_done
+    cycles = 0
+    while True:
+        await Timer(EVERY_CYCLES * CLOCK_PERIOD_NS, unit="ns")
+        cycles += EVERY_CYCLES
+        write_progress(path, cycles, int(done.value))
 
 
 class Console:
@@ -206,6 +219,8 @@ async def run_firmware(dut: Any) -> None:
     l2 = L2Server(dut, cfg, mem, spec)
     console = Console(dut)
     l2_task = None if rtl_l2 else cocotb.start_soon(l2.run())
+    progress = os.environ.get("TINYATTN_PROGRESS")
+    progress_task = cocotb.start_soon(report_progress(dut, Path(progress))) if progress else None
     console_task = cocotb.start_soon(console.run())
 
     await FallingEdge(dut.clk)
@@ -236,8 +251,9 @@ async def run_firmware(dut: Any) -> None:
     if reader.port is not None:
         result["counters"] = {name: await reader.read(b, r) for name, b, r in COUNTERS}
     console_task.cancel()
-    if l2_task is not None:
-        l2_task.cancel()
+    for task in (l2_task, progress_task):
+        if task is not None:
+            task.cancel()
     await FallingEdge(dut.clk)
     dut.fetch_enable.value = 0
     if rtl_l2:
