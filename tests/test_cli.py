@@ -50,6 +50,7 @@ def test_generate_cluster_writes_the_core_verilog(tmp_path: Path) -> None:
     cfg_file.write_text(
         "[engine]\nn_pe = 4\nvec_len = 16\nacc_bits = 24\ntile_m = 8\nmax_seq = 64\n"
         "[memory]\nn_banks = 8\nbank_words = 256\n[interconnect]\nn_cores = 2\n"
+        "[dma]\ndma_bits = 128\n"
         "[core]\nprivate_bytes = 4096\nstack_bytes = 1024\n"
     )
     out = tmp_path / "out"

@@ -77,6 +77,7 @@ def test_core_bus_reference(n_cores: int) -> None:
     cfg = ClusterConfig(
         engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
         memory=MemoryConfig(n_banks=8, bank_words=256),
+        dma=DmaConfig(dma_bits=128),
         interconnect=InterconnectConfig(n_cores=n_cores),
     )
     dut = CoreBus(cfg)
@@ -224,6 +225,7 @@ def test_cluster_without_external_core_ports() -> None:
     cfg = ClusterConfig(
         engine=SMALL.engine,
         memory=SMALL.memory,
+        dma=SMALL.dma,
         interconnect=InterconnectConfig(n_cores=2),
         core=CoreConfig(count=2, private_bytes=4096, stack_bytes=1024),
     )

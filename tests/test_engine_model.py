@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params
 from tinyattn.verif import golden
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
@@ -14,6 +14,7 @@ from tinyattn.verif.engine_model import check_job, read_matrix, run_job, write_m
 CFG = ClusterConfig(
     engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
     memory=MemoryConfig(n_banks=8, bank_words=512),
+    dma=DmaConfig(dma_bits=128),
 )
 
 

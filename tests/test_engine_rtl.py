@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.sim.runner import failure_report, run_bench
 
 BENCH = "tinyattn.verif.benches.engine_bench"
@@ -14,10 +14,12 @@ CONFIGS = {
     "4x16": ClusterConfig(
         engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
         memory=MemoryConfig(n_banks=8, bank_words=512),
+        dma=DmaConfig(dma_bits=128),
     ),
     "8x32": ClusterConfig(
         engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64),
         memory=MemoryConfig(n_banks=16, bank_words=512),
+        dma=DmaConfig(dma_bits=128),
     ),
     "16x64": ClusterConfig(),
 }

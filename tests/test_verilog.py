@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyattn.config import ClusterConfig, EngineConfig, MemoryConfig
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
 from tinyattn.sim.verilog import generate_verilog, verilog_for, verilog_sources
@@ -15,6 +15,7 @@ from tinyattn.sim.verilog import generate_verilog, verilog_for, verilog_sources
 SMALL = ClusterConfig(
     engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
     memory=MemoryConfig(n_banks=8, bank_words=256),
+    dma=DmaConfig(dma_bits=128),
 )
 
 

@@ -274,7 +274,8 @@ class ClusterConfig:
             raise ConfigError(
                 "dma.dma_bits",
                 self.dma.dma_bits,
-                f"spans more than memory.n_banks = {self.memory.n_banks} banks",
+                f"spans more than memory.n_banks = {self.memory.n_banks} banks (32 bits a "
+                f"bank): use dma.dma_bits <= {32 * self.memory.n_banks} or more banks",
             )
         if self.core.count > self.interconnect.n_cores:
             raise ConfigError(
