@@ -45,7 +45,11 @@ __all__ = [
 
 BENCH = "tinyattn.verif.benches.firmware_bench"
 #: Signals below the top that the bench reads (PicoRV32's program counter, on a fault).
-PUBLIC = ("picorv32:reg_pc", "tinyattn_cluster.regs:int_jobs_done")
+PUBLIC = (
+    "picorv32:reg_pc",
+    "tinyattn_cluster.regs:int_jobs_done",
+    "tinyattn_cluster.engine:busy_cycles",
+)
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 OBJDUMP = "riscv64-unknown-elf-objdump"
 
@@ -234,6 +238,7 @@ def run_firmware(
     cflags: Sequence[str] = (),
     rtl_l2: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    activity_bin: int | None = None,
 ) -> FirmwareRun:
     """Run ``program`` on control core 0 of the ``cluster`` RTL and return the outcome.
 
@@ -262,6 +267,10 @@ def run_firmware(
     progress
         Called with ``(cycles, engine jobs done)`` every
         :data:`~tinyattn.sim.progress.EVERY_CYCLES` simulated cycles, from a thread.
+    activity_bin
+        With ``rtl_l2``: every ``activity_bin`` cycles the bench samples the engine's busy
+        counter, its done count and the L2 beats; ``FirmwareRun.extra["activity"]`` is
+        then an ``(n, 3)`` array of those counters, one row per bin.
     """
     if rtl_l2 and simulator != "verilator":
         raise ValueError("rtl_l2 needs Verilator: the L2 model is a 64 MiB Verilog array")
@@ -306,6 +315,10 @@ def run_firmware(
         spec_path.write_text(json.dumps(spec))
         env = {"TINYATTN_FIRMWARE_SPEC": str(spec_path)}
         watch: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if activity_bin:
+            if not rtl_l2:
+                raise ValueError("activity_bin needs rtl_l2 (the L2 beats are counted there)")
+            env["TINYATTN_ACTIVITY"] = f"{work / 'activity.npy'}:{activity_bin}"
         if progress is not None:
             env["TINYATTN_PROGRESS"] = str(work / "progress")
             watch = ProgressFile(work / "progress", progress)
@@ -360,6 +373,11 @@ def run_firmware(
                 "loaded_words": data["loaded_words"],
                 "l2_active_cycles": data["l2_active_cycles"],
                 "run_seconds": data["run_seconds"],
+                **(
+                    {"activity": np.load(work / "activity.npy")}
+                    if activity_bin and (work / "activity.npy").exists()
+                    else {}
+                ),
             },
         )
     if check and faults:

@@ -5,9 +5,10 @@ L2 model then wakes Python in each of those cycles. This top puts
 ``verif/rtl/tinyattn_l2_model.v`` behind the cluster's ``l2_req`` / ``l2_rsp`` ports, so
 Python is off the per-cycle path. Its ports are the cluster's, except the L2 streams,
 plus ``l2_dump`` (in: write the L2 image back) and ``l2_error`` (out: a request beyond the
-model or with no byte enabled). The L2 is loaded with ``+L2_IMAGE=<hex file>`` at time 0
-and written back with ``+L2_DUMP=<file> +L2_DUMP_WORDS=<beats>`` (see
-:func:`l2_hex`, :func:`read_l2_hex`).
+model or with no byte enabled). ``l2_beats`` counts the L2 requests taken (one a beat):
+the bench samples it for the DMA's activity over time. The L2 is loaded with
+``+L2_IMAGE=<hex file>`` at time 0 and written back with ``+L2_DUMP=<file>
++L2_DUMP_WORDS=<beats>`` (see :func:`l2_hex`, :func:`read_l2_hex`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def _wrapper(cfg: ClusterConfig, ports: list[tuple[str, int, str]], cluster: str
             "    wire l2_req__valid, l2_req__ready, l2_rsp__valid, l2_rsp__ready;",
             f"    wire [{layout.size - 1}:0] l2_req__payload;",
             f"    wire [{bits - 1}:0] l2_rsp__payload;",
+            "    reg [31:0] l2_beats = 32'd0;",
+            "    always @(posedge clk)",
+            "        if (l2_req__valid && l2_req__ready) l2_beats <= l2_beats + 1;",
             f"    {cluster} cluster (",
             ",\n".join(conns),
             "    );",

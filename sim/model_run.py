@@ -72,6 +72,10 @@ class ModelRun:
     transfers: int
     code_bytes: int
     run: FirmwareRun
+    #: Measured activity (``activity_bin`` of :func:`run_schedule`): per bin of cycles,
+    #: the engine's busy counter, its done count and the L2 beats, from the run's start.
+    activity: np.ndarray | None = None
+    activity_bin: int = 0
 
     @property
     def predicted(self) -> int:
@@ -111,6 +115,7 @@ def run_schedule(
     l2: L2Timing | None = None,
     seed: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    activity_bin: int | None = None,
 ) -> ModelRun:
     """Run ``schedule`` on one sequence on the RTL; the hidden states and the cycles.
 
@@ -129,7 +134,7 @@ def run_schedule(
         rtl_l2 = simulator == "verilator" and l2 is None
         run = run_firmware(
             cfg, fw, image, simulator, max_cycles=limit, l2=l2 or L2Timing(), seed=seed,
-            rtl_l2=rtl_l2, progress=progress,
+            rtl_l2=rtl_l2, progress=progress, activity_bin=activity_bin if rtl_l2 else None,
         )  # fmt: skip
     if run.exit_code != 0:
         raise RuntimeError(f"the runtime failed (exit code {run.exit_code}): {run.console[-400:]}")
@@ -149,6 +154,7 @@ def run_schedule(
     return ModelRun(
         schedule, states, tuple(per_record), sum(per_record), int(summary[2]), int(summary[3]),
         fw.sizes.text + fw.sizes.data + fw.sizes.bss, run,
+        run.extra.get("activity"), activity_bin or 0,
     )  # fmt: skip
 
 

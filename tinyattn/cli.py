@@ -378,6 +378,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Cycles per sample of the measured activity timeline in ``tinyattn run``'s PNG.
+ACTIVITY_BIN = 128
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -399,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with layers_bar(schedule) as progress:
         run = run_schedule(
             schedule, prepared.input_ids, prepared.token_type_ids, args.sim,  # type: ignore[attr-defined]
-            progress=progress,
+            progress=progress, activity_bin=ACTIVITY_BIN,
         )  # fmt: skip
     want = q.forward(prepared.input_ids, prepared.token_type_ids)  # type: ignore[attr-defined]
     mismatches = [

@@ -107,6 +107,16 @@ async def report_progress(dut: Any, path: Path) -> None:
         write_progress(path, cycles, int(done.value))
 
 
+async def sample_activity(dut: Any, every: int, samples: list[tuple[int, int, int]]) -> None:
+    """Every ``every`` cycles: the engine's busy counter, its done count and the L2 beats
+    (the ``tinyattn_cluster_l2`` top's counter), for a measured activity timeline."""
+    cluster = dut.cluster
+    busy, done, beats = cluster.engine.busy_cycles, cluster.regs.int_jobs_done, dut.l2_beats
+    while True:
+        await Timer(every * CLOCK_PERIOD_NS, unit="ns")
+        samples.append((int(busy.value), int(done.value), int(beats.value)))
+
+
 class Console:
     """Collects the bytes the firmware writes to ``HOST_CONSOLE``, waking once per byte."""
 
@@ -221,6 +231,12 @@ async def run_firmware(dut: Any) -> None:
     l2_task = None if rtl_l2 else cocotb.start_soon(l2.run())
     progress = os.environ.get("TINYATTN_PROGRESS")
     progress_task = cocotb.start_soon(report_progress(dut, Path(progress))) if progress else None
+    activity = os.environ.get("TINYATTN_ACTIVITY")
+    samples: list[tuple[int, int, int]] = []
+    activity_task = None
+    if activity and rtl_l2:
+        activity_path, every = activity.rsplit(":", 1)
+        activity_task = cocotb.start_soon(sample_activity(dut, int(every), samples))
     console_task = cocotb.start_soon(console.run())
 
     await FallingEdge(dut.clk)
@@ -251,9 +267,11 @@ async def run_firmware(dut: Any) -> None:
     if reader.port is not None:
         result["counters"] = {name: await reader.read(b, r) for name, b, r in COUNTERS}
     console_task.cancel()
-    for task in (l2_task, progress_task):
+    for task in (l2_task, progress_task, activity_task):
         if task is not None:
             task.cancel()
+    if activity_task is not None:
+        np.save(activity_path, np.asarray(samples, dtype=np.int64).reshape(-1, 3))
     await FallingEdge(dut.clk)
     dut.fetch_enable.value = 0
     if rtl_l2:
