@@ -823,6 +823,12 @@ class Engine(wiring.Component):
         ]
         with m.If(result.valid & rdesc.final & rdesc.tile_last):
             m.d.sync += cnt["y_full"].eq(cnt["y_full"] + 1)
+        # Complete rows of the output unit being filled (number y_full): a row is
+        # complete with its last block of the last chunk, and rows complete in
+        # order, so the writer may start on a unit's first rows before its last.
+        y_rows = Signal(range(tile_m + 1), name="y_rows")
+        with m.If(result.valid & rdesc.final & rdesc.block_last):
+            m.d.sync += y_rows.eq(Mux(rdesc.tile_last, 0, y_rows + 1))
         with m.If(result.valid & rdesc.qk & rdesc.tile_last):
             m.d.sync += cnt["qk_done"].eq(cnt["qk_done"] + 1)
         # Beats between issue (stage A, which reads ACC) and their result (which writes it).
@@ -868,7 +874,13 @@ class Engine(wiring.Component):
         yw_r = Signal(range(tile_m), name="yw_r")
         yw_loaded = Signal(name="yw_loaded")  # ybuf_r.data holds row yw_r
         yw_last = yw_r == yt.rows - 1
-        # While row r is being written, read row r + 1: one row a cycle within a unit.
+
+        # Row r of the writer's unit is complete in YBUF (written in an earlier cycle).
+        def row_full(r):
+            return (yt.out_index < cnt["y_full"]) | ((yt.out_index == cnt["y_full"]) & (r < y_rows))
+
+        # While row r is being written, read row r + 1 if it is complete: one row
+        # a cycle within a unit, and as fast as the rows complete in its last block.
         yw_next = Signal(name="yw_next")
         y_slot = yt.out_index[0]
         row_rec_w = Signal(param_layout)
@@ -879,7 +891,7 @@ class Engine(wiring.Component):
         ]
         with m.If(go & ~yt.done & yt.is_qk):
             yt.advance_in(m)  # QK units write nothing
-        have_row = running & ~yt.done & yt.outputs & (yt.out_index < cnt["y_full"])
+        have_row = running & ~yt.done & yt.outputs & row_full(yw_r)
         with m.If(have_row & ~yw_loaded):
             m.d.sync += yw_loaded.eq(1)
         res_ok = ~residual_en | res_data.r_rdy
@@ -916,10 +928,13 @@ class Engine(wiring.Component):
             mask=word_mask((yt.cols + 3) >> 2),
             wdata=y_out.as_value(),
         )
-        m.d.comb += [res_data.r_en.eq(y_acc & residual_en), yw_next.eq(y_acc & ~yw_last)]
+        m.d.comb += [
+            res_data.r_en.eq(y_acc & residual_en),
+            yw_next.eq(y_acc & ~yw_last & row_full(yw_r + 1)),
+        ]
         with m.If(y_acc):
             # Still loaded if the next row of the unit was read in this cycle.
-            m.d.sync += yw_loaded.eq(~yw_last)
+            m.d.sync += yw_loaded.eq(yw_next)
             with m.If(yw_last):
                 m.d.sync += [
                     yw_r.eq(0),
@@ -951,7 +966,7 @@ class Engine(wiring.Component):
                 for sig in (
                     wf_kc, wf_nb, wf_u, wf_block, xf_kc, xf_r, xf_chunk, pf_rec,
                     is_kc, is_nb, is_r, is_block, is_chunk, is_qk_units, rf_r, yw_r, yw_loaded,
-                    x_rows,
+                    x_rows, y_rows,
                 )
             ]  # fmt: skip
 
