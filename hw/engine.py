@@ -32,7 +32,8 @@ producer runs at most two units of work ahead; every buffer has two slots):
   add, per-channel affine, ReLU) and write them to L1.
 
 The fetchers and the writer share the port through a fixed-priority arbiter
-(weights, parameters, X, residual, writes).
+(weights, the issuer's tile's parameters, X, later tiles' parameters,
+residual, writes).
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ from .wide_port import MAX_READS, WidePort
 
 __all__ = ["Engine", "status_layout"]
 
-#: Port priority, highest first. Weights and parameters are short and the array
-#: starves without them; X comes next (the issuer starts on its first rows);
-#: residual rows and output writes can wait for a free cycle.
-PRIORITY = ("wf", "pf", "xf", "rf", "yw")
+#: Port priority, highest first. Weights and the parameters of the tile the
+#: issuer is on are short and the array starves without them; X comes next (the
+#: issuer starts on its first rows); the parameters of a later tile can wait for
+#: X (else a job's first X row waits for the second tile's records), and residual
+#: rows and output writes for a free cycle.
+PRIORITY = ("wf", "pf", "xf", "pf_ahead", "rf", "yw")
 
 # Read-beat tags: which process a returning beat belongs to.
 TAG_W, TAG_X, TAG_P, TAG_R = 0, 1, 2, 3
@@ -471,14 +474,23 @@ class Engine(wiring.Component):
         # Port arbitration: each requester offers a beat; the highest-priority one wins.
         offers = []  # (priority, valid, fields, accepted)
 
-        def requester(name: str, valid, **fields):
+        def requester(name: str, valid, ahead=None, **fields):
             # Fields are expressions muxed onto the port payload by the arbiter
             # (no intermediate Signal: its unused write data would be undriven).
+            # With ``ahead``, the beat is offered at the priority of
+            # ``<name>_ahead`` while ``ahead`` holds.
             v = Signal(name=f"{name}_valid")
             a = Signal(name=f"{name}_accepted")
-            m.d.comb += v.eq(valid)
+            if ahead is None:
+                m.d.comb += v.eq(valid)
+                offers.append((PRIORITY.index(name), v, fields, a))
+                return a
+            va = Signal(name=f"{name}_ahead_valid")
+            aa = Signal(name=f"{name}_ahead_accepted")
+            m.d.comb += [v.eq(valid & ~ahead), va.eq(valid & ahead)]
             offers.append((PRIORITY.index(name), v, fields, a))
-            return a
+            offers.append((PRIORITY.index(f"{name}_ahead"), va, fields, aa))
+            return a | aa
 
         def word_mask(words):
             n = Signal(range(lanes + 1))
@@ -584,9 +596,11 @@ class Engine(wiring.Component):
         m.d.comb += p_left.eq(p_count - pf_rec)
         p_words = Mux(p_left >= records_per_beat, lanes, p_left * 4)
         pf_last = pf_rec + records_per_beat >= p_count
+        pf_ahead = Signal(name="pf_ahead")  # a tile the issuer is not on yet (see PRIORITY)
         p_acc = requester(
             "pf",
             go & ~attention & ~pt.done & (pt.index < cnt["p_freed"] + 2) & pq.w_rdy,
+            ahead=pf_ahead,
             addr=job.p_addr + (p_base + pf_rec) * PARAM_RECORD_BYTES,
             we=0,
             mask=word_mask(p_words),
@@ -680,6 +694,7 @@ class Engine(wiring.Component):
         )
         issue = Signal()
         m.d.comb += [
+            pf_ahead.eq(pt.index != it.out_index),
             issue.eq(go & ~it.done & ready_block & depth_ok),
             xbuf_r.addr.eq(Cat(is_r, is_chunk[0])),
             acc_r.addr.eq(is_r * acc_blocks + is_nb[: (acc_blocks - 1).bit_length() or 1]),
