@@ -313,8 +313,8 @@ class Engine(wiring.Component):
         macs_job = Signal(64)
         writer_done = Signal()
 
-        # Validation: combinational checks, then one tensor extent a cycle.
-        check_idx = Signal(range(8))
+        # Validation: every check in the one CHECK cycle (the tensor extents are
+        # computed side by side anyway; only their comparators are added).
         l1_size = cfg.memory.size_bytes
         queued_job = jl(queue.r_data)
 
@@ -339,8 +339,14 @@ class Engine(wiring.Component):
             extent(job.d_addr, job.d_stride, job.k, job.n, job.d_hstride),
             Const(0),
         ]
-        tensor_last = Array(
-            [Mux(attention, a, g) for g, a in zip(gemm_last, attention_last, strict=True)]
+        out_of_range = Signal()
+        m.d.comb += out_of_range.eq(
+            Cat(
+                *[
+                    Mux(attention, a, g) >= l1_size
+                    for g, a in zip(gemm_last, attention_last, strict=True)
+                ]
+            ).any()
         )
 
         # Alignment of exactly the tensors the job touches (as verif/engine_model.py).
@@ -374,59 +380,57 @@ class Engine(wiring.Component):
             | (attention & (job.n[: (n_pe - 1).bit_length()] != 0))
         )
 
+        # The first failing check gives the job's error code (later statements win).
+        check_err = Signal(3)
+        checks = [
+            (bad_op | bad_flags, JobError.UNKNOWN_OP),
+            (zero, JobError.ZERO_DIM),
+            (too_big, JobError.DIM_LIMIT),
+            (off_granule, JobError.GRANULE),
+            (misaligned, JobError.MISALIGNED),
+            (out_of_range, JobError.OUT_OF_RANGE),
+        ]
+        for fails, code in reversed(checks):
+            with m.If(fails):
+                m.d.comb += check_err.eq(code)
+
+        # done is registered: it rises in the cycle after the job's end, with the
+        # error code and the MAC counter, while the controller is already back in
+        # IDLE and may take the next job (no FINISH bubble between queued jobs).
+        m.d.sync += self.done.eq(0)
+
         def abandon_on_clear() -> None:
             # A soft clear abandons the job; later statements win.
             with m.If(internal_reset):
-                m.d.sync += running.eq(0)
+                m.d.sync += [running.eq(0), self.done.eq(0)]
                 m.next = "IDLE"
 
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(queue.r_rdy & ~clearing):
                     m.d.comb += queue.r_en.eq(1)
-                    m.d.sync += [job.eq(queued_job), check_idx.eq(0)]
+                    m.d.sync += job.eq(queued_job)
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If(bad_op | bad_flags):
-                    m.d.sync += err_code.eq(JobError.UNKNOWN_OP)
-                    m.next = "FINISH"
-                with m.Elif(zero):
-                    m.d.sync += err_code.eq(JobError.ZERO_DIM)
-                    m.next = "FINISH"
-                with m.Elif(too_big):
-                    m.d.sync += err_code.eq(JobError.DIM_LIMIT)
-                    m.next = "FINISH"
-                with m.Elif(off_granule):
-                    m.d.sync += err_code.eq(JobError.GRANULE)
-                    m.next = "FINISH"
-                with m.Elif(misaligned):
-                    m.d.sync += err_code.eq(JobError.MISALIGNED)
-                    m.next = "FINISH"
+                m.d.sync += err_code.eq(check_err)
+                with m.If(check_err != 0):
+                    m.d.sync += self.done.eq(1)  # rejected: done at once, L1 untouched
+                    m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [err_code.eq(0), macs_job.eq(job.m * job.n * job.k)]
-                    m.next = "RANGE"
-                abandon_on_clear()
-            with m.State("RANGE"):
-                with m.If(tensor_last[check_idx] >= l1_size):
-                    m.d.sync += err_code.eq(JobError.OUT_OF_RANGE)
-                    m.next = "FINISH"
-                with m.Elif(check_idx == 4):
-                    m.d.sync += [
-                        running.eq(1),
-                        macs_job.eq(Mux(attention, (macs_job * job.heads) << 1, macs_job)),
-                    ]
+                    m.d.sync += [running.eq(1), macs_job.eq(job.m * job.n * job.k)]
                     m.next = "RUN"
-                with m.Else():
-                    m.d.sync += check_idx.eq(check_idx + 1)
                 abandon_on_clear()
             with m.State("RUN"):
                 with m.If(writer_done & port.idle):
-                    m.d.sync += [running.eq(0), self.macs.eq(self.macs + macs_job)]
-                    m.next = "FINISH"
+                    m.d.sync += [
+                        self.done.eq(1),
+                        running.eq(0),
+                        self.macs.eq(
+                            self.macs + Mux(attention, (macs_job * job.heads) << 1, macs_job)
+                        ),
+                    ]
+                    m.next = "IDLE"
                 abandon_on_clear()
-            with m.State("FINISH"):
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
         m.d.comb += self.status.error.eq(err_code)
 
         # ---------------------------------------------------------------- buffers
