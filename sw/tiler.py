@@ -109,12 +109,13 @@ class CostModel:
     # Engine, docs/performance.md (default engine, Verilator). The array runs one beat a cycle:
     # a GEMM unit of r rows x c channels costs r * ceil(c / n_pe) * ceil(k / vec_len) cycles,
     # an attention unit pair (QK then PV) likewise; each unit is at least its port beats.
-    #: GEMM job: 8341 measured - 8192 ideal = 149 for both 128-row shapes = this + the rows of
-    #: the last unit (64), which are written after the array stops.
-    gemm_job: int = 85
-    #: ATTENTION job: S=128 H=4: 6293 - 6144 = 149 with 8 unit pairs; S=64 H=4: 1669 - 1536 =
-    #: 133 with 4 pairs; so 117 per job plus :attr:`att_pair` per (head, query tile).
-    att_job: int = 117
+    #: GEMM job: 8257 measured - 8192 ideal = 65 for both 128-row shapes (the job checks, the
+    #: first weight block, parameters and X row, and a short tail: the writer starts each
+    #: row as it completes).
+    gemm_job: int = 65
+    #: ATTENTION job: S=128 H=4: 6225 - 6144 = 81 with 8 unit pairs; S=64 H=4: 1601 - 1536 =
+    #: 65 with 4 pairs; so 49 per job plus :attr:`att_pair` per (head, query tile).
+    att_job: int = 49
     #: The array drains once between the QK and the PV unit of a query tile (see above).
     att_pair: int = 4
     # DMA, docs/dma.md ("Throughput (measured)"), L2 latency 1 cycle, no stalls.
@@ -234,8 +235,7 @@ def engine_cycles(job: Job, cfg: ClusterConfig, cost: CostModel) -> int:
             compute = rows * _cdiv(cols, e.n_pe) * kb
             beats = cols * kb + rows * kb + rows * out_beats + _cdiv(cols * 16, e.vec_len)
             total += count * max(compute, beats)
-        last_rows = job.m - (job.m - 1) // e.tile_m * e.tile_m
-        return total + cost.gemm_job + last_rows
+        return total + cost.gemm_job
     total = 0
     for r0 in range(0, job.m, e.tile_m):
         rows = min(e.tile_m, job.m - r0)
