@@ -191,8 +191,14 @@ class CommandSequencer(wiring.Component):
             m.d.sync += [error.eq(code), done.eq(1)]
             m.next = "IDLE"
 
-        def read_l1(addr: object) -> None:
-            m.d.comb += [bus.req.eq(~in_flight), bus.addr.eq(L1_BASE + addr), bus.we.eq(0)]
+        def access(addr: object, *, we: int = 0, wdata: object = 0) -> None:
+            """The state's bus access: ``req`` until the grant, then wait for the response."""
+            m.d.comb += [
+                bus.req.eq(~in_flight),
+                bus.addr.eq(addr),
+                bus.we.eq(we),
+                bus.wdata.eq(wdata),
+            ]
 
         def next_command() -> None:
             """After a response: stop if asked to, else fetch the next header."""
@@ -203,7 +209,7 @@ class CommandSequencer(wiring.Component):
             with m.Else():
                 m.next = "FETCH"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(ctl.start):
                     m.d.sync += [
@@ -219,8 +225,7 @@ class CommandSequencer(wiring.Component):
                         stop(SeqError.BAD_ADDRESS)
 
             with m.State("FETCH"):
-                m.d.comb += ctl.busy.eq(1)
-                read_l1(pc)
+                access(L1_BASE + pc)
                 with m.If(response):
                     word = bus.rdata
                     m.d.sync += [
@@ -247,8 +252,7 @@ class CommandSequencer(wiring.Component):
                         stop(SeqError.BAD_COMMAND)
 
             with m.State("OPERAND"):
-                m.d.comb += ctl.busy.eq(1)
-                read_l1(pc)
+                access(L1_BASE + pc)
                 with m.If(~in_l1(pc)):
                     # Ran off the end of L1 inside a command; no access was made.
                     m.d.comb += bus.req.eq(0)
@@ -281,13 +285,7 @@ class CommandSequencer(wiring.Component):
                             stop(SeqError.BAD_ADDRESS)
 
             with m.State("WRITE"):
-                m.d.comb += [
-                    ctl.busy.eq(1),
-                    bus.req.eq(~in_flight),
-                    bus.addr.eq(PERIPH_BASE + reg),
-                    bus.we.eq(1),
-                    bus.wdata.eq(operand),
-                ]
+                access(PERIPH_BASE + reg, we=1, wdata=operand)
                 with m.If(response):
                     m.d.sync += [left.eq(left - 1), reg.eq(reg + 4)]
                     with m.If(left == 1):
@@ -298,12 +296,7 @@ class CommandSequencer(wiring.Component):
                         m.next = "OPERAND"
 
             with m.State("POLL"):
-                m.d.comb += [
-                    ctl.busy.eq(1),
-                    bus.req.eq(~in_flight),
-                    bus.addr.eq(PERIPH_BASE + reg),
-                    bus.we.eq(0),
-                ]
+                access(PERIPH_BASE + reg)
                 m.d.sync += waited.eq(waited + 1)
                 with m.If(response):
                     reached = ~(bus.rdata - target)[31]
@@ -315,14 +308,8 @@ class CommandSequencer(wiring.Component):
                         stop(SeqError.TIMEOUT)
 
             with m.State("STAMP"):
-                m.d.comb += [
-                    ctl.busy.eq(1),
-                    bus.req.eq(~in_flight),
-                    bus.addr.eq(L1_BASE + operand),
-                    bus.we.eq(1),
-                    bus.wdata.eq(cycles),
-                ]
+                access(L1_BASE + operand, we=1, wdata=cycles)
                 with m.If(response):
                     next_command()
-
+        m.d.comb += ctl.busy.eq(~fsm.ongoing("IDLE"))
         return m

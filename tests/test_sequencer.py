@@ -161,8 +161,8 @@ def test_writes_waits_jump_and_stamp() -> None:
 )
 def test_bad_lists_stop_with_their_error(words: list[int], error: SeqError) -> None:
     bench = SequencerBench([*words, 0x5000_0000]).run()
-    assert bench.error is error
-    assert not [w for w in bench.writes() if w[0] >= PERIPH_BASE], "a bad list wrote registers"
+    assert bench.error is error, f"seed {SEED}"
+    assert not [w for w in bench.writes() if w[0] >= PERIPH_BASE], f"wrote registers (seed {SEED})"
 
 
 def test_bad_start_address_and_running_off_l1() -> None:
@@ -176,12 +176,12 @@ def test_bad_start_address_and_running_off_l1() -> None:
 def test_timeout_abort_and_hw_error() -> None:
     never = CommandList(CFG).wait_jobs(1_000_000).end().words
     bench = SequencerBench(never, wait_limit=50).run()
-    assert bench.error is SeqError.TIMEOUT and 50 <= bench.done_cycle < 80
+    assert bench.error is SeqError.TIMEOUT and 50 <= bench.done_cycle < 80, f"seed {SEED}"
     bench = SequencerBench(never, abort_at=30).run()
-    assert bench.error is SeqError.ABORTED and bench.done_cycle < 40
+    assert bench.error is SeqError.ABORTED and bench.done_cycle < 40, f"seed {SEED}"
     many = CommandList(CFG).write("ENGINE_JOB_M", *range(1, 40)).end().words
     bench = SequencerBench(many, hw_error_at=20).run()
-    assert bench.error is SeqError.HW_ERROR and len(bench.writes()) < 39
+    assert bench.error is SeqError.HW_ERROR and len(bench.writes()) < 39, f"seed {SEED}"
 
 
 def test_encoder_refuses_what_the_sequencer_would() -> None:
