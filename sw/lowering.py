@@ -61,6 +61,7 @@ __all__ = [
     "Tensor",
     "execute",
     "flat_layout",
+    "input_values",
     "lower",
     "unify_epilogues",
 ]
@@ -824,6 +825,25 @@ def _read(mem: np.ndarray, place: Placement, t: Tensor) -> np.ndarray:
     return view[:, : t.row_bytes].copy().view(dtype)
 
 
+def input_values(
+    program: Program, input_ids: np.ndarray | None, token_type_ids: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Each of ``program.inputs`` as ``seq_len`` little-endian int32 values (``None``:
+    zeros; a ``(1, S)`` batch of one is accepted). ``ValueError`` for the wrong shape."""
+    S = program.seq_len
+    given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+    out = {}
+    for name in program.inputs:
+        raw = given[name]
+        arr = np.zeros(S, np.int64) if raw is None else np.asarray(raw)
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
+        out[name] = arr.astype("<i4")
+    return out
+
+
 def execute(
     program: Program,
     cfg: ClusterConfig,
@@ -846,15 +866,8 @@ def execute(
     placements, size = flat_layout(program)
     image_cfg = _image_config(cfg, size)
     mem = np.zeros(image_cfg.memory.size_bytes, np.uint8)
-    given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-    for name in program.inputs:
-        raw = given[name]
-        arr = np.zeros(S, np.int64) if raw is None else np.asarray(raw)
-        if arr.ndim == 2 and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
-        _write(mem, placements[name], program.tensors[name], arr.astype("<i4").reshape(S, 1))
+    for name, values in input_values(program, input_ids, token_type_ids).items():
+        _write(mem, placements[name], program.tensors[name], values.reshape(S, 1))
     for t in program.tensors.values():
         if t.data is not None:
             _write(mem, placements[t.name], t, t.data)

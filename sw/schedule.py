@@ -34,6 +34,7 @@ from tinyattn.sw.lowering import (
     Fill,
     Gather,
     Program,
+    input_values,
     lower,
 )
 from tinyattn.sw.memplan import (
@@ -76,7 +77,7 @@ from tinyattn.sw.tiler import (
     plan_op,
     simulate,
 )
-from tinyattn.verif.engine_model import job_tensors, run_job
+from tinyattn.verif.engine_model import job_extents, run_job
 
 __all__ = [
     "HEADER_BYTES",
@@ -344,18 +345,10 @@ class Schedule:
     ) -> np.ndarray:
         """A copy of :attr:`image` with one sequence's ids written in, as the host does
         before a run (``None``: zeros). ``ValueError`` for ids of the wrong shape."""
-        S = self.program.seq_len
         l2 = np.frombuffer(bytearray(self.image), np.uint8)
-        given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-        for name in self.program.inputs:
-            raw = given[name]
-            arr = np.zeros(S, np.int64) if raw is None else np.asarray(raw)
-            if arr.ndim == 2 and arr.shape[0] == 1:
-                arr = arr[0]
-            if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
-                raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
+        for name, values in input_values(self.program, input_ids, token_type_ids).items():
             p = self.l2.placements[name]
-            l2[p.addr : p.addr + 4 * S] = arr.astype("<i4").view(np.uint8)
+            l2[p.addr : p.addr + values.nbytes] = values.view(np.uint8)
         return l2
 
     def utilization(self, cycles: int | None = None) -> float:
@@ -546,10 +539,7 @@ def _place_for_overlap(plan: OpPlan, prev: OpRecord, capacity: int, cost: CostMo
     double buffers starting in slot 0 or 1; the tiles themselves do not change."""
     acts = op_actions(prev, cost)
     last_job = next(a[1] for a in reversed(acts) if a[0] == JOB)
-    busy = [
-        (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
-        for _, addr, stride, hstride, heads, rows, row_bytes in job_tensors(last_job)
-    ]
+    busy = list(job_extents(last_job).values())
 
     def early_bytes(p: OpPlan) -> int:
         total = 0
@@ -700,9 +690,7 @@ class _Machine:
         self.total_transfers += 1
 
     def job(self, job: Job) -> None:
-        ranges: dict[str, tuple[int, int]] = {}
-        for name, addr, stride, hstride, heads, rows, row_bytes in job_tensors(job):
-            ranges[name] = (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
+        ranges = job_extents(job)
         outs = [ranges.pop(k) for k in ("Y", "O") if k in ranges]
         ins = list(ranges.values())
         for o0, o1 in outs:

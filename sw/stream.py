@@ -51,7 +51,7 @@ from tinyattn.sw.tiler import (
     op_actions,
     simulate,
 )
-from tinyattn.verif.engine_model import job_tensors
+from tinyattn.verif.engine_model import job_extents
 
 __all__ = ["Stream", "StreamError", "StreamLayout", "build_stream", "predict_stream", "run_stream"]
 
@@ -220,10 +220,7 @@ def build_stream(
             if i == last_job_wait and r + 1 < len(acts):
                 last_job = next(x[1] for x in reversed(a) if x[0] == JOB)
                 last_store = next(x for x in reversed(a) if x[0] == STORE)
-                busy = [
-                    (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
-                    for _, addr, stride, hstride, heads, rows, row_bytes in job_tensors(last_job)
-                ]
+                busy = list(job_extents(last_job).values())
                 stored = _span(last_store[1], last_store[3], last_store[4], last_store[5])
                 nxt = acts[r + 1]
                 for j in range(1, _first_loads(nxt)):

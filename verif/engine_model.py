@@ -23,7 +23,7 @@ from tinyattn.hw.job import (
 )
 from tinyattn.verif import golden
 
-__all__ = ["check_job", "job_tensors", "read_matrix", "run_job", "write_matrix"]
+__all__ = ["check_job", "job_extents", "job_tensors", "read_matrix", "run_job", "write_matrix"]
 
 
 def _s8(v: int) -> int:
@@ -49,6 +49,14 @@ def job_tensors(job: Job) -> list[tuple[str, int, int, int, int, int, int]]:
         ("Vt", job.d_addr, job.d_stride, job.d_hstride, job.heads, job.k, job.n),
         ("O", job.c_addr, job.c_stride, job.c_hstride, job.heads, job.m, job.k),
     ]
+
+
+def job_extents(job: Job) -> dict[str, tuple[int, int]]:
+    """The L1 byte range ``[lo, hi)`` each tensor of :func:`job_tensors` spans, by name."""
+    return {
+        name: (addr, addr + (heads - 1) * hstride + (rows - 1) * stride + row_bytes)
+        for name, addr, stride, hstride, heads, rows, row_bytes in job_tensors(job)
+    }
 
 
 def check_job(job: Job, cfg: ClusterConfig) -> JobError:
