@@ -489,13 +489,12 @@ def build_schedule(
             records.append(plan.record)
             plans.append(plan)
         names.append(steps[0].op if kind in ("gemm", "attention") else steps[0].name)
-    stream_addr = _up(l2.size, 64)
-    layout = StreamLayout(stream_addr, chunk, l1_buffers, stamps_l1, 0)
-    stream = build_stream(records[prologue:], cfg, seq_cost, layout)
-    stamps_l2 = stream_addr + stream.nbytes
+    # The stamps (their size is known) before the stream, so that one build places both.
+    stamps_l2 = _up(l2.size, 64)
+    stream_addr = stamps_l2 + _up(4 * (n_ops + 1), 64)
     layout = StreamLayout(stream_addr, chunk, l1_buffers, stamps_l1, stamps_l2)
     stream = build_stream(records[prologue:], cfg, seq_cost, layout)
-    image_bytes = stamps_l2 + _up(4 * (n_ops + 1), 64)
+    image_bytes = stream_addr + stream.nbytes
     if image_bytes > 1 << cfg.dma.l2_addr_bits:
         raise PlanError(
             f"stream: the L2 image with the command stream needs {image_bytes:,} bytes, but "
