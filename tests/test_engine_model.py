@@ -86,13 +86,16 @@ def test_attention_job_is_golden_attention_per_head() -> None:
     ("change", "code"),
     [
         ({"op": 0}, JobError.UNKNOWN_OP),
-        ({"flags": 16}, JobError.UNKNOWN_OP),
+        ({"op": 3}, JobError.UNKNOWN_OP),
         ({"n": 0}, JobError.ZERO_DIM),
         ({"k": 8192}, JobError.DIM_LIMIT),
         ({"n": 6}, JobError.GRANULE),
         ({"b_stride": 6}, JobError.MISALIGNED),
         ({"p_addr": 2}, JobError.MISALIGNED),
         ({"c_addr": CFG.memory.size_bytes - 4}, JobError.OUT_OF_RANGE),
+        # The largest addresses the (one bit wider) address field holds: a code, not an error.
+        ({"a_addr": 2 * CFG.memory.size_bytes - 4}, JobError.OUT_OF_RANGE),
+        ({"b_stride": (1 << 24) - 4}, JobError.OUT_OF_RANGE),
     ],
 )
 def test_gemm_checks(change: dict, code: JobError) -> None:
@@ -123,3 +126,102 @@ def test_attention_checks(change: dict, code: JobError) -> None:
     if change.get("c_hstride", 0) is None:
         change = {"c_hstride": CFG.memory.size_bytes - job.c_addr}
     assert check_job(job.replace(**change), CFG) == code
+
+
+SIZE = CFG.memory.size_bytes  # 16384: addresses are 15-bit fields (0..32767)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"a_addr": -4},
+            r"Job\.a_addr = -4 does not fit its 15-bit register field: use 0\.\.32767",
+        ),
+        ({"p_addr": 2 * SIZE}, r"Job\.p_addr = 32768 .* use 0\.\.32767"),
+        ({"b_stride": -4}, r"Job\.b_stride = -4 .* 24-bit .* use 0\.\.16777215"),
+        ({"c_hstride": 1 << 24}, r"Job\.c_hstride = 16777216 .* use 0\.\.16777215"),
+        ({"d_stride": -8}, r"Job\.d_stride = -8"),
+        ({"m": -1}, r"Job\.m = -1 .* 16-bit .* use 0\.\.65535"),
+        ({"k": 1 << 16}, r"Job\.k = 65536"),
+        ({"heads": 256}, r"Job\.heads = 256 .* use 0\.\.255"),
+        ({"op": 4}, r"Job\.op = 4 .* 2-bit .* use 0\.\.3"),
+        ({"flags": 16}, r"Job\.flags = 16 .* 4-bit .* use 0\.\.15"),
+        ({"flags": -1}, r"Job\.flags = -1"),
+        ({"qk": (256, 0, 0)}, r"Job\.qk\.mult = 256 .* use 0\.\.255"),
+        ({"av": (1, 32, 0)}, r"Job\.av\.shift = 32 .* use 0\.\.31"),
+        ({"qk": (1, 0, 128)}, r"Job\.qk\.add = 128 .* signed 8-bit .* use -128\.\.127"),
+        ({"av": (1, 0)}, r"Job\.av = \(1, 0\): must be a \(mult, shift, add\) triple"),
+        ({"res_shift": 32}, r"Job\.res_shift = 32 .* 5-bit"),
+        ({"aff_shift": -1}, r"Job\.aff_shift = -1"),
+        ({"res_y_mult": 256}, r"Job\.res_y_mult = 256"),
+        ({"n": 8.0}, r"Job\.n = 8\.0 is not an integer: use 0\.\.65535"),
+    ],
+)
+def test_a_field_its_register_cannot_hold_is_a_value_error(change: dict, message: str) -> None:
+    """Negative or too wide: firmware cannot write it, so no JobError code; L1 untouched."""
+    mem, rng = fresh(6)
+    job = random_gemm(mem, CFG, rng, m=4, n=8, k=8, flags=0)
+    before = mem.copy()
+    with pytest.raises(ValueError, match=message):
+        check_job(job.replace(**change), CFG)
+    with pytest.raises(ValueError, match=message):
+        run_job(mem, job.replace(**change), CFG)
+    assert np.array_equal(mem, before), "a job with a bad field must not write"
+
+
+def test_negative_attention_head_stride_is_a_value_error() -> None:
+    """A negative head stride used to read heads 1.. from the end of L1 (NumPy wraps)."""
+    mem, rng = fresh(7)
+    job = random_attention(mem, CFG, rng, m=4, n=16, k=8, heads=2)
+    with pytest.raises(ValueError, match=r"Job\.a_hstride = -8 "):
+        run_job(mem, job.replace(a_hstride=-8), CFG)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros(SIZE - 4, np.uint8), r"1-D uint8 array of 16384 bytes .* shape \(16380,\)"),
+        (np.zeros(SIZE, np.int8), r"1-D uint8 array of 16384 bytes .* dtype int8"),
+        (np.zeros((SIZE // 4, 4), np.uint8), r"1-D .* shape \(4096, 4\) dtype uint8"),
+        (bytearray(SIZE), r"1-D .* got bytearray"),
+    ],
+)
+def test_run_job_rejects_a_wrong_image(image: object, message: str) -> None:
+    mem, rng = fresh(8)
+    job = random_gemm(mem, CFG, rng, m=4, n=8, k=8, flags=0)
+    with pytest.raises(ValueError, match=r"run_job: the L1 image must be a " + message):
+        run_job(image, job, CFG)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((-4, 8, 2, 4), r"read_matrix: addr = -4, must be an integer >= 0"),
+        ((0, -8, 2, 4), r"read_matrix: stride = -8"),
+        ((0, 8, -1, 4), r"read_matrix: rows = -1"),
+        ((SIZE - 8, 8, 2, 4), r"2x4 bytes at 16376 with stride 8 reach byte 16387, beyond the "),
+    ],
+)
+def test_read_matrix_outside_the_image(args: tuple[int, int, int, int], message: str) -> None:
+    mem, _ = fresh(9)
+    with pytest.raises(ValueError, match=message):
+        read_matrix(mem, *args)
+
+
+def test_write_matrix_checks_place_and_values() -> None:
+    mem, _ = fresh(10)
+    before = mem.copy()
+    with pytest.raises(ValueError, match=r"write_matrix: addr = -4"):
+        write_matrix(mem, -4, 4, np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match=r"write_matrix: 2x4 bytes at 16380 .* beyond"):
+        write_matrix(mem, SIZE - 4, 4, np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match=r"values span 0\.\.200, outside int8 -128\.\.127"):
+        write_matrix(mem, 0, 4, np.array([[0, 200]]))
+    with pytest.raises(ValueError, match=r"2-D integer array, got shape \(4,\)"):
+        write_matrix(mem, 0, 4, np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match=r"dtype float64"):
+        write_matrix(mem, 0, 4, np.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"the L1 image must be a 1-D uint8 array, got .*int64"):
+        write_matrix(mem.astype(np.int64), 0, 4, np.zeros((1, 4), np.int64))
+    assert np.array_equal(mem, before)

@@ -3,9 +3,17 @@
 :func:`check_job` is the engine's job validation (same checks, same order, same
 codes as the RTL) and :func:`run_job` its effect on L1. Both kinds of job are
 defined in :mod:`tinyattn.hw.job`; the arithmetic is :mod:`tinyattn.verif.golden`.
+
+A job field that its register cannot hold (a negative address, a stride wider than
+24 bits, ...) is not a job the engine could reject: firmware cannot even write it.
+:func:`check_job_fields` raises ``ValueError`` for it (naming the field, the value
+and the range), and so do :func:`check_job` and :func:`run_job`. An L1 image of the
+wrong size or dtype, and a matrix access outside the image, are ``ValueError`` too.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -20,10 +28,21 @@ from tinyattn.hw.job import (
     Job,
     JobError,
     Op,
+    job_layout,
 )
 from tinyattn.verif import golden
 
-__all__ = ["check_job", "job_extents", "job_tensors", "read_matrix", "run_job", "write_matrix"]
+__all__ = [
+    "check_job",
+    "check_job_fields",
+    "job_extents",
+    "job_tensors",
+    "read_matrix",
+    "run_job",
+    "write_matrix",
+]
+
+_REQUANT_PARTS = ("mult", "shift", "add")
 
 
 def _s8(v: int) -> int:
@@ -59,8 +78,51 @@ def job_extents(job: Job) -> dict[str, tuple[int, int]]:
     }
 
 
+@functools.lru_cache(maxsize=16)
+def _field_ranges(cfg: ClusterConfig) -> dict[str, tuple[int, int, str]]:
+    """``field -> (lo, hi, what)`` for every scalar of a :class:`Job` (``"qk.add"`` ...)."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for name, field in job_layout(cfg):
+        parts = getattr(field.shape, "members", None)
+        for sub, shape in parts.items() if parts else [("", field.shape)]:
+            key = f"{name}.{sub}" if sub else name
+            bits = shape.width
+            if sub == "add":  # the signed int8 offset, stored as its bit pattern
+                out[key] = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1, f"signed {bits}-bit")
+            else:
+                out[key] = (0, (1 << bits) - 1, f"{bits}-bit")
+    return out
+
+
+def check_job_fields(job: Job, cfg: ClusterConfig) -> None:
+    """``ValueError`` unless every field of ``job`` is an integer its register can hold.
+
+    The ranges are the bit widths of :func:`tinyattn.hw.job.job_layout` for ``cfg``
+    (``qk``/``av`` ``add`` is a signed int8). The message names the field, the value
+    and the allowed range.
+    """
+    for key, (lo, hi, what) in _field_ranges(cfg).items():
+        name, _, sub = key.partition(".")
+        value = getattr(job, name)
+        if sub:
+            if not isinstance(value, tuple | list) or len(value) != len(_REQUANT_PARTS):
+                raise ValueError(f"Job.{name} = {value!r}: must be a (mult, shift, add) triple")
+            value = value[_REQUANT_PARTS.index(sub)]
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"Job.{key} = {value!r} is not an integer: use {lo}..{hi}")
+        if not lo <= value <= hi:
+            raise ValueError(
+                f"Job.{key} = {value} does not fit its {what} register field: use {lo}..{hi}"
+            )
+
+
 def check_job(job: Job, cfg: ClusterConfig) -> JobError:
-    """The engine's validation of ``job``; the first failing check gives the code."""
+    """The engine's validation of ``job``; the first failing check gives the code.
+
+    A field its register cannot hold is not a code but a ``ValueError``
+    (:func:`check_job_fields`).
+    """
+    check_job_fields(job, cfg)
     e = cfg.engine
     attention = job.op == Op.ATTENTION
     if job.op not in (Op.GEMM, Op.ATTENTION) or job.flags & ~(0 if attention else FLAGS_ALL):
@@ -85,17 +147,66 @@ def check_job(job: Job, cfg: ClusterConfig) -> JobError:
     return JobError.NONE
 
 
+def _check_image(mem: object, size: int | None, what: str) -> None:
+    """``ValueError`` unless ``mem`` is a 1-D uint8 array (of ``size`` bytes if given)."""
+    ok = isinstance(mem, np.ndarray) and mem.ndim == 1 and mem.dtype == np.uint8
+    if ok and (size is None or mem.size == size):  # type: ignore[union-attr]
+        return
+    want = "a 1-D uint8 array" + ("" if size is None else f" of {size} bytes (the L1 size)")
+    got = (
+        f"shape {mem.shape} dtype {mem.dtype}"
+        if isinstance(mem, np.ndarray)
+        else type(mem).__name__
+    )
+    raise ValueError(f"{what}: the L1 image must be {want}, got {got}")
+
+
+def _matrix_index(
+    what: str, mem: np.ndarray, addr: int, stride: int, rows: int, cols: int
+) -> np.ndarray:
+    """Byte indices of a (rows, cols) matrix; ``ValueError`` if any is outside ``mem``."""
+    _check_image(mem, None, what)
+    for name, v in (("addr", addr), ("stride", stride), ("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+            raise ValueError(f"{what}: {name} = {v!r}, must be an integer >= 0 (bytes)")
+    if rows and cols:
+        last = addr + (rows - 1) * stride + cols - 1
+        if last >= mem.size:
+            raise ValueError(
+                f"{what}: {rows}x{cols} bytes at {addr} with stride {stride} reach byte {last}, "
+                f"beyond the {mem.size}-byte image"
+            )
+    return addr + np.arange(rows)[:, None] * stride + np.arange(cols)[None, :]
+
+
 def read_matrix(mem: np.ndarray, addr: int, stride: int, rows: int, cols: int) -> np.ndarray:
-    """``rows`` x ``cols`` int8 at ``addr`` with row stride ``stride`` (bytes), as int64."""
-    idx = addr + np.arange(rows)[:, None] * stride + np.arange(cols)[None, :]
+    """``rows`` x ``cols`` int8 at ``addr`` with row stride ``stride`` (bytes), as int64.
+
+    ``mem`` is a 1-D uint8 image; ``ValueError`` for a negative argument or bytes beyond it.
+    """
+    idx = _matrix_index("read_matrix", mem, addr, stride, rows, cols)
     return mem[idx].view(np.int8).astype(np.int64)
 
 
 def write_matrix(mem: np.ndarray, addr: int, stride: int, values: np.ndarray) -> None:
-    """Store int8 ``values`` (rows, cols) at ``addr`` with row stride ``stride``."""
-    rows, cols = values.shape
-    idx = addr + np.arange(rows)[:, None] * stride + np.arange(cols)[None, :]
-    mem[idx] = np.asarray(values, dtype=np.int64).astype(np.int8).view(np.uint8)
+    """Store int8 ``values`` (rows, cols) at ``addr`` with row stride ``stride``.
+
+    ``values`` must be a 2-D integer array in -128..127 (no silent wrap-around);
+    ``ValueError`` otherwise, or for a negative argument or bytes beyond ``mem``.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"write_matrix: values must be a 2-D integer array, got shape {arr.shape} "
+            f"dtype {arr.dtype}"
+        )
+    rows, cols = arr.shape
+    idx = _matrix_index("write_matrix", mem, addr, stride, rows, cols)
+    if arr.size and (arr.min() < -128 or arr.max() > 127):
+        raise ValueError(
+            f"write_matrix: values span {arr.min()}..{arr.max()}, outside int8 -128..127"
+        )
+    mem[idx] = arr.astype(np.int8).view(np.uint8)
 
 
 def _read_params(mem: np.ndarray, addr: int, count: int) -> dict[str, np.ndarray]:
@@ -117,8 +228,11 @@ def _read_params(mem: np.ndarray, addr: int, count: int) -> dict[str, np.ndarray
 def run_job(mem: np.ndarray, job: Job, cfg: ClusterConfig) -> JobError:
     """Apply ``job`` to the L1 image ``mem`` (uint8, modified in place).
 
-    A rejected job changes nothing and returns its error code.
+    A rejected job changes nothing and returns its error code. ``ValueError`` (nothing
+    changed) if ``mem`` is not a uint8 image of ``cfg.memory.size_bytes`` or a field of
+    ``job`` does not fit its register (:func:`check_job_fields`).
     """
+    _check_image(mem, cfg.memory.size_bytes, "run_job")
     err = check_job(job, cfg)
     if err != JobError.NONE:
         return err
