@@ -829,7 +829,8 @@ def input_values(
     program: Program, input_ids: np.ndarray | None, token_type_ids: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Each of ``program.inputs`` as ``seq_len`` little-endian int32 values (``None``:
-    zeros; a ``(1, S)`` batch of one is accepted). ``ValueError`` for the wrong shape."""
+    zeros; a ``(1, S)`` batch of one is accepted). ``ValueError`` for the wrong shape or
+    dtype, or a value outside the rows of a table the program gathers with it (the vocab)."""
     S = program.seq_len
     given = {"input_ids": input_ids, "token_type_ids": token_type_ids}
     out = {}
@@ -840,6 +841,16 @@ def input_values(
             arr = arr[0]
         if arr.shape != (S,) or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{name} must be {S} integers, got shape {arr.shape} {arr.dtype}")
+        limits = [
+            program.tensors[st.table].rows // st.index_pitch
+            for st in program.steps
+            if isinstance(st, Gather) and st.index == name
+        ]
+        if limits and (arr.min() < 0 or arr.max() >= min(limits)):
+            raise ValueError(
+                f"{name} values must be in [0, {min(limits)}) (the rows of its embedding "
+                f"table), found {arr.min()}..{arr.max()}"
+            )
         out[name] = arr.astype("<i4")
     return out
 

@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "ACTIVATIONS",
+    "REQUIRED_KEYS",
     "CheckpointError",
     "ConfigError",
     "DenseNorm",
@@ -49,6 +50,8 @@ __all__ = [
     "MobileBertConfig",
     "Norm",
     "attention",
+    "batch_shaped",
+    "check_attention_mask",
     "check_input_ids",
     "embeddings_forward",
     "expected_tensor_shapes",
@@ -121,6 +124,17 @@ _BOOL_FIELDS = (
     "key_query_shared_bottleneck",
 )
 _NORMALIZATION_TYPES = ("no_norm", "layer_norm")
+#: ``config.json`` keys that must be present: the geometry (every tensor shape and the layer
+#: count) and the switches that decide which tensors exist and how they are wired. Hugging
+#: Face writes all of them; a missing one must not silently become the HF default.
+#: ``layer_norm_eps``, ``initializer_range``, ``true_hidden_size`` (derived) and
+#: ``model_type`` may be absent.
+REQUIRED_KEYS = (
+    *_INT_FIELDS,
+    "normalization_type",
+    "hidden_act",
+    *_BOOL_FIELDS,
+)
 
 
 @dataclass(frozen=True)
@@ -225,16 +239,26 @@ class MobileBertConfig:
     # ---- constructors ----------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MobileBertConfig:
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> MobileBertConfig:
         """Build from a HF ``config.json`` dict; unknown keys are ignored.
 
-        Raises :class:`ConfigError` (naming the field) on a bad value or a wrong ``model_type``.
+        Every key of :data:`REQUIRED_KEYS` must be present (no silent HF default for the
+        geometry). Raises :class:`ConfigError` (naming the field, and ``source``, the file,
+        for a missing key) on a missing key, a bad value or a wrong ``model_type``.
         """
         if not isinstance(d, Mapping):
-            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
+            raise ConfigError(f"{source} must be a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", "mobilebert")
         if model_type != "mobilebert":
             raise ConfigError(f"model_type must be 'mobilebert', got {model_type!r}", "model_type")
+        for key in REQUIRED_KEYS:
+            if key not in d:
+                example = getattr(cls, key)  # the google/mobilebert-uncased value
+                raise ConfigError(
+                    f"{source}: required key {key!r} is missing; add it with the value this "
+                    f"checkpoint was trained with (google/mobilebert-uncased: {example!r})",
+                    key,
+                )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -252,7 +276,7 @@ class MobileBertConfig:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"cannot parse MobileBERT config {p}: {exc}") from exc
-        return cls.from_dict(d)
+        return cls.from_dict(d, source=str(p))
 
     @classmethod
     def mobilebert_uncased(cls, **overrides: Any) -> MobileBertConfig:
@@ -359,6 +383,8 @@ def attention(
     """
     B, S, D = query.shape
     hd = D // num_heads
+    if attention_mask is not None:
+        attention_mask = check_attention_mask(attention_mask, (B, key.shape[1]))
 
     def split(t: np.ndarray) -> np.ndarray:  # (B, S, D) -> (B, h, S, hd)
         return t.reshape(t.shape[0], t.shape[1], num_heads, hd).transpose(0, 2, 1, 3)
@@ -564,36 +590,67 @@ def expected_tensor_shapes(cfg: MobileBertConfig) -> dict[str, tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------
 
 
+def batch_shaped(name: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
+    """``value`` as a ``(B, S)`` array: ``(B, S)`` itself, or ``(S,)`` / ``(1, S)`` shared by
+    every sequence (a read-only broadcast view). ``ValueError`` naming both shapes otherwise."""
+    arr = np.asarray(value)
+    B, S = shape
+    if arr.shape not in ((B, S), (1, S), (S,)):
+        raise ValueError(
+            f"{name} must have shape (B, S) = ({B}, {S}) like input_ids (or (S,) for every "
+            f"sequence), got {arr.shape}"
+        )
+    return np.broadcast_to(arr.reshape(-1, S), shape)
+
+
 def check_input_ids(
-    cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None
+    cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None, name: str = "input_ids"
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate token ids against ``cfg``; returns ``(B, S)`` ids and token types (or None).
 
-    Raises ``ValueError`` naming the offending shape, dtype or range.
+    Raises ``ValueError`` naming the offending shape, dtype or range (``name`` is what the
+    caller calls the ids, e.g. ``calibration_ids``).
     """
     ids = np.asarray(input_ids)
     if ids.ndim == 1:
         ids = ids[None]
-    if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+    if ids.ndim != 2 or 0 in ids.shape or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(
-            f"input_ids must be a non-empty (S,) or (B, S) int array, got "
-            f"shape {ids.shape} dtype {ids.dtype}"
+            f"{name} must be a non-empty (S,) or (B, S) int array, got "
+            f"shape {np.shape(input_ids)} dtype {ids.dtype}"
         )
     if ids.shape[1] > cfg.max_position_embeddings:
         raise ValueError(
-            f"sequence length {ids.shape[1]} > max_position_embeddings "
+            f"{name}: sequence length {ids.shape[1]} > max_position_embeddings "
             f"{cfg.max_position_embeddings}"
         )
     if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-        raise ValueError(f"input_ids out of range [0, {cfg.vocab_size})")
+        raise ValueError(
+            f"{name} out of range [0, {cfg.vocab_size}): found {ids.min()}..{ids.max()}"
+        )
     tt = None
     if token_type_ids is not None:
-        tt = np.broadcast_to(np.asarray(token_type_ids).reshape(-1, ids.shape[1]), ids.shape)
+        tt = batch_shaped("token_type_ids", token_type_ids, ids.shape)
         if not np.issubdtype(tt.dtype, np.integer):
-            raise ValueError("token_type_ids must be integers")
+            raise ValueError(f"token_type_ids must be integers, got dtype {tt.dtype}")
         if tt.min() < 0 or tt.max() >= cfg.type_vocab_size:
-            raise ValueError(f"token_type_ids out of range [0, {cfg.type_vocab_size})")
+            raise ValueError(
+                f"token_type_ids out of range [0, {cfg.type_vocab_size}): found "
+                f"{tt.min()}..{tt.max()}"
+            )
     return ids, tt
+
+
+def check_attention_mask(attention_mask: Any, shape: tuple[int, int]) -> np.ndarray:
+    """A ``(B, S)`` 0/1 mask (``(S,)`` / ``(1, S)`` shared by every sequence); ``ValueError``
+    naming the expected and given shape, or the values, otherwise."""
+    mask = batch_shaped("attention_mask", attention_mask, shape)
+    if mask.dtype == object or not np.isin(mask, (0, 1)).all():
+        raise ValueError(
+            "attention_mask must hold 0 (masked key) or 1 (attend), got values "
+            f"{np.unique(mask)[:8].tolist()}"
+        )
+    return mask
 
 
 def embeddings_forward(
@@ -845,9 +902,7 @@ class MobileBert:
     ) -> list[np.ndarray]:
         """Like :meth:`forward` but always returns ``(B, S, hidden_size)`` float32 arrays."""
         ids, tt = check_input_ids(self.config, input_ids, token_type_ids)
-        mask = None
-        if attention_mask is not None:
-            mask = np.broadcast_to(np.asarray(attention_mask).reshape(-1, ids.shape[1]), ids.shape)
+        mask = None if attention_mask is None else check_attention_mask(attention_mask, ids.shape)
         h = embeddings_forward(self.embeddings, self.config, ids, tt, self.compute_dtype)
         states = [h.astype(np.float32)]
         for layer in self.layers:

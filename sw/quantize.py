@@ -337,10 +337,13 @@ def _check_supported(cfg: MobileBertConfig) -> None:
 
 
 def _check_ids(
-    cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None
+    cfg: MobileBertConfig, input_ids: Any, token_type_ids: Any = None, name: str = "input_ids"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ids like ``MobileBert.forward``; returns ``(B, S)`` int64 ids and token types."""
-    ids, tt = check_input_ids(cfg, input_ids, token_type_ids)
+    """Validate ids like ``MobileBert.forward``; returns ``(B, S)`` int64 ids and token types.
+
+    ``ValueError`` naming ``name`` for an empty, misshaped, non-integer or out-of-vocab array.
+    """
+    ids, tt = check_input_ids(cfg, input_ids, token_type_ids, name)
     if tt is None:
         tt = np.zeros(ids.shape, np.int64)
     return ids.astype(np.int64), tt.astype(np.int64)
@@ -870,6 +873,9 @@ def quantize_mobilebert(
     ------
     QuantizationError
         Unsupported config, or a scale that the integer ops cannot express.
+    ValueError
+        ``calibration_ids`` empty, misshaped, not integers or outside the vocabulary; a bad
+        ``method``, ``percentile`` or ``group``.
     """
     cfg = model.config
     _check_supported(cfg)
@@ -880,7 +886,7 @@ def quantize_mobilebert(
     group = EngineConfig().n_pe if group is None else int(group)
     if group < 1:
         raise ValueError(f"group must be >= 1, got {group}")
-    ids, tt = _check_ids(cfg, calibration_ids, token_type_ids)
+    ids, tt = _check_ids(cfg, calibration_ids, token_type_ids, "calibration_ids")
     settings = CalibrationSettings(
         method,
         float(percentile),

@@ -75,12 +75,12 @@ def load_source(source: str, *, seed: int = 0, layers: int | None = None) -> Mob
 
     ``"synthetic"`` is the full ``google/mobilebert-uncased`` geometry (24 layers, vocab 30522)
     with :meth:`MobileBert.synthetic` weights from ``seed``. ``layers`` keeps only the first
-    ``layers`` encoder layers (of either). Raises ``CheckpointError`` / ``ConfigError`` for a
-    bad folder and ``ValueError`` for a bad ``layers``.
+    ``layers`` encoder layers (of either): 1 up to the model's layer count, more is refused.
+    Raises ``CheckpointError`` / ``ConfigError`` for a bad folder and ``ValueError`` (one
+    line, naming ``--layers``) for a bad ``layers``; all three are ``ValueError``.
     """
-    if layers is not None and layers < 1:
-        raise ValueError(f"layers must be >= 1, got {layers}")
     if source == "synthetic":
+        _check_layers(layers, SYNTHETIC_LAYERS, "MobileBERT")
         cfg = MobileBertConfig.mobilebert_uncased(
             num_hidden_layers=SYNTHETIC_LAYERS if layers is None else layers
         )
@@ -91,8 +91,11 @@ def load_source(source: str, *, seed: int = 0, layers: int | None = None) -> Mob
             f"{source}: no such checkpoint folder (give a folder with config.json and "
             "model.safetensors, or the word 'synthetic')"
         )
+    # Refuse a bad --layers before reading the weights.
+    n = MobileBertConfig.from_json(folder / "config.json").num_hidden_layers
+    _check_layers(layers, n, f"the checkpoint {source}")
     model = MobileBert.from_pretrained(folder)
-    if layers is None or layers >= model.config.num_hidden_layers:
+    if layers is None or layers == model.config.num_hidden_layers:
         return model
     cfg = dataclasses.replace(model.config, num_hidden_layers=layers)
     keep = {
@@ -101,6 +104,16 @@ def load_source(source: str, *, seed: int = 0, layers: int | None = None) -> Mob
         if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers
     }
     return MobileBert.from_tensors(cfg, keep)
+
+
+def _check_layers(layers: int | None, available: int, what: str) -> None:
+    """``ValueError`` unless ``layers`` is None or an int in ``1..available``."""
+    if layers is None:
+        return
+    if isinstance(layers, bool) or not isinstance(layers, int | np.integer):
+        raise ValueError(f"--layers {layers!r}: must be a whole number of layers, 1..{available}")
+    if not 1 <= layers <= available:
+        raise ValueError(f"--layers {layers}: {what} has {available} layers; use 1..{available}")
 
 
 def _plot(rows: Sequence[dict[str, Any]], title: str, out_png: Path) -> None:

@@ -20,6 +20,7 @@ from tinyattn.sw.lowering import (
     Placement,
     Program,
     execute,
+    input_values,
     lower,
     unify_epilogues,
 )
@@ -375,6 +376,23 @@ def test_execute_checks_its_inputs(qmodel: QuantizedMobileBert) -> None:
         execute(program, CFG, np.full(64, 512))
     with pytest.raises(ValueError, match=r"token_type_ids values must be in \[0, 2\)"):
         execute(program, CFG, np.zeros(64, np.int64), np.full(64, 2))
+
+
+def test_input_values_checks_the_range_for_the_l2_image_too(qmodel: QuantizedMobileBert) -> None:
+    """The host's L2 image (Schedule.image_with_inputs) gets its ids from input_values: an
+    id past the word table used to be written in, for the runtime to gather past the table."""
+    program = lower(qmodel, CFG, 64)
+    ids = np.zeros(64, np.int64)
+    ids[5] = 512
+    with pytest.raises(
+        ValueError, match=r"input_ids values must be in \[0, 512\) .*found 0\.\.512"
+    ):
+        input_values(program, ids)
+    with pytest.raises(ValueError, match=r"input_ids values .* found -1\.\.0"):
+        input_values(program, -np.eye(1, 64, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"token_type_ids values must be in \[0, 2\) .*3\.\.3"):
+        input_values(program, None, np.full(64, 3))
+    assert input_values(program, np.full(64, 511))["input_ids"].dtype == np.dtype("<i4")
 
 
 def test_gemm_ops_keep_their_names(qmodel: QuantizedMobileBert) -> None:
