@@ -221,10 +221,14 @@ def quantize_report(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    # The command line's one-line errors and number checks (see tinyattn.cli).
+    from tinyattn.cli import EXIT_STATUS, MAX_SEED, OneLineParser, positive_int, seed_int
+
+    p = OneLineParser(
         prog=PROG,
         description="Quantize MobileBERT to the engine's integer ops and report the accuracy "
         "of every hidden state against the float model.",
+        epilog=EXIT_STATUS,
     )
     p.add_argument(
         "source",
@@ -232,28 +236,49 @@ def _parser() -> argparse.ArgumentParser:
         help="HF checkpoint folder (config.json + model.safetensors) or 'synthetic' "
         "(24-layer mobilebert-uncased geometry, random weights)",
     )
-    p.add_argument("--out", default="quantize-report.png", help="PNG plot to write")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (128)")
-    p.add_argument("--seed", type=int, default=0, help="weights and ids seed (0)")
-    p.add_argument("--layers", type=int, default=None, help="keep only the first N layers")
+    p.add_argument(
+        "--out",
+        default="quantize-report.png",
+        help="PNG plot to write (missing folders are made)",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=positive_int,
+        default=128,
+        help="tokens per sequence, 1..the model's positions (128)",
+    )
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help=f"weights and ids seed, 0..{MAX_SEED} (0)"
+    )
+    p.add_argument("--layers", type=positive_int, default=None, help="keep only the first N layers")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns the exit status (0 ok, 2 bad input with one line on stderr)."""
+    from tinyattn.cli import UsageError, check_output
+
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else 2
     try:
+        out_png = check_output(args.out, "--out")  # before the model is loaded
         quantize_report(
             args.source,
-            out_png=Path(args.out),
+            out_png=out_png,
             seq_len=args.seq_len,
             seed=args.seed,
             layers=args.layers,
         )
-    except (CheckpointError, ConfigError, QuantizationError, ValueError, OSError) as exc:
+    except (
+        UsageError,
+        CheckpointError,
+        ConfigError,
+        QuantizationError,
+        ValueError,
+        OSError,
+    ) as exc:
         msg = " ".join(str(exc).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

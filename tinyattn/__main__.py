@@ -1,3 +1,5 @@
+"""``python -m tinyattn``: the command line of :mod:`tinyattn.cli`."""
+
 import sys
 
 from tinyattn.cli import main

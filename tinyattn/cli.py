@@ -1,18 +1,26 @@
 """The ``tinyattn`` command line.
 
-Exit status: 0 on success, 1 when a check fails (a simulation mismatch, a lint
-warning), 2 for bad input (an invalid configuration, an unknown top, a
-missing file), with one line on stderr that names what is wrong.
+Exit status (:data:`EXIT_STATUS`): 0 on success, 1 when a check fails (a simulation
+mismatch, a lint warning, firmware that exits non-zero), 2 for bad input or usage (an
+invalid configuration, an unknown top, a bad number, a missing input file, an output path
+that cannot be written), always as one line on stderr, ``tinyattn <command>: error: ...``,
+that names what is wrong and how to fix it. Every input is checked before anything is
+simulated or written. A closed stdout pipe (``tinyattn config | head -1``) ends the
+command quietly with status 141, as a program stopped by SIGPIPE has in the shell.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from tinyattn import __version__
 from tinyattn.config import ClusterConfig, ConfigError
 
 if TYPE_CHECKING:  # the simulation stack loads only for the commands that need it
@@ -21,14 +29,169 @@ if TYPE_CHECKING:  # the simulation stack loads only for the commands that need 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+#: A closed stdout pipe: 128 + SIGPIPE, what the shell reports for ``yes | head -1``.
+EXIT_PIPE = 141
+
+EXIT_STATUS = (
+    "exit status: 0 ok; 1 a check failed (a simulation mismatch, a lint warning, firmware "
+    "exiting non-zero); 2 bad input or usage, with one line on stderr naming it; 141 stdout "
+    "was a closed pipe (e.g. `| head`)."
+)
+
+#: Seeds: what NumPy and the simulators take (unsigned 32 bits).
+MAX_SEED = 2**32 - 1
+#: The L2 model's latency bound for ``run-firmware --l2-latency``, in cycles.
+MAX_L2_LATENCY = 4096
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to ``--help``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _CommandParser(OneLineParser):
+    """A command's parser: its help ends with the exit status too."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("epilog", EXIT_STATUS)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+# -- argument types: each refuses a bad value before anything runs ----------------------------
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``lo..hi`` (no upper bound when ``hi`` is None)."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < lo or (hi is not None and value > hi):
+            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use {span}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+positive_int = int_in(1)
+nonnegative_int = int_in(0)
+seed_int = int_in(0, MAX_SEED)
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability in ``[0, 1)`` (1 would stall forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is out of range; use 0 <= p < 1")
+    return value
+
+
+# -- inputs and outputs ----------------------------------------------------------------------
+
+
 def _load_config(path: str | None) -> ClusterConfig:
     return ClusterConfig.load(path) if path else ClusterConfig()
+
+
+def _check_top(cfg: ClusterConfig, top: str) -> None:
+    """The top exists and ``cfg`` builds it (:meth:`ClusterConfig.check_for`)."""
+    from tinyattn.hw.tops import TOPS
+
+    if top not in TOPS:
+        raise UsageError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}")
+    cfg.check_for(top)
+
+
+def _input_file(path: str, what: str) -> Path:
+    """An existing, readable file ``path``; ``what`` names it (``--l2 FILE``)."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{what}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{what}: is a folder, not a file")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what}: cannot be read (permission denied)")
+    return p
+
+
+def check_output(path: str | Path, flag: str, *, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before anything runs or is written.
+
+    A missing folder on the way is fine: it is created at the write (like ``mkdir -p``).
+    An existing file where a folder is wanted (or the reverse), a file on the way, or a
+    place where no file can be made (probed with an unnamed temporary file, which leaves
+    nothing behind) is a :class:`UsageError` naming ``flag``.
+    """
+    p = Path(path)
+    where = f"{flag} {p}"
+    try:
+        if p.is_dir() and not folder:
+            raise UsageError(f"{where}: is a folder; name a file")
+        if p.exists() and not p.is_dir() and folder:
+            raise UsageError(f"{where}: is a file; name a folder (created if missing)")
+        base = p if p.is_dir() else p.parent
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not base.is_dir():
+            raise UsageError(f"{where}: {base} is a file, so no folder can be made there")
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot write there: {exc.strerror or exc}") from None
+    return p
+
+
+def _ensure_folder(path: Path, flag: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create the folder: {exc.strerror}") from None
+
+
+def _write(path: Path, data: str | bytes, flag: str) -> None:
+    """Write ``data`` to ``path`` (parent folders created); an OSError is one line."""
+    _ensure_folder(path.parent, flag)
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write: {exc.strerror}") from None
+
+
+def _check_simulator(sim: str) -> None:
+    """The simulator runs here; else one line saying why not (before any work)."""
+    from tinyattn.sim.runner import simulator_missing
+
+    missing = simulator_missing(sim)
+    if missing:
+        raise UsageError(f"--sim {sim}: {missing}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (as the README shows)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _tops_help() -> str:
@@ -38,24 +201,27 @@ def _tops_help() -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tinyattn.hw.tops import TOPS, verilog_module_name
+    from tinyattn.hw.tops import verilog_module_name
+    from tinyattn.sim.progress import building
     from tinyattn.sim.verilog import extra_verilog, generate_verilog
 
     cfg = _load_config(args.config)
-    if args.top not in TOPS:
-        raise UsageError(f"unknown top {args.top!r}; known tops: {', '.join(TOPS)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_top(cfg, args.top)
+    out = check_output(args.out, "--out", folder=True)
     module = verilog_module_name(args.top)
-    verilog_path = out / f"{module}.v"
-    verilog_path.write_text(generate_verilog(args.top, cfg))
-    config_path = out / "config.json"
-    config_path.write_text(cfg.to_json())
-    print(f"wrote {verilog_path} (module {module}, config {cfg.stable_hash()})")
+    # Everything is made in memory first: a failure leaves no folder behind.
+    with building(f"generating {args.top} ({cfg.stable_hash()})"):
+        verilog = generate_verilog(args.top, cfg)
+    files: list[tuple[Path, bytes | str, str]] = [
+        (out / f"{module}.v", verilog, f"module {module}, config {cfg.stable_hash()}")
+    ]
     for src in extra_verilog(args.top):
-        (out / src.name).write_bytes(src.read_bytes())
-        print(f"wrote {out / src.name} (instantiated by {module}; third-party, see its licence)")
-    print(f"wrote {config_path}")
+        note = f"instantiated by {module}; third-party, see its licence"
+        files.append((out / src.name, src.read_bytes(), note))
+    files.append((out / "config.json", cfg.to_json(), ""))
+    for path, data, note in files:
+        _write(path, data, "--out")
+        print(f"wrote {path}" + (f" ({note})" if note else ""))
     _write_register_files(cfg, out)
     return EXIT_OK
 
@@ -64,7 +230,11 @@ def _write_register_files(cfg: ClusterConfig, out: Path) -> None:
     """The register map's C header, Markdown reference and SystemRDL, beside the Verilog."""
     from tinyattn.sw.regmap_emit import write_all
 
-    for path in write_all(cfg, out):
+    try:
+        written = write_all(cfg, out)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror}") from None
+    for path in written:
         print(f"wrote {path}")
 
 
@@ -72,8 +242,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     text = cfg.to_toml()
     if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out} (config {cfg.stable_hash()})")
+        out = check_output(args.out, "--out")
+        _write(out, text, "--out")
+        print(f"wrote {out} (config {cfg.stable_hash()})")
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -86,10 +257,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     tops = [args.top] if args.top else list(TOPS)
+    for top in tops:
+        _check_top(cfg, top)
+    _check_simulator("verilator")
     status = EXIT_OK
     for top in tops:
-        if top not in TOPS:
-            raise UsageError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}")
         files = verilog_sources(top, cfg)
         run = verilator_lint(files, verilog_module_name(top))
         ok = run.returncode == 0 and "%Warning" not in run.stderr
@@ -108,6 +280,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     e = cfg.engine
+    if args.rows > e.max_dim:
+        raise UsageError(
+            f"--rows {args.rows}: more than engine.max_dim = {e.max_dim}, the largest M of a "
+            f"job; use 1..{e.max_dim}"
+        )
+    _check_simulator(args.sim)
     k = 2 * e.vec_len
     print(
         f"tinyattn demo: compute core {e.n_pe} units x {e.vec_len} lanes "
@@ -145,6 +323,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tinyattn.sim import benchmarks
 
     cfg = _load_config(args.config)
+    # Every benchmark runs the engine, and all but `engine` the whole cluster.
+    cfg.check_for("cluster")
+    json_out = check_output(args.json, "--json") if args.json else None
+    _check_simulator(args.sim)
     records: list[dict] = []
     synthesis = None
     try:
@@ -255,9 +437,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if synthesis is not None:
             synthesis.cancel()
         raise
-    if args.json:
-        benchmarks.write_json(args.json, records)
-        print(f"wrote {args.json}")
+    if json_out is not None:
+        _ensure_folder(json_out.parent, "--json")
+        try:
+            benchmarks.write_json(json_out, records)
+        except OSError as exc:
+            raise UsageError(f"--json {json_out}: cannot write: {exc.strerror}") from None
+        print(f"wrote {json_out}")
     return EXIT_OK
 
 
@@ -281,23 +467,25 @@ def _report_area(synthesis: Synthesis, cfg: ClusterConfig, records: list[dict]) 
 
 def cmd_run_firmware(args: argparse.Namespace) -> int:
     from tinyattn.sim.cosim import FirmwareRunError, L2Timing, run_firmware
+    from tinyattn.sw.firmware import FirmwareError
 
     cfg = _load_config(args.config)
+    cfg.check_for("cluster")
     program: object
-    sources = [Path(p) for p in args.program]
-    for path in sources:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file")
+    sources = [_input_file(p, p) for p in args.program]
     if len(sources) == 1 and sources[0].suffix not in (".c", ".S", ".s"):
         program = sources[0]  # an ELF
     else:
         program = sources
     l2_image = None
     if args.l2:
-        path = Path(args.l2)
-        if not path.exists():
-            raise UsageError(f"--l2 {path}: no such file")
-        l2_image = path.read_bytes()
+        path = _input_file(args.l2, f"--l2 {args.l2}")
+        try:
+            l2_image = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--l2 {path}: cannot be read: {exc.strerror}") from None
+    l2_out = check_output(args.l2_out, "--l2-out") if args.l2_out else None
+    _check_simulator(args.sim)
     print(
         f"running {' '.join(args.program)} on control core 0 of the cluster "
         f"(config {cfg.stable_hash()}) under {args.sim} ..."
@@ -320,8 +508,12 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
         print(f"tinyattn run-firmware: {exc}", file=sys.stderr)
         print(f"run folder: {exc.run.run_dir}")
         return EXIT_FAIL
-    except (RuntimeError, ValueError) as exc:
+    except FirmwareError as exc:  # the program does not build, or is not an rv32 ELF
         raise UsageError(str(exc)) from None
+    except RuntimeError as exc:  # the simulation itself failed: its report
+        print(str(exc))
+        print(f"tinyattn run-firmware: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAIL
     sys.stdout.write(run.console)
     if run.console and not run.console.endswith("\n"):
         print()
@@ -336,9 +528,9 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
             f"busy {c['engine_busy_cycles']}, stalled {c['engine_stall_cycles']}; "
             f"DMA: {c['dma_done_count']} transfers"
         )
-    if args.l2_out and run.l2 is not None:
-        Path(args.l2_out).write_bytes(run.l2.tobytes())
-        print(f"wrote {args.l2_out}")
+    if l2_out is not None and run.l2 is not None:
+        _write(l2_out, run.l2.tobytes(), "--l2-out")
+        print(f"wrote {l2_out}")
     print(f"run folder: {run.run_dir}")
     return EXIT_OK if run.exit_code == 0 else EXIT_FAIL
 
@@ -347,13 +539,60 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
 REPORT_CLOCK_HZ = 500e6
 
 
+#: What the model side raises for bad user input (a checkpoint, its config, a model that
+#: cannot be quantized, lowered, planned or streamed): module -> classes. Each is one line,
+#: exit 2; other exceptions are bugs and keep their traceback.
+MODEL_ERRORS = {
+    "tinyattn.sw.mobilebert": ("CheckpointError", "ConfigError"),
+    "tinyattn.sw.quantize": ("QuantizationError",),
+    "tinyattn.sw.lowering": ("LoweringError",),
+    "tinyattn.sw.memplan": ("PlanError",),
+    "tinyattn.sw.stream": ("StreamError",),
+    "tinyattn.sw.command_list": ("CommandListError",),
+}
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """The :data:`MODEL_ERRORS` classes of the modules loaded so far (none is imported
+    here: an error can only come from a module that was)."""
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, names in MODEL_ERRORS.items()
+        if module in sys.modules
+        for name in names
+    )
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    """MODEL, --layers and --seq against the model's geometry (its config.json only), before
+    anything is loaded, quantized or written."""
+    from tinyattn.sw.mobilebert import MobileBertConfig
+
+    if args.model == "synthetic":
+        geometry, what = MobileBertConfig.mobilebert_uncased(), "MobileBERT"
+    else:
+        folder = Path(args.model)
+        if not folder.is_dir():
+            raise UsageError(
+                f"{args.model}: no such checkpoint folder (give a folder with config.json and "
+                "model.safetensors, or the word 'synthetic')"
+            )
+        geometry = MobileBertConfig.from_json(folder / "config.json")
+        what = f"the checkpoint {args.model}"
+    n = geometry.num_hidden_layers
+    if args.layers is not None and args.layers > n:
+        raise UsageError(f"--layers {args.layers}: {what} has {n} layers; use 1..{n}")
+    positions = geometry.max_position_embeddings
+    if args.seq > positions:
+        raise UsageError(
+            f"--seq {args.seq}: the model has {positions} positions; use 1..{positions}"
+        )
+
+
 def _prepare(args: argparse.Namespace) -> object:
     from tinyattn.sw.deploy_flow import prepare
 
-    try:
-        return prepare(args.model, layers=args.layers, seq_len=args.seq, seed=args.seed)
-    except (ValueError, OSError) as exc:
-        raise UsageError(str(exc).splitlines()[0]) from None
+    return prepare(args.model, layers=args.layers, seq_len=args.seq, seed=args.seed)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -361,11 +600,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from tinyattn.sw.firmware import FirmwareError
 
     cfg = _load_config(args.config)
+    cfg.check_for("cluster")
+    _check_model_args(args)
+    out = check_output(args.out, "--out", folder=True)
     prepared = _prepare(args)
     try:
-        dep = write_deployment(prepared, cfg, Path(args.out))  # type: ignore[arg-type]
-    except (ValueError, FirmwareError) as exc:  # LoweringError, PlanError: one line each
+        dep = write_deployment(prepared, cfg, out)  # type: ignore[arg-type]
+    except FirmwareError as exc:  # no rv32 gcc, or the runtime does not fit
         raise UsageError(str(exc).splitlines()[0]) from None
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write: {exc.strerror}") from None
     s = dep.schedule
     print(
         f"deployed {args.model} ({prepared.qmodel.config.num_hidden_layers} layers, "  # type: ignore[attr-defined]
@@ -386,15 +630,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tinyattn.sim.model_run import layers_bar, run_schedule
+    from tinyattn.sim.verilog import build_root
     from tinyattn.sw.schedule import deploy
 
     cfg = _load_config(args.config)
+    cfg.check_for("cluster_l2")
+    _check_model_args(args)
+    default_png = build_root() / f"run-{Path(args.model).name}-S{args.seq}.png"
+    png = check_output(args.png or default_png, "--png")
+    _check_simulator(args.sim)
     prepared = _prepare(args)
     q = prepared.qmodel  # type: ignore[attr-defined]
-    try:
-        schedule = deploy(q, cfg, args.seq)
-    except ValueError as exc:  # LoweringError, PlanError: one line each
-        raise UsageError(str(exc).splitlines()[0]) from None
+    schedule = deploy(q, cfg, args.seq)
     print(
         f"tinyattn run: {args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}, "
         f"config {cfg.stable_hash()}, {len(schedule.records)} records, on {args.sim}"
@@ -425,9 +672,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from tinyattn.sim.run_report import plot_run
 
-    png = Path(args.png or f"build/run-{Path(args.model).name}-S{args.seq}.png")
-    plot_run(run, png, f"{args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}")
-    print(f"wrote {png}")
+    title = f"{args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}"
+    try:
+        plot_run(run, png, title)
+    except OSError as exc:
+        raise UsageError(f"--png {png}: cannot write: {exc.strerror}") from None
+    print(f"wrote {_shown(png)}")
     if mismatches:
         print("NOT bit-exact against QuantizedMobileBert.forward: " + "; ".join(mismatches))
         return EXIT_FAIL
@@ -441,15 +691,65 @@ def cmd_quantize_report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+#: Entries ``tinyattn cache info`` lists one by one (the largest).
+CACHE_INFO_ENTRIES = 10
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from tinyattn.sim.verilog import build_location, cache_entries, tree_bytes
+
+    root, why = build_location()
+    ours, others = cache_entries(root)
+    if args.action == "info":
+        print(f"location: {root} ({why}; TINYATTN_BUILD_DIR moves it)")
+        sizes = {entry: tree_bytes(entry) for entry in ours}
+        print(f"size: {_size(sum(sizes.values()))} in {len(ours)} entries")
+        largest = sorted(ours, key=lambda e: (-sizes[e], e.name))
+        for entry in largest[:CACHE_INFO_ENTRIES]:
+            print(f"  {_size(sizes[entry]):>10}  {entry.name}")
+        rest = largest[CACHE_INFO_ENTRIES:]
+        if rest:
+            print(f"  {_size(sum(sizes[e] for e in rest)):>10}  ... {len(rest)} smaller entries")
+        if others:
+            print(f"not tinyattn's (left alone by clear): {', '.join(e.name for e in others)}")
+        return EXIT_OK
+    freed = 0
+    for entry in ours:
+        freed += tree_bytes(entry)
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            raise UsageError(f"cannot remove {entry}: {exc.strerror}") from None
+    print(f"removed {len(ours)} entries ({_size(freed)}) from {root}")
+    if others:
+        print(f"left alone, not tinyattn's: {', '.join(e.name for e in others)}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tinyattn",
         description=(
             "Generator for a tinyML transformer cluster: an integer attention engine, "
             "a shared-memory cluster, a bit-exact golden model and cocotb benches."
         ),
+        epilog=EXIT_STATUS,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser
+    )
 
     def config_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -469,7 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top", default="compute_core", help="design to generate (default: %(default)s)"
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (created, with missing parents, if needed; an existing file is "
+        "refused)",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
@@ -479,7 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
         "TOML; a starting point for your own.",
     )
     config_arg(p)
-    p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument(
+        "--out", metavar="FILE", help="write to FILE instead of stdout (missing folders are made)"
+    )
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
@@ -501,8 +809,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_arg(p)
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
-    p.add_argument("--rows", type=int, default=64, help="rows M of the tile (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--rows",
+        type=positive_int,
+        default=64,
+        help="rows M of the tile, 1..engine.max_dim (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=seed_int, default=1, help=f"random seed, 0..{MAX_SEED} (default: 1)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -547,27 +862,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2", metavar="FILE", help="bytes placed at L2 address 0 before the run")
     p.add_argument("--l2-out", metavar="FILE", help="write that L2 range after the run")
     p.add_argument(
-        "--l2-latency", type=int, default=0, help="extra L2 latency, 0..N cycles (default: 0)"
+        "--l2-latency",
+        type=int_in(0, MAX_L2_LATENCY),
+        default=0,
+        help=f"extra L2 latency, each response 0..N cycles later, N in 0..{MAX_L2_LATENCY} "
+        "(default: 0)",
     )
     p.add_argument(
         "--l2-stall",
-        type=float,
+        type=probability,
         default=0.0,
-        help="probability of L2 back-pressure and of a response gap in a cycle (default: 0)",
+        help="probability, 0 <= p < 1, of L2 back-pressure and of a response gap in a cycle "
+        "(default: 0)",
     )
     p.add_argument(
-        "--max-cycles", type=int, default=2_000_000, help="cycle limit (default: %(default)s)"
+        "--max-cycles",
+        type=positive_int,
+        default=2_000_000,
+        help="cycle limit, >= 1 (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=seed_int, default=1, help=f"random seed, 0..{MAX_SEED} (default: 1)"
+    )
     p.add_argument("--waves", action="store_true", help="write dump.fst in the run folder")
     p.set_defaults(func=cmd_run_firmware)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", metavar="MODEL", help="HF checkpoint folder, or 'synthetic'")
         config_arg(p)
-        p.add_argument("--layers", type=int, help="keep only the first N layers")
-        p.add_argument("--seq", type=int, default=128, help="sequence length (default: 128)")
-        p.add_argument("--seed", type=int, default=0, help="ids and synthetic weights (default: 0)")
+        p.add_argument(
+            "--layers", type=positive_int, help="keep only the first N layers, 1..the model's"
+        )
+        p.add_argument(
+            "--seq",
+            type=positive_int,
+            default=128,
+            help="sequence length, 1..the model's positions (default: 128)",
+        )
+        p.add_argument(
+            "--seed",
+            type=seed_int,
+            default=0,
+            help=f"ids and synthetic weights, 0..{MAX_SEED} (default: 0)",
+        )
 
     p = sub.add_parser(
         "deploy",
@@ -593,10 +930,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--png",
         metavar="FILE",
-        help="utilization per record and a timeline of layer 0 "
-        "(default: build/run-<model>-S<seq>.png)",
+        help="utilization per record and a timeline of layer 0 (default: "
+        "run-<model>-S<seq>.png in the build folder, see `tinyattn cache info`)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "cache",
+        help="show or clear the build cache (netlists, simulator builds, firmware)",
+        description="The build cache: the checkout's build/ when tinyattn runs from its "
+        "source checkout (an editable install), else $XDG_CACHE_HOME/tinyattn (default "
+        "~/.cache/tinyattn); $TINYATTN_BUILD_DIR overrides both. info: location, size and "
+        "entries; clear: remove what tinyattn made there (anything else is left alone).",
+    )
+    p.add_argument("action", choices=("info", "clear"))
+    p.set_defaults(func=cmd_cache)
 
     sub.add_parser(
         "quantize-report",
@@ -608,16 +956,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "quantize-report":
-        return cmd_quantize_report(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
     try:
-        return int(args.func(args))
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured output)
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (:data:`EXIT_STATUS`).
+
+    Usage errors from argparse (and ``--help``, ``--version``) raise ``SystemExit`` as
+    usual; everything else returns.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "tinyattn"
+    try:
+        if argv and argv[0] == "quantize-report":
+            status = cmd_quantize_report(argv[1:])
+        else:
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit:  # --help, --version or a usage error: flush while we can
+                sys.stdout.flush()
+                raise
+            prog = f"tinyattn {args.command}"
+            status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
     except (ConfigError, UsageError) as exc:
-        print(f"tinyattn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _model_errors() as exc:  # evaluated only when something is raised
+        print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
 
 

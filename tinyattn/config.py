@@ -26,6 +26,11 @@ from typing import Any
 import tomli_w
 
 __all__ = [
+    "ENGINE_MIN_VEC_LEN",
+    "ENGINE_TOPS",
+    "L1_WINDOW_BYTES",
+    "MAX_ENGINE_BUFFER_BYTES",
+    "MAX_PRIVATE_TOTAL_BYTES",
     "ClusterConfig",
     "ConfigError",
     "CoreConfig",
@@ -35,15 +40,46 @@ __all__ = [
     "MemoryConfig",
 ]
 
+#: L1's window in the cluster's address map: from ``L1_BASE`` 0x1000_0000 up to
+#: ``PERIPH_BASE`` 0x1020_0000 (``hw/core_bus.py``, ``docs/cluster.md``). Every top with an
+#: L1 (or L1 addresses) is a part of that cluster, so the bound holds for all of them.
+L1_WINDOW_BYTES = 2 << 20
+#: Netlist bound on the control cores' private memories together. Each memory word is one
+#: line of the generated Verilog (its initial value): 2 MiB of L1 already takes about 40 s
+#: and a 14 MB netlist to generate.
+MAX_PRIVATE_TOTAL_BYTES = 2 << 20
+#: Netlist bound on the engine's on-chip buffers (:attr:`EngineConfig.buffer_bytes`).
+MAX_ENGINE_BUFFER_BYTES = 1 << 20
+#: Lanes the attention engine needs at least: a parameter record is 16 bytes, one a beat.
+ENGINE_MIN_VEC_LEN = 16
+#: The generatable tops that contain the attention engine (``cluster_l2`` is the cluster
+#: with the Verilog L2 model, ``sim/l2_top.py``). ``compute_core`` is the engine's array
+#: alone and works with fewer lanes.
+ENGINE_TOPS = ("engine", "cluster", "cluster_l2")
+
+
+def _mib(n: int) -> str:
+    """``n`` bytes as ``"2 MiB"`` / ``"512 KiB"`` / ``"96 bytes"``."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
 
 class ConfigError(ValueError):
-    """An invalid configuration value; ``str()`` is one line naming field, value and rule."""
+    """An invalid configuration value; ``str()`` is one line naming field, value and rule.
 
-    def __init__(self, field_path: str, value: object, rule: str) -> None:
+    ``message`` replaces the ``field = value: rule`` form for errors about a whole file
+    (``my.toml: not valid TOML: ...``).
+    """
+
+    def __init__(
+        self, field_path: str, value: object, rule: str, *, message: str | None = None
+    ) -> None:
         self.field_path = field_path
         self.value = value
         self.rule = rule
-        super().__init__(f"{field_path} = {value!r}: {rule}")
+        super().__init__(message or f"{field_path} = {value!r}: {rule}")
 
 
 def _is_pow2(n: int) -> bool:
@@ -144,6 +180,14 @@ class EngineConfig(_Section):
             self._fail("max_seq", "must be a multiple of n_pe and at most max_dim")
         self._check_pow2("tile_m", 8, 1024)
         self._check_range("job_queue_depth", 2, 16)
+        if self.buffer_bytes > MAX_ENGINE_BUFFER_BYTES:
+            self._fail(
+                "tile_m",
+                f"the engine's buffers (X and Y 2 x tile_m x vec_len, accumulators tile_m x "
+                f"vec_len x 4, logits tile_m x max(vec_len, max_seq) bytes) take "
+                f"{_mib(self.buffer_bytes)}, more than the {_mib(MAX_ENGINE_BUFFER_BYTES)} "
+                "a netlist can sensibly hold; use a smaller tile_m, vec_len or max_seq",
+            )
 
     @property
     def macs_per_cycle(self) -> int:
@@ -154,6 +198,14 @@ class EngineConfig(_Section):
     def port_lanes(self) -> int:
         """32-bit lanes of the engine's wide memory port."""
         return self.vec_len // 4
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of the engine's on-chip buffers: X and Y (two tiles each), the
+        accumulators (``acc_bits`` rounded to 32) and the logits of a tile."""
+        tile = self.tile_m * self.vec_len
+        logits = self.tile_m * max(self.vec_len, self.max_seq)
+        return 2 * tile + 2 * tile + 4 * tile + logits
 
 
 @dataclass(frozen=True)
@@ -168,7 +220,16 @@ class MemoryConfig(_Section):
     def __post_init__(self) -> None:
         self._check_types()
         self._check_pow2("n_banks", 2, 256)
-        self._check_pow2("bank_words", 16, 1 << 20)
+        if not (_is_pow2(self.bank_words) and self.bank_words >= 16):
+            self._fail("bank_words", "must be a power of two, at least 16")
+        if self.size_bytes > L1_WINDOW_BYTES:
+            self._fail(
+                "bank_words",
+                f"L1 = n_banks x bank_words x 4 = {_mib(self.size_bytes)}, more than its "
+                f"{_mib(L1_WINDOW_BYTES)} window in the cluster's address map (L1_BASE "
+                "0x10000000 up to PERIPH_BASE 0x10200000, docs/cluster.md); use n_banks x "
+                f"bank_words <= {L1_WINDOW_BYTES // 4}",
+            )
 
     @property
     def size_bytes(self) -> int:
@@ -247,6 +308,14 @@ class CoreConfig(_Section):
         self._check_range("stack_bytes", 256, self.private_bytes // 2)
         if self.stack_bytes % 16:
             self._fail("stack_bytes", "must be a multiple of 16 (the RISC-V stack alignment)")
+        total = self.count * self.private_bytes
+        if total > MAX_PRIVATE_TOTAL_BYTES:
+            self._fail(
+                "private_bytes",
+                f"count x private_bytes = {_mib(total)} of private memory, more than the "
+                f"{_mib(MAX_PRIVATE_TOTAL_BYTES)} a netlist can sensibly hold (each word is a "
+                "line of the Verilog); use fewer cores or smaller private memories",
+            )
 
 
 @dataclass(frozen=True)
@@ -285,6 +354,33 @@ class ClusterConfig:
                 f"{self.interconnect.n_cores})",
             )
 
+    def check_for(self, top: str) -> None:
+        """Raise :class:`ConfigError` unless top ``top`` can be built from this configuration.
+
+        The configuration itself is valid for every top; these rules hold only for some
+        (:data:`ENGINE_TOPS`: the engine's lanes). Tops without extra rules always pass.
+        """
+        if top not in ENGINE_TOPS:
+            return
+        e = self.engine
+        needs = "the engine, cluster and cluster_l2 tops need"
+        if e.vec_len < ENGINE_MIN_VEC_LEN:
+            raise ConfigError(
+                "engine.vec_len",
+                e.vec_len,
+                f"{needs} at least {ENGINE_MIN_VEC_LEN} lanes (a 16-byte parameter record a "
+                f"beat); use vec_len >= {ENGINE_MIN_VEC_LEN} (only the compute_core top, --top "
+                "compute_core, works with fewer)",
+            )
+        if e.n_pe > e.vec_len:
+            raise ConfigError(
+                "engine.n_pe",
+                e.n_pe,
+                f"{needs} n_pe <= vec_len (the output buffers take n_pe of the vec_len lanes "
+                f"at a time); use n_pe <= {e.vec_len} (only the compute_core top, --top "
+                "compute_core, works with more)",
+            )
+
     # -- serialisation --------------------------------------------------------
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -312,23 +408,41 @@ class ClusterConfig:
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
-    @classmethod
-    def from_toml(cls, text: str) -> ClusterConfig:
+    @staticmethod
+    def _parse_toml(text: str, source: str) -> dict[str, Any]:
         try:
-            data = tomllib.loads(text)
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", "<toml>", f"is not valid TOML: {exc}") from None
-        return cls.from_dict(data)
+            rule = f"is not valid TOML: {exc}"
+            raise ConfigError("config", source, rule, message=f"{source}: {rule}") from None
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "TOML text") -> ClusterConfig:
+        """Parse TOML ``text``; ``source`` names it in a syntax error (the file name)."""
+        return cls.from_dict(cls._parse_toml(text, source))
 
     @classmethod
     def load(cls, path: str | Path) -> ClusterConfig:
-        """Load a TOML file."""
+        """Load a TOML file. An empty file (or one of comments only) is refused: leave the
+        file out for the defaults; ``tinyattn config`` prints them as a starting point."""
         path = Path(path)
+
+        def refuse(rule: str) -> ConfigError:
+            return ConfigError("config", str(path), rule, message=f"{path}: {rule}")
+
         try:
             text = path.read_text()
+        except UnicodeDecodeError:
+            raise refuse("is not a TOML file (not UTF-8 text)") from None
         except OSError as exc:
-            raise ConfigError("config", str(path), f"cannot be read: {exc.strerror}") from None
-        return cls.from_toml(text)
+            raise refuse(f"cannot be read: {exc.strerror}") from None
+        data = cls._parse_toml(text, str(path))
+        if not data:
+            raise refuse(
+                "has no settings (empty, or comments only); leave out --config for the "
+                "defaults, or start from `tinyattn config --out FILE`"
+            )
+        return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
         """Write a TOML file that :meth:`load` reads back to an equal config."""
