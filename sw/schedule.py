@@ -44,6 +44,7 @@ from tinyattn.sw.memplan import (
     plan_l1,
     plan_l2,
 )
+from tinyattn.sw.placement import place_ops
 from tinyattn.sw.quantize import QuantizedMobileBert
 from tinyattn.sw.stream import (
     Stream,
@@ -484,11 +485,14 @@ def build_schedule(
             plans.append(None)
         else:
             plan = plan_op(steps, l2.placements, cfg, capacity, seq_cost, memo=memo)
-            if len(records) > prologue:
-                plan = _place_for_overlap(plan, records[-1], capacity, seq_cost)
             records.append(plan.record)
             plans.append(plan)
         names.append(steps[0].op if kind in ("gemm", "attention") else steps[0].name)
+    engine_plans = [p for p in plans[prologue:] if p is not None]
+    if len(engine_plans) != len(plans) - prologue:
+        raise AssertionError("gathers and fills come before the engine ops (checked above)")
+    plans[prologue:] = place_ops(engine_plans, capacity, cfg, seq_cost)
+    records[prologue:] = [p.record for p in plans[prologue:]]
     # The stamps (their size is known) before the stream, so that one build places both.
     stamps_l2 = _up(l2.size, 64)
     stream_addr = stamps_l2 + _up(4 * (n_ops + 1), 64)
@@ -529,32 +533,6 @@ def build_schedule(
         program, cfg, cost, l2, bytes(image), size, records_addr, l1_record_addr,
         tuple(records), tuple(names), tuple(plans), tuple(predicted), prologue, stream,
     )  # fmt: skip
-
-
-def _place_for_overlap(plan: OpPlan, prev: OpRecord, capacity: int, cost: CostModel) -> OpPlan:
-    """``plan`` placed so that as many bytes as possible of its first tiles miss the L1 of
-    ``prev``'s last job: those load while that job runs (:func:`build_stream`). The
-    candidates are the four arrangements of buffers from the bottom or the top of L1 and
-    double buffers starting in slot 0 or 1; the tiles themselves do not change."""
-    acts = op_actions(prev, cost)
-    last_job = next(a[1] for a in reversed(acts) if a[0] == JOB)
-    busy = list(job_extents(last_job).values())
-
-    def early_bytes(p: OpPlan) -> int:
-        total = 0
-        first = op_actions(p.record, cost)
-        for a in first[1:]:
-            if a[0] != LOAD:
-                break
-            lo, hi = a[2], a[2] + (a[4] - 1) * a[6] + a[3]
-            if not any(lo < b1 and b0 < hi for b0, b1 in busy):
-                total += a[3] * a[4]
-        return total
-
-    variants = [
-        v.with_first_slot(first) for v in (plan, plan.mirrored(capacity)) for first in (0, 1)
-    ]
-    return max(variants, key=early_bytes)  # the first of equals: the plan as it came
 
 
 def _stream_cycles(

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.dma import Direction
+from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job
 from tinyattn.hw.regmap import MemoryMap, register_map
 from tinyattn.hw.sequencer import SeqOp
@@ -178,12 +178,74 @@ def _transfer(
     )  # fmt: skip
 
 
-def _span(addr: int, nbytes: int, rows: int, stride: int) -> tuple[int, int]:
+Span = tuple[int, int]
+
+
+def _span(addr: int, nbytes: int, rows: int, stride: int) -> Span:
     return addr, addr + (rows - 1) * stride + nbytes
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
+
+
+def split_around(load: Action, store: Action) -> list[tuple[Action, bool]]:
+    """``load`` cut into pieces, each flagged ``True`` when it reads no L2 byte of ``store``.
+
+    Rows that read none of the stored bytes form whole-row pieces; in the others, the
+    columns before and after the stored ones (rounded out to the DMA's alignment) are
+    pieces of their own. Consecutive rows with the same cut share a piece, so a tile whose
+    last rows or last columns were stored last keeps the rest independent."""
+    _, l2, l1, nbytes, rows, l2s, l1s = load[:7]
+    s_addr, s_bytes, s_rows, s_stride = store[1], store[3], store[4], store[5]
+
+    def dependent(i: int) -> tuple[int, int] | None:
+        a = l2 + i * l2s
+        if s_rows == 1 or s_stride <= 0:
+            hit = [0] if s_addr < a + nbytes and a < s_addr + s_bytes else []
+        else:  # store rows j with s_addr + j * s_stride in (a - s_bytes, a + nbytes)
+            lo = max(0, -(-(a - s_bytes + 1 - s_addr) // s_stride))
+            hi = min(s_rows - 1, (a + nbytes - 1 - s_addr) // s_stride)
+            hit = [lo, hi] if lo <= hi else []
+        if not hit:
+            return None
+        first = max(s_addr + hit[0] * s_stride, a) - a
+        last = min(s_addr + hit[-1] * s_stride + s_bytes, a + nbytes) - a
+        if first >= last:
+            return None
+        return first // ALIGN_BYTES * ALIGN_BYTES, min(
+            nbytes, -(-last // ALIGN_BYTES) * ALIGN_BYTES
+        )
+
+    pieces: list[tuple[Action, bool]] = []
+    for cut, group in itertools.groupby(range(rows), key=dependent):
+        run = list(group)
+        c0, c1 = cut or (nbytes, nbytes)
+        for lo, hi, independent in ((0, c0, True), (c0, c1, False), (c1, nbytes, True)):
+            if hi > lo:
+                at = run[0]
+                piece = (LOAD, l2 + at * l2s + lo, l1 + at * l1s + lo, hi - lo, len(run), l2s, l1s)
+                pieces.append((piece, independent))
+    return pieces
+
+
+def _split_after_store(acts: list[Action], store: Action) -> list[Action]:
+    """``acts`` (an op's actions) with each first load cut by :func:`split_around` against
+    ``store``, the previous op's last store: the independent pieces can then load while
+    that op finishes, and only the rest waits for the store. The op's transfer counts in
+    its DMA waits follow the extra transfers."""
+    out: list[Action] = [acts[0]]
+    extra: list[tuple[int, int]] = []  # (transfer index in the op, transfers added there)
+    for n, ld in enumerate(acts[1 : _first_loads(acts)]):
+        pieces = split_around(ld, store)
+        out += [piece for piece, _ in pieces]
+        if len(pieces) > 1:
+            extra.append((n, len(pieces) - 1))
+    for act in acts[_first_loads(acts) :]:
+        if act[0] == WAIT_DMA and act[1]:
+            act = (WAIT_DMA, act[1] + sum(k for n, k in extra if n < act[1]))
+        out.append(act)
+    return out
 
 
 def _first_loads(acts: list[Action]) -> int:
@@ -195,39 +257,60 @@ def _first_loads(acts: list[Action]) -> int:
     return i
 
 
+def _hoist_points(acts: list[Action]) -> dict[int, tuple[list[Span], list[Action]]]:
+    """Where the next op's first loads may be pushed in ``acts`` (an op's actions): before
+    action ``i``, a load that misses the L1 ``busy`` and the L2 bytes of ``stores``.
+
+    The earlier point follows the push of the last job, while the one before it still runs:
+    loads there have two jobs' time but must miss both. The later one comes before the
+    wait for the last job, as the last job runs."""
+    jobs = [i for i, act in enumerate(acts) if act[0] == JOB]
+    last_wait = max(i for i, act in enumerate(acts) if act[0] == WAIT_JOB)
+    stores = [act for act in acts if act[0] == STORE]
+    last = list(job_extents(acts[jobs[-1]][1]).values())
+    points = {last_wait: (last, stores[-1:])}
+    if len(jobs) > 1:
+        before = list(job_extents(acts[jobs[-2]][1]).values())
+        points[jobs[-1] + 1] = (before + last, stores[-2:])
+    return points
+
+
 def build_stream(
     records: Sequence[OpRecord], cfg: ClusterConfig, cost: CostModel, layout: StreamLayout
 ) -> Stream:
     """The command stream that runs ``records`` (engine ops) in order, as ``op_actions``
     gives their loops, with the next op's first tiles loaded early where they can be.
 
-    While op ``r`` runs its last job, the loads of op ``r + 1``'s first tiles are pushed if
-    they touch no L1 byte of that job (consecutive ops' buffers sit at opposite ends of L1,
-    :meth:`OpPlan.mirrored`) and no L2 byte of its last store, which is pushed after them.
+    Op ``r + 1``'s first loads are first cut around op ``r``'s last store
+    (:func:`split_around`). While op ``r`` finishes, each piece is pushed at the first of
+    :func:`_hoist_points` where it touches no L1 byte of the jobs still to run and no L2 byte
+    of the stores still to push (:mod:`tinyattn.sw.placement` moves buffers to make room).
     Nothing else is reordered; an op's final wait for all its transfers is left to the
     next op's waits, which the DMA's in-order queue makes equivalent.
     """
     w = _Writer(cfg, layout, cost)
     acts = [op_actions(rec, cost) for rec in records]
+    for r in range(1, len(acts)):
+        last_store = next(x for x in reversed(acts[r - 1]) if x[0] == STORE)
+        acts[r] = _split_after_store(acts[r], last_store)
     early: dict[tuple[int, int], int] = {}  # (op, action index) -> transfer count after it
     for r, a in enumerate(acts):
         w.stamp(layout.stamps_l1 + 4 * r)
         jobs0 = w.jobs
         after = [w.transfers]  # after[n]: the stream's count after the op's n-th transfer
-        last_job_wait = max(i for i, act in enumerate(a) if act[0] == WAIT_JOB)
+        points = _hoist_points(a) if r + 1 < len(acts) else {}
         for i, act in enumerate(a):
             kind = act[0]
-            if i == last_job_wait and r + 1 < len(acts):
-                last_job = next(x[1] for x in reversed(a) if x[0] == JOB)
-                last_store = next(x for x in reversed(a) if x[0] == STORE)
-                busy = list(job_extents(last_job).values())
-                stored = _span(last_store[1], last_store[3], last_store[4], last_store[5])
+            if i in points:
+                busy, stores = points[i]
                 nxt = acts[r + 1]
                 for j in range(1, _first_loads(nxt)):
                     ld = nxt[j]
+                    if (r + 1, j) in early:
+                        continue
                     l1 = _span(ld[2], ld[3], ld[4], ld[6])
-                    l2 = _span(ld[1], ld[3], ld[4], ld[5])
-                    if not any(_overlaps(l1, b) for b in busy) and not _overlaps(l2, stored):
+                    reads_store = any(not free for st in stores for _, free in split_around(ld, st))
+                    if not any(_overlaps(l1, b) for b in busy) and not reads_store:
                         early[(r + 1, j)] = w.transfer(ld)
             if kind in (LOAD, STORE):
                 after.append(early[(r, i)] if (r, i) in early else w.transfer(act))

@@ -600,13 +600,12 @@ class OpPlan:
         """The same plan with its double buffers starting in slot ``first``."""
         return dataclasses.replace(self, record=dataclasses.replace(self.record, first_slot=first))
 
-    def mirrored(self, capacity: int) -> OpPlan:
-        """The same plan with its buffers placed from the top of ``capacity`` down: a buffer
-        at ``[a, e)`` moves to ``[capacity - e, capacity - a)``. Consecutive ops placed from
-        opposite ends overlap as little as L1 allows, so that the next op's first tiles
-        can load while this one finishes (:mod:`tinyattn.sw.stream`)."""
+    def placed(self, addrs: dict[str, int]) -> OpPlan:
+        """The same plan with buffer ``k`` moved to L1 address ``addrs[k]`` (the others stay);
+        the tiles and slots do not change."""
         moved = {
-            k: dataclasses.replace(b, addr=capacity - b.end) for k, b in self.arena.buffers.items()
+            k: dataclasses.replace(b, addr=addrs.get(k, b.addr))
+            for k, b in self.arena.buffers.items()
         }
         ops = tuple(
             dataclasses.replace(o, l1_addr=moved[k].addr) if k in moved else o
@@ -616,6 +615,11 @@ class OpPlan:
         return dataclasses.replace(
             self, record=dataclasses.replace(self.record, operands=ops), arena=arena
         )
+
+    def mirrored(self, capacity: int) -> OpPlan:
+        """The same plan with its buffers placed from the top of ``capacity`` down: a buffer
+        at ``[a, e)`` moves to ``[capacity - e, capacity - a)``."""
+        return self.placed({k: capacity - b.end for k, b in self.arena.buffers.items()})
 
 
 def _sizes(dim: int, granule: int) -> list[int]:
