@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -132,3 +133,52 @@ def test_docs_quote_the_current_default_config_hash() -> None:
     assert len(quoted) >= 3 and set(quoted) == {want}, (
         f"docs quote {sorted(set(quoted))}, the default configuration hashes to {want}"
     )
+
+
+def test_cache_info_and_clear(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "compute_core-0123456789ab-ba9876543210" / "runs").mkdir(parents=True)
+    (cache / "compute_core-0123456789ab-ba9876543210" / "tinyattn_compute_core.v").write_bytes(
+        b"x" * 5000
+    )
+    (cache / "firmware").mkdir()
+    (cache / "run-synthetic-S128.png").write_bytes(b"p" * 100)
+    (cache / "keep-me.txt").write_text("not ours")
+    env = {**os.environ, "TINYATTN_BUILD_DIR": str(cache)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tinyattn", "cache", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+
+    info = cli("info")
+    assert info.returncode == 0, info.stderr
+    lines = info.stdout.splitlines()
+    assert lines[0] == f"location: {cache} (from TINYATTN_BUILD_DIR)"
+    assert lines[1] == "size: 5.1 KB in 3 entries"
+    assert "5.0 KB  compute_core-0123456789ab-ba9876543210" in info.stdout
+    assert "keep-me.txt" in lines[-1]
+    cleared = cli("clear")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.startswith(f"removed 3 entries (5.1 KB) from {cache}")
+    assert sorted(p.name for p in cache.iterdir()) == ["keep-me.txt"]
+    assert cli("info").stdout.splitlines()[1] == "size: 0 bytes in 0 entries"
+
+
+def test_generate_makes_missing_parents_and_overwrites(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "small.toml"
+    cfg_file.write_text("[engine]\nn_pe = 2\nvec_len = 4\nacc_bits = 19\n")
+    out = tmp_path / "a" / "b"
+    for _ in range(2):
+        assert main(["generate", "--config", str(cfg_file), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "registers.md",
+        "tinyattn.rdl",
+        "tinyattn_compute_core.v",
+        "tinyattn_regs.h",
+    ]

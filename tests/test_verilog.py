@@ -8,6 +8,7 @@ import pytest
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
+from tinyattn.sim import verilog
 from tinyattn.sim.tools import VERILATOR_WAIVERS, verilator_lint
 from tinyattn.sim.verilog import generate_verilog, verilog_for, verilog_sources
 
@@ -45,3 +46,74 @@ def test_verilator_lint_clean(top: str, cfg: ClusterConfig) -> None:
 def test_waivers_are_few_and_explained() -> None:
     assert len(VERILATOR_WAIVERS) <= 6
     assert all(len(reason) > 40 for reason in VERILATOR_WAIVERS.values())
+
+
+# ---- the build cache's location ----------------------------------------------------------
+
+
+def test_build_root_in_the_checkout_whatever_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TINYATTN_BUILD_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    checkout = Path(__file__).resolve().parents[1]
+    assert verilog.source_checkout() == checkout
+    assert verilog.build_location() == (checkout / "build", "the source checkout's build folder")
+
+
+def test_build_root_override_and_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TINYATTN_BUILD_DIR", str(tmp_path / "b"))
+    assert verilog.build_root() == tmp_path / "b"
+    monkeypatch.setenv("TINYATTN_BUILD_DIR", "rel")
+    monkeypatch.chdir(tmp_path)
+    assert verilog.build_root() == tmp_path / "rel"
+    # Installed (not a checkout): the XDG cache folder.
+    monkeypatch.delenv("TINYATTN_BUILD_DIR")
+    monkeypatch.setattr(verilog, "_PKG_ROOT", tmp_path / "site-packages" / "tinyattn")
+    assert verilog.source_checkout() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert verilog.build_location() == (tmp_path / "xdg" / "tinyattn", "XDG_CACHE_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert verilog.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert verilog.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
+
+
+def test_cache_entries_tell_ours_from_the_rest(tmp_path: Path) -> None:
+    for name in ("cluster-0123456789ab-ba9876543210", "firmware", "mine"):
+        (tmp_path / name).mkdir()
+    for name in ("run-mobilebert-2l-S128.png", "bench.json", "CACHEDIR.TAG", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "tcdm-0123456789ab-ba9876543210").write_text("a file, not a build folder")
+    ours, others = verilog.cache_entries(tmp_path)
+    assert [p.name for p in ours] == [
+        "CACHEDIR.TAG",
+        "bench.json",
+        "cluster-0123456789ab-ba9876543210",
+        "firmware",
+        "run-mobilebert-2l-S128.png",
+    ]
+    assert [p.name for p in others] == ["mine", "notes.txt", "tcdm-0123456789ab-ba9876543210"]
+    assert verilog.cache_entries(tmp_path / "missing") == ([], [])
+
+
+def test_a_new_netlist_shows_progress_and_tags_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TINYATTN_BUILD_DIR", str(tmp_path))
+    shown: list[str] = []
+    real = verilog.building
+
+    def recording(what: str):  # type: ignore[no-untyped-def]
+        shown.append(what)
+        return real(what)
+
+    monkeypatch.setattr(verilog, "building", recording)
+    cfg = ClusterConfig(engine=EngineConfig(n_pe=2, vec_len=4, acc_bits=19))
+    verilog_for("compute_core", cfg)
+    verilog_for("compute_core", cfg)  # cached: no second spinner
+    assert shown == [f"generating compute_core ({cfg.stable_hash()})"]
+    assert (tmp_path / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from tinyattn import __version__
+import tinyattn
 from tinyattn.config import ClusterConfig, ConfigError
 
 if TYPE_CHECKING:  # the simulation stack loads only for the commands that need it
@@ -53,6 +53,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse, but an unknown option is blamed on the command it was given to."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser: argparse.ArgumentParser = self
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    parser = action.choices.get(getattr(ns, action.dest, None), self)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
 
 
 class _CommandParser(OneLineParser):
@@ -88,7 +101,6 @@ def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
 
 
 positive_int = int_in(1)
-nonnegative_int = int_in(0)
 seed_int = int_in(0, MAX_SEED)
 
 
@@ -709,7 +721,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     root, why = build_location()
     ours, others = cache_entries(root)
     if args.action == "info":
-        print(f"location: {root} ({why}; TINYATTN_BUILD_DIR moves it)")
+        move = "" if why == "TINYATTN_BUILD_DIR" else "; set TINYATTN_BUILD_DIR to move it"
+        print(f"location: {root} (from {why}{move})")
         sizes = {entry: tree_bytes(entry) for entry in ours}
         print(f"size: {_size(sum(sizes.values()))} in {len(ours)} entries")
         largest = sorted(ours, key=lambda e: (-sizes[e], e.name))
@@ -746,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EXIT_STATUS,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tinyattn.__version__}")
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser
     )
