@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from tinyattn.config import EngineConfig
+from tinyattn.sw.calibration import METHODS, calibrated_range
 
 # The integer ops live in their own module (shared with the lowering); re-exported here.
 from tinyattn.sw.intops import (
@@ -58,6 +59,8 @@ from tinyattn.sw.mobilebert import Linear, MobileBert, MobileBertConfig, Norm, c
 from tinyattn.verif import golden
 
 __all__ = [
+    "METHODS",
+    "Adjustment",
     "AffineParams",
     "AttentionOp",
     "CalibrationSettings",
@@ -88,6 +91,12 @@ GAMMA_MAX = (1 << 15) - 1
 #: Bound on the affine's ``|beta|``: keeps ``gamma * y + beta`` inside a signed 32-bit word.
 BETA_MAX = (1 << 30) - 1
 BIAS_MAX = (1 << 31) - 1
+#: Bound on ``|bias|`` in accumulator units (half the int32 range: room for the products).
+BIAS_LIMIT = float(1 << 30)
+#: Representable multiplier ratios: at most 255 (mult 255, shift 0); from 2**-24 down the
+#: 8-bit mult loses bits, so smaller ratios are raised there by coarsening a free scale.
+RATIO_MAX = float(MULT_MAX)
+RATIO_MIN = 2.0**-24
 
 
 class QuantizationError(ValueError):
@@ -186,12 +195,15 @@ def _snap(
 class CalibrationSettings:
     """How the quantizer was calibrated (recorded on the quantized model).
 
-    ``method`` ``"maxabs"`` or ``"percentile"`` (of ``|x|``, at ``percentile``) for activation
-    ranges; ``per_channel_epilogue``: per-channel scales for the int8 values inside GEMM
-    epilogues, whose calibrated ranges are widened by ``epilogue_headroom`` (capped at the
-    tensor range); ``relu_zero_point``: ReLU outputs use the int8 range as 0..255 (see docs);
-    ``itamax_gain``: per-head least-squares probability scale (see docs) instead of 1/255;
-    ``group``: ITAMax group; ``tokens``: number of calibration tokens.
+    ``method``: activation ranges by :func:`tinyattn.sw.calibration.calibrated_range`
+    (``"maxabs"``, ``"percentile"`` of ``|x|`` at ``percentile``, or ``"mse"``);
+    ``per_channel_epilogue``: one residual-add triple per output channel (golden model only;
+    an engine job holds one per op) instead of one per op; per-channel ranges are widened by
+    ``epilogue_headroom`` (capped at the tensor range); ``relu_zero_point``: ReLU outputs use
+    the int8 range as 0..255 (see docs); ``itamax_gain``: per-head least-squares probability
+    scale (see docs) instead of 1/255; ``group``: ITAMax group; ``tokens``: number of
+    calibration tokens; ``channel_scales``: per-channel scales for the NoNorm outputs (the
+    residual stream and the bottlenecks), folded into the weights of the GEMMs that read them.
     """
 
     method: str = "maxabs"
@@ -202,6 +214,7 @@ class CalibrationSettings:
     itamax_gain: bool = True
     group: int = 16
     tokens: int = 0
+    channel_scales: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +368,7 @@ def _check_ids(
 
 
 def _trace_blocks(
-    model: MobileBert, ids: np.ndarray, tt: np.ndarray
+    model: MobileBert, ids: np.ndarray, tt: np.ndarray, blocks: int | None = None
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, float64 array)`` for every quantization point, in execution order.
 
@@ -363,7 +376,8 @@ def _trace_blocks(
     output, before residual; only when a residual or norm follows), ``n.sum`` (after the
     residual, before the norm) and ``n`` (the op's output). For attention ``a``: per head
     ``a.head{h}.logits`` (real logits in units of ln 2), ``a.head{h}.value`` (the head's value
-    columns) and ``a`` (the context).
+    columns) and ``a`` (the context). ``blocks`` stops after that many blocks (1: the
+    embeddings only).
     """
     cfg, emb = model.config, model.embeddings
     f64 = np.float64
@@ -379,7 +393,7 @@ def _trace_blocks(
         "embeddings.position_type": emb.position[:S].astype(f64)[None] + emb.token_type[tt],
     }
     yield from t.items()
-    for block in _blocks(model):
+    for block in _blocks(model)[:blocks]:
         for spec in block:
             if isinstance(spec, _AttentionSpec):
                 q, k, v = t[spec.query], t[spec.key], t[spec.value]
@@ -425,6 +439,25 @@ def float_trace(
     return dict(_trace_blocks(model, ids, tt))
 
 
+def _vocabulary_ranges(model: MobileBert, seq_len: int) -> dict[str, np.ndarray]:
+    """Per-channel max ``|x|`` of the embedding block's tensors over every word of the vocabulary.
+
+    The tables are known in full, so the embedding ranges need not depend on which words the
+    calibration ids happen to contain: a rare word with an extreme embedding would saturate
+    otherwise. The words run as sequences of ``seq_len`` consecutive ids (token type 0).
+    """
+    V = model.config.vocab_size
+    ids = np.resize(np.arange(V), (-(-V // seq_len), seq_len))
+    out: dict[str, np.ndarray] = {}
+    chunk = max(1, 8192 // seq_len)
+    for start in range(0, ids.shape[0], chunk):
+        part = ids[start : start + chunk]
+        for name, x in _trace_blocks(model, part, np.zeros_like(part), blocks=1):
+            m = np.abs(x).reshape(-1, x.shape[-1]).max(0)
+            out[name] = m if name not in out else np.maximum(out[name], m)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Calibration statistics
 # --------------------------------------------------------------------------------------------
@@ -439,61 +472,133 @@ def _logit_add(rowmax_lo: float, rowmax_hi: float) -> int:
     return int(np.clip(round(3.5 - (rowmax_lo + rowmax_hi) / 2), -128, 127))
 
 
-def _itamax_gain(logits: np.ndarray, value: np.ndarray, group: int) -> float:
-    """Least-squares gain ``g`` of ITAMax probabilities for one head (calibration only).
+#: int8 logits hold every row maximum in -120..127 (ITAMax looks 8 steps below it) when the
+#: row maxima span at most this many steps of ln 2.
+LOGIT_WINDOW = 247
+#: Logit scales and offsets tried when the row maxima span more (very peaky heads).
+_LOGIT_SCALES = (1.0, 0.75, 0.5, 0.35, 0.25)
+_LOGIT_OFFSETS = (-48, -24, 0, 24, 48)
+
+
+@dataclass(frozen=True)
+class LogitFit:
+    """How one head's logits map onto int8 (calibration result, recorded on the model).
+
+    ``scale``: factor on the logits in units of ln 2 (1 unless the row maxima span more than
+    :data:`LOGIT_WINDOW` steps); ``add``: the QK requantization's offset; ``gain``: ITAMax gain
+    (see docs); ``error``: relative RMS error of the head's context on the calibration rows;
+    ``top_clipped`` / ``bottom_lost``: share of rows whose maximum saturates at 127 / sinks
+    below -120 (ITAMax cannot rank their keys).
+    """
+
+    scale: float
+    add: int
+    gain: float
+    error: float
+    top_clipped: float
+    bottom_lost: float
+
+
+def _fit_logits(
+    logits: np.ndarray, value: np.ndarray, group: int, *, gain: bool = True
+) -> LogitFit:
+    """Choose the logit scale, offset and ITAMax gain of one head (calibration only).
 
     ITAMax truncates (``inv = floor(65280 / s)``, ``p = inv >> (m - x)``), so a row of
-    probabilities sums to less than 255, the more so the flatter the row. ``g`` minimises
-    ``|| g * (p / 255) @ v - softmax(z) @ v ||`` over the calibration rows, with ``p`` the
-    golden ITAMax of the rounded float logits; the AV requantization then uses the probability
-    scale ``g / 255`` instead of ``1 / 255``.
+    probabilities sums to less than 255, the more so the flatter the row. The gain ``g``
+    minimises ``|| g * (p / 255) @ v - softmax(z) @ v ||`` over the calibration rows, with ``p``
+    the golden ITAMax of the rounded float logits; the AV requantization then uses the
+    probability scale ``g / 255`` instead of ``1 / 255``. The offset centres the row maxima
+    (:func:`_logit_add`). When they span more than :data:`LOGIT_WINDOW` steps, int8 cannot
+    hold every row: the scales and offsets of ``_LOGIT_SCALES`` x ``_LOGIT_OFFSETS`` are tried
+    and the one with the smallest context error wins (a scale below 1 flattens the rows that
+    are not one-hot; an offset off centre lets the top or the bottom rows saturate).
     """
     rm = logits.max(-1)
-    add = _logit_add(float(rm.min()), float(rm.max()))
-    x = np.clip(np.rint(logits) + add, -128, 127).astype(np.int64)
-    p = golden.itamax(x, group).astype(np.float64) * PROB_SCALE
     e = np.exp2(logits - rm[..., None])
     ref = (e / e.sum(-1, keepdims=True)) @ value
-    approx = p @ value
-    den = float(np.sum(approx * approx))
-    return float(np.sum(approx * ref) / den) if den > 0 else 1.0
+    ref_norm = float(np.linalg.norm(ref)) or 1.0
+    lo, hi = float(rm.min()), float(rm.max())
+
+    def trial(c: float, add: int) -> LogitFit:
+        x = np.clip(np.rint(logits * c) + add, -128, 127).astype(np.int64)
+        p = golden.itamax(x, group).astype(np.float64) * PROB_SCALE
+        approx = p @ value
+        den = float(np.sum(approx * approx))
+        g = float(np.sum(approx * ref) / den) if gain and den > 0 else 1.0
+        err = float(np.linalg.norm(g * approx - ref)) / ref_norm
+        top = rm * c + add
+        return LogitFit(c, add, g, err, float(np.mean(top > 127.5)), float(np.mean(top < -120)))
+
+    best = trial(1.0, _logit_add(lo, hi))
+    if hi - lo > LOGIT_WINDOW:
+        for c in _LOGIT_SCALES:
+            centre = _logit_add(c * lo, c * hi)
+            for off in _LOGIT_OFFSETS:
+                t = trial(c, int(np.clip(centre + off, -128, 127)))
+                if t.error < best.error:
+                    best = t
+    return best
 
 
 class _Stats:
-    """Activation ranges: per tensor and per channel (last axis), by max-abs or percentile.
+    """Activation ranges, per tensor and per channel (last axis), by the calibration method.
 
-    Also, per attention head, the range of the row maxima of the logits and the ITAMax gain.
+    Also, per attention head, the :class:`LogitFit` (logit scale and offset, ITAMax gain).
     """
 
-    def __init__(self, method: str, percentile: float, group: int) -> None:
-        self.method, self.percentile, self.group = method, percentile, group
+    def __init__(self, method: str, percentile: float, group: int, gain: bool = True) -> None:
+        self.method, self.percentile, self.group, self.gain = method, percentile, group, gain
         self.tensor: dict[str, float] = {}
         self.channel: dict[str, np.ndarray] = {}
         self.positive: dict[str, float] = {}
-        self.rowmax: dict[str, tuple[float, float]] = {}
-        self.gain: dict[str, float] = {}
+        self.positive_channel: dict[str, np.ndarray] = {}
+        self.logit_fit: dict[str, LogitFit] = {}
         self._logits: dict[str, np.ndarray] = {}
 
     def _range(self, a: np.ndarray, axis: int | None) -> Any:
-        if self.method == "maxabs":
-            return np.max(a, axis=axis)
-        return np.percentile(a, self.percentile, axis=axis)
+        return calibrated_range(a, self.method, percentile=self.percentile, axis=axis)
 
     def record(self, name: str, x: np.ndarray) -> None:
+        if not np.all(np.isfinite(x)):
+            bad = x[~np.isfinite(x)].ravel()[0]
+            raise QuantizationError(
+                f"{_op_of(name)}: the float model gives {bad} at {name} on the calibration ids: "
+                "fix the checkpoint (its weights overflow float32 or hold NaN/inf)"
+            )
         if name.endswith(".logits"):
-            head = name.removesuffix(".logits")
-            rm = x.max(-1)
-            self.rowmax[head] = (float(rm.min()), float(rm.max()))
-            self._logits[head] = x
+            self._logits[name.removesuffix(".logits")] = x
             return
         if name.endswith(".value") and name.removesuffix(".value") in self._logits:
             head = name.removesuffix(".value")
-            self.gain[head] = _itamax_gain(self._logits.pop(head), x, self.group)
+            logits = self._logits.pop(head)
+            self.logit_fit[head] = _fit_logits(logits, x, self.group, gain=self.gain)
             return
         a = np.abs(x).reshape(-1, x.shape[-1])
         self.tensor[name] = float(self._range(a.ravel(), None))
         self.channel[name] = np.asarray(self._range(a, 0), dtype=np.float64)
-        self.positive[name] = float(self._range(np.maximum(x, 0).ravel(), None))
+        pos = np.maximum(x, 0).reshape(-1, x.shape[-1])
+        self.positive[name] = float(self._range(pos.ravel(), None))
+        self.positive_channel[name] = np.asarray(self._range(pos, 0), dtype=np.float64)
+
+    def cover(self, ranges: Mapping[str, np.ndarray]) -> None:
+        """Widen recorded ranges to cover ``ranges`` (per channel max ``|x|``) in full."""
+        for name, r in ranges.items():
+            if name in self.channel:
+                self.channel[name] = np.maximum(self.channel[name], r)
+                self.tensor[name] = max(self.tensor[name], float(r.max()))
+
+
+def _op_of(tensor: str) -> str:
+    """The op that produces (or, for lookups, reads) a named tensor, for error messages."""
+    for suffix in (".dense", ".sum", ".weight", ".acc"):
+        if tensor.endswith(suffix):
+            return tensor.removesuffix(suffix)
+    if tensor.startswith("embeddings."):
+        return "embeddings"
+    if ".head" in tensor:
+        return tensor.split(".head")[0]
+    return tensor
 
 
 def _amax_floor(a: Any, ref: float | None = None) -> Any:
@@ -502,6 +607,21 @@ def _amax_floor(a: Any, ref: float | None = None) -> Any:
     base = float(np.max(a)) if ref is None else ref
     floor = 1e-6 * base if base > 0 else 1e-6
     return np.maximum(a, floor)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A scale the quantizer moved (or a value it let saturate) to stay representable.
+
+    ``op`` the op, ``what`` the parameter (``"requant"``, ``"residual"``, ``"affine"``,
+    ``"bias"``, ``"qk"``, ``"av"``), ``channels`` how many channels (or heads) it touched and
+    ``detail`` what was done, in one line.
+    """
+
+    op: str
+    what: str
+    channels: int
+    detail: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,14 +635,61 @@ class _Builder:
         self.scales: dict[str, Any] = {}
         self.zero_points: dict[str, int] = {}
         self.head_params: dict[str, tuple[HeadParams, ...]] = {}
+        self.adjustments: list[Adjustment] = []
+        # Per-channel lower bounds on ranges, carried along the residual chains (see plan).
+        self.floor: dict[str, np.ndarray] = {}
+
+    def adjust(self, op: str, what: str, mask: Any, detail: str) -> None:
+        n = int(np.count_nonzero(mask))
+        if n:
+            self.adjustments.append(Adjustment(op, what, n, detail))
 
     # ---- activation scales ----------------------------------------------------------------
 
     def tensor_scale(self, name: str) -> float:
         return float(_amax_floor(self.stats.tensor[name])) / QMAX
 
+    def vec(self, name: str, n: int) -> np.ndarray:
+        """The scale of tensor ``name`` per channel, ``(n,)`` float64."""
+        return np.broadcast_to(np.asarray(self.scales[name], np.float64), (n,)).copy()
+
+    def plan_residual_profiles(self, blocks: Sequence[Sequence[_Spec]]) -> None:
+        """One residual triple per op: shape each residual's per-channel scale for its add.
+
+        With one ``(y_mult, res_mult, shift)`` per op, the sum and the dense output of each
+        channel have the residual's scale times two factors ``K_z``, ``K_y`` shared by all
+        channels. A channel whose sum (or dense output) is large against its residual would
+        force a large factor on every channel; instead the residual's scale in that channel is
+        raised. ``K_z``, ``K_y`` minimise the total squared step of the three tensors,
+        ``sum_c max(R_r, R_z / K_z, R_y / K_y)**2 * (1 + K_z**2 + K_y**2)``, over quantiles of
+        the per-channel ratios. Runs before :meth:`plan` (and before the embedding tables).
+        """
+        if self.settings.per_channel_epilogue or not self.settings.channel_scales:
+            return
+        for block in blocks:
+            for spec in block:
+                if isinstance(spec, _AttentionSpec) or spec.residual is None:
+                    continue
+                r_r = self._channel_range(spec.residual)
+                r_z = self._channel_range(f"{spec.name}.sum")
+                r_y = self._channel_range(f"{spec.name}.dense")
+                qs = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 1.0)
+                best: tuple[float, np.ndarray] | None = None
+                for k_z in np.unique(np.quantile(r_z / r_r, qs)):
+                    for k_y in np.unique(np.quantile(r_y / r_r, qs)):
+                        need = np.maximum(r_z / k_z, r_y / k_y)
+                        cost = float(np.sum(np.maximum(r_r, need) ** 2)) * (1 + k_z**2 + k_y**2)
+                        if best is None or cost < best[0]:
+                            best = (cost, need)
+                assert best is not None
+                self._raise_floor(spec.residual, best[1])
+
+    def _raise_floor(self, name: str, r: np.ndarray) -> None:
+        self.floor[name] = np.maximum(self.floor[name], r) if name in self.floor else r
+
     def plan(self, blocks: Sequence[Sequence[_Spec]]) -> None:
-        """Choose the per-tensor output scales (attention q/k/v per head, snapped)."""
+        """Choose the output scales: per channel for the NoNorm outputs (``channel_scales``),
+        per head for query/key/value (snapped with the attention), per tensor otherwise."""
         st = self.stats
         for block in blocks:
             for spec in block:
@@ -541,33 +708,93 @@ class _Builder:
                     self.scales[spec.name] = np.repeat(
                         ch.reshape(spec.heads, -1).max(1) / QMAX, ch.size // spec.heads
                     )
+                elif spec.norm is not None and self.settings.channel_scales:
+                    # Read only by GEMM inputs (folded into their weights) and residual adds.
+                    self._carry_ranges(spec)
+                    self.scales[spec.name] = self._channel_range(spec.name) / QMAX
                 else:
                     self.scales[spec.name] = self.tensor_scale(spec.name)
+
+    def _carry_ranges(self, spec: _GemmSpec) -> None:
+        """A residual's range is a floor for the sum's, and NoNorm maps the sum's onto the output.
+
+        An extreme value that calibration saw only upstream (the embeddings cover the whole
+        vocabulary, the layers only the calibration ids) then keeps a scale that holds it all
+        the way down the residual stream instead of saturating at the next add.
+        """
+        assert spec.norm is not None
+        if spec.residual is None:
+            return
+        s = f"{spec.name}.sum"
+        self._raise_floor(s, self._channel_range(spec.residual))
+        w = np.abs(spec.norm.weight.astype(np.float64))
+        self._raise_floor(spec.name, w * self._channel_range(s) + np.abs(spec.norm.bias))
 
     def _plan_attention(self, spec: _AttentionSpec) -> None:
         nh = spec.num_heads
         s_ctx = self.tensor_scale(spec.name)
-        self.scales[spec.name] = s_ctx
-        s_q = self.scales[spec.query].reshape(nh, -1)[:, 0]
-        s_k = self.scales[spec.key].reshape(nh, -1)[:, 0]
-        s_v = self.scales[spec.value].reshape(nh, -1)[:, 0]
         d = self.scales[spec.query].size // nh
-        # logits [ln2 units] = s_q s_k (q.k) / (sqrt(d) ln 2): snap s_q up so it is exact.
-        qk_m, qk_s, qk_r = _snap(s_q * s_k / (math.sqrt(d) * LN2), up=True)
-        s_q = qk_r * math.sqrt(d) * LN2 / s_k
-        # context = s_p s_v (p.v) / s_ctx with s_p = gain / 255: snap s_v up so it is exact.
-        heads = [f"{spec.name}.head{hh}" for hh in range(nh)]
-        if self.settings.itamax_gain:
-            s_p = np.array([self.stats.gain[h] for h in heads]) * PROB_SCALE
+        if self.settings.channel_scales:
+            # q . k only needs s_q[c] s_k[c] constant within a head: balance each channel's
+            # range between q and k (q[c] / lam, k[c] * lam with lam = sqrt(Rq / Rk)), which
+            # never loses precision against one scale per head and gains on uneven channels.
+            r_q = _amax_floor(self.stats.channel[spec.query])
+            r_k = _amax_floor(self.stats.channel[spec.key])
+            lam = np.sqrt(r_q / r_k)
+            unit = np.repeat(np.sqrt(r_q * r_k).reshape(nh, d).max(1) / QMAX, d)
+            s_qc, s_kc = unit * lam, unit / lam
         else:
-            s_p = np.full(nh, PROB_SCALE)
-        av_m, av_s, av_r = _snap(s_v * s_p / s_ctx, up=True)
+            s_qc = np.asarray(self.scales[spec.query], np.float64)
+            s_kc = np.asarray(self.scales[spec.key], np.float64)
+        s_qk = (s_qc * s_kc).reshape(nh, d)[:, 0]  # per head
+        s_v = self.scales[spec.value].reshape(nh, -1)[:, 0]
+        heads = [f"{spec.name}.head{hh}" for hh in range(nh)]
+        fits = [self.stats.logit_fit[h] for h in heads]
+        c = np.array([f.scale for f in fits])
+        self.adjust(
+            spec.name,
+            "qk",
+            c < 1,
+            "logits scaled by " + "/".join(f"{f.scale:g}" for f in fits) + " (row maxima span "
+            f"more than {LOGIT_WINDOW} steps); rows clipped at the top "
+            + "/".join(f"{f.top_clipped:.1%}" for f in fits),
+        )
+        # logits [ln2 units] = c s_q s_k (q.k) / (sqrt(d) ln 2): snap s_q up so it is exact.
+        ratio = c * s_qk / (math.sqrt(d) * LN2)
+        high = ratio > RATIO_MAX
+        # A ratio above 255 means one unit of q.k moves a logit by more than 255 steps: the
+        # float softmax is one-hot there. 255 keeps the order of the logits (saturating them).
+        self.adjust(
+            spec.name,
+            "qk",
+            high,
+            f"logit multiplier {float(ratio.max()):.4g} > 255: logits scaled by "
+            f"{RATIO_MAX / float(ratio.max()):.3g} (one-hot rows stay one-hot)",
+        )
+        ratio = np.clip(ratio, RATIO_MIN, RATIO_MAX)
+        qk_m, qk_s, qk_r = self._snap(spec.name, "qk requantization", ratio, up=True)
+        s_qc = s_qc * np.repeat(np.where(high, 1.0, qk_r / ratio), d)
+        # context = s_p s_v (p.v) / s_ctx with s_p = gain / 255: snap s_v up so it is exact.
+        s_p = np.array([f.gain for f in fits]) * PROB_SCALE
+        # The context step must not be finer than 1/255 of a value step (av mult <= 255).
+        s_ctx_min = float(np.max(s_v * s_p)) / RATIO_MAX
+        self.adjust(
+            spec.name,
+            "av",
+            np.array(s_ctx < s_ctx_min),
+            f"context scale raised {s_ctx_min / s_ctx:.3g}x so the av multiplier fits 255",
+        )
+        s_ctx = max(s_ctx, s_ctx_min)
+        self.scales[spec.name] = s_ctx
+        av_ratio = np.maximum(s_v * s_p / s_ctx, RATIO_MIN)
+        av_m, av_s, av_r = self._snap(spec.name, "av requantization", av_ratio, up=True)
         s_v = av_r * s_ctx / s_p
-        self.scales[spec.query] = np.repeat(s_q, d)
+        self.scales[spec.query] = s_qc
+        self.scales[spec.key] = s_kc
         self.scales[spec.value] = np.repeat(s_v, d)
         for h, p in zip(heads, s_p, strict=True):
             self.scales[f"{h}.probs"] = float(p)
-        adds = [_logit_add(*self.stats.rowmax[h]) for h in heads]
+        adds = [f.add for f in fits]
         self.head_params[spec.name] = tuple(
             HeadParams(
                 f"{spec.name}.head{hh}",
@@ -591,35 +818,56 @@ class _Builder:
         )
 
     def _channel_range(self, name: str) -> np.ndarray:
-        """Epilogue range per channel: calibrated range x headroom, capped at the tensor's."""
+        """Range per channel: calibrated range x headroom, capped at the tensor's range."""
         t = float(_amax_floor(self.stats.tensor[name]))
         ch = self.stats.channel[name]
-        if not self.settings.per_channel_epilogue:
-            return np.full(ch.shape, t)
-        return np.minimum(_amax_floor(ch, t) * self.settings.epilogue_headroom, t)
+        r = np.minimum(_amax_floor(ch, t) * self.settings.epilogue_headroom, t)
+        return np.maximum(r, self.floor[name]) if name in self.floor else r
+
+    def _snap(
+        self, op: str, what: str, ratio: np.ndarray, *, up: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            return _snap(ratio, up=up)
+        except MultiplierError as exc:
+            raise QuantizationError(f"{op}: {what}: {exc}") from exc
 
     def gemm(self, spec: _GemmSpec) -> GemmOp:
-        s_x = float(self.scales[spec.input])
+        N, K = spec.linear.weight.shape
+        s_x = self.vec(spec.input, K)
         zp_x = self.zero_points.get(spec.input, 0)
-        N = spec.linear.weight.shape[0]
-        s_out = np.broadcast_to(np.asarray(self.scales[spec.name], np.float64), (N,))
+        W, b = self._float_weights(spec)
+        # Accumulator step if the weights use their full int8 range; the bias must fit too.
+        s_acc_min = _amax_floor(np.abs(W * s_x[:, None]).max(0)) / QMAX
+        big_bias = np.abs(b) / BIAS_LIMIT > s_acc_min
+        self.adjust(spec.name, "bias", big_bias, "weights coarsened so the bias fits int32")
+        s_acc_min = np.maximum(s_acc_min, np.abs(b) / BIAS_LIMIT)
+        # The requant multiplier s_acc / s_y is at most 255: the dense step is not finer than
+        # s_acc / 255 (a finer step would only resolve less than one accumulator unit).
+        s_y_floor = s_acc_min / RATIO_MAX
+        s_out = self.vec(spec.name, N)
         residual = norm = None
         if spec.residual is None and spec.norm is None:
+            low = s_out < s_y_floor
+            self.adjust(spec.name, "requant", low, "output scale raised to s_acc / 255")
+            if low.any():
+                s_out = np.maximum(s_out, s_y_floor)
+                self.scales[spec.name] = s_out
             s_y = s_out.copy()
         elif spec.residual is None:
-            s_y = self._channel_range(f"{spec.name}.dense") / QMAX
-            self.scales[f"{spec.name}.dense"] = s_y
             assert spec.norm is not None
-            norm = self._affine(spec.name, spec.norm, s_y, s_out)
+            s_y = np.maximum(self._channel_range(f"{spec.name}.dense") / QMAX, s_y_floor)
+            self.scales[f"{spec.name}.dense"] = s_y
+            norm, s_out = self._affine(spec.name, spec.norm, s_y, s_out)
         else:
             if spec.norm is None:
                 raise QuantizationError(f"{spec.name}: residual without NoNorm is not supported")
-            s_res = float(self.scales[spec.residual])
             if self.zero_points.get(spec.residual, 0):
                 raise QuantizationError(f"{spec.name}: residual input must be symmetric")
-            residual, s_y, s_z = self._residual(spec.name, s_res)
-            norm = self._affine(spec.name, spec.norm, s_z, s_out)
-        weight, bias, requant = self._weights(spec, s_x, zp_x, s_y)
+            s_res = self.vec(spec.residual, N)
+            residual, s_y, s_z = self._residual(spec.name, s_res, s_y_floor)
+            norm, s_out = self._affine(spec.name, spec.norm, s_z, s_out)
+        weight, bias, requant = self._weights(spec, W, b, s_x, zp_x, s_acc_min, s_y)
         if spec.relu and self.zero_points.get(spec.name, 0):
             # Saturation at -128 (real 0) is the ReLU; no relu_en.
             requant = dataclasses.replace(
@@ -640,65 +888,134 @@ class _Builder:
             norm,
         )
 
-    def _weights(
-        self, spec: _GemmSpec, s_x: float, zp_x: int, s_y: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, Requant]:
-        """Per-output-channel int8 weights whose scale makes ``s_x s_w / s_y`` exact."""
+    def _float_weights(self, spec: _GemmSpec) -> tuple[np.ndarray, np.ndarray]:
         W = spec.linear.weight.astype(np.float64).T  # (K, N)
         b = spec.linear.bias.astype(np.float64)
-        s_w_min = _amax_floor(np.abs(W).max(0)) / QMAX
-        try:
-            mult, shift, exact = _snap(s_x * s_w_min / s_y, up=True)
-        except MultiplierError as exc:
-            raise QuantizationError(f"{spec.name}: requantization {exc}") from exc
-        s_w = exact * s_y / s_x
-        Wq = np.clip(np.rint(W / s_w), -QMAX, QMAX).astype(np.int8)
-        bq = np.rint(b / (s_x * s_w)) - zp_x * Wq.astype(np.int64).sum(0)
-        if np.abs(bq).max(initial=0) > BIAS_MAX:
-            raise QuantizationError(f"{spec.name}: bias does not fit int32 at scale s_x * s_w")
-        self.scales[f"{spec.name}.weight"] = s_w
+        for what, a in (("weight", W), ("bias", b)):
+            if not np.all(np.isfinite(a)):
+                raise QuantizationError(
+                    f"{spec.name}: dense {what} holds {a[~np.isfinite(a)].ravel()[0]}: fix the "
+                    "checkpoint (every weight must be a finite number)"
+                )
+        return W, b
+
+    def _weights(
+        self,
+        spec: _GemmSpec,
+        W: np.ndarray,
+        b: np.ndarray,
+        s_x: np.ndarray,
+        zp_x: int,
+        s_acc_min: np.ndarray,
+        s_y: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, Requant]:
+        """int8 weights ``W * s_x[k] / s_acc[j]`` (the input's per-channel scale folded in), with
+        the accumulator step ``s_acc`` snapped up so that ``s_acc / s_y`` is exact."""
+        ratio = s_acc_min / s_y
+        # Below 2**-24 the multiplier loses bits: coarsen the weights instead (the GEMM's
+        # contribution is then below 2**-24 output steps per accumulator unit anyway).
+        ratio = np.clip(ratio, RATIO_MIN, RATIO_MAX)
+        mult, shift, exact = self._snap(spec.name, "requantization", ratio, up=True)
+        s_acc = exact * s_y
+        Wq = np.clip(np.rint(W * (s_x[:, None] / s_acc)), -QMAX, QMAX).astype(np.int8)
+        bq = np.rint(b / s_acc) - zp_x * Wq.astype(np.int64).sum(0)
+        self.scales[f"{spec.name}.acc"] = s_acc
         return Wq, bq.astype(np.int32), Requant(mult, shift, np.zeros(len(s_y), np.int8))
 
-    def _residual(self, name: str, s_res: float) -> tuple[ResidualParams, np.ndarray, np.ndarray]:
+    def _residual(
+        self, name: str, s_res: np.ndarray, s_y_floor: np.ndarray
+    ) -> tuple[ResidualParams, np.ndarray, np.ndarray]:
         """Residual add with exact multipliers: returns params, dense scale, sum scale.
 
-        ``s_z`` is snapped (up from its calibrated range) so that ``s_res / s_z`` is exactly
-        ``res_mult / 2**shift``; then ``s_y`` is snapped up so that ``s_y / s_z`` is exactly
-        ``y_mult / 2**shift``, with the largest shift keeping both multipliers in 1..255.
+        ``per_channel_epilogue``: per channel, ``s_z`` is snapped up from its calibrated range so
+        that ``s_res / s_z`` is exactly ``res_mult / 2**shift``, then ``s_y`` so that ``s_y / s_z``
+        is ``y_mult / 2**shift``. Otherwise one ``(y_mult, res_mult, shift)`` for the op (as an
+        engine job holds it): ``s_z`` and ``s_y`` are the residual's per-channel scale times
+        one factor each, the smallest that covers every channel's calibrated range.
         """
         s_z_min = self._channel_range(f"{name}.sum") / QMAX
-        s_y_min = self._channel_range(f"{name}.dense") / QMAX
-        n = s_z_min.size
+        s_y_min = np.maximum(self._channel_range(f"{name}.dense") / QMAX, s_y_floor)
+        if self.settings.per_channel_epilogue:
+            base, z_min, y_min = s_res, s_z_min, s_y_min
+        else:
+            base = np.ones(1)
+            z_min = np.array([np.max(s_z_min / s_res)])
+            y_min = np.array([np.max(s_y_min / s_res)])
+        # y_mult / res_mult <= 255: a dense step above 255 residual steps is clipped to it
+        # (the residual is then below half a dense step: such a model is degenerate).
+        clip = y_min > RATIO_MAX * base
+        self.adjust(name, "residual", clip, "dense scale clipped to 255 residual steps")
+        y_min = np.minimum(y_min, RATIO_MAX * base)
+        # res_mult <= 255 and y_mult <= 255 at shift 0 bound the sum step from below.
+        z_floor = np.maximum(base, y_min) / RATIO_MAX
+        self.adjust(
+            name,
+            "residual",
+            z_min < z_floor,
+            "sum scale raised so that the residual multipliers fit 255",
+        )
+        z_min = np.maximum(z_min, z_floor)
+        n = z_min.size
         y_mult = np.zeros(n, np.int64)
         res_mult = np.zeros(n, np.int64)
         shift = np.zeros(n, np.int64)
         done = np.zeros(n, bool)
         eps = 1e-12
         for s in range(SHIFT_MAX, -1, -1):
-            rm = np.floor(s_res / s_z_min * 2.0**s * (1 + eps))  # s_z = s_res 2^s / rm >= s_z_min
+            rm = np.floor(base / z_min * 2.0**s * (1 + eps))  # s_z = base 2^s / rm >= z_min
             with np.errstate(divide="ignore", invalid="ignore"):
-                s_z = s_res * 2.0**s / rm
-                ym = np.ceil(s_y_min / s_z * 2.0**s * (1 - eps))
+                s_z = base * 2.0**s / rm
+                ym = np.ceil(y_min / s_z * 2.0**s * (1 - eps))
             ok = ~done & (rm >= 1) & (rm <= MULT_MAX) & (ym >= 1) & (ym <= MULT_MAX)
             y_mult[ok], res_mult[ok], shift[ok] = ym[ok], rm[ok], s
             done |= ok
         if not np.all(done):
+            i = int(np.argmin(done))
             raise QuantizationError(
-                f"{name}: residual add cannot be expressed with uint8 multipliers "
-                f"(scale ratios dense/sum {np.max(s_y_min / s_z_min):.3g}, residual/sum "
-                f"{np.max(s_res / s_z_min):.3g})"
+                f"{name}: residual add: the sum's range is {float(z_min[i] / base[i]):.3g} "
+                "times the residual's step (above 2**31): the residual cannot be added at this "
+                "precision; rescale the model's residual branch"
             )
-        s_z = s_res * np.exp2(shift) / res_mult
-        s_y = y_mult * s_z / np.exp2(shift)
+        z_rel = base * np.exp2(shift) / res_mult
+        y_rel = y_mult * z_rel / np.exp2(shift)
+        if self.settings.per_channel_epilogue:
+            s_z, s_y = z_rel, y_rel
+        else:
+            s_z, s_y = z_rel * s_res, y_rel * s_res
+            y_mult, res_mult, shift = (np.repeat(a, s_res.size) for a in (y_mult, res_mult, shift))
         self.scales[f"{name}.sum"] = s_z
         self.scales[f"{name}.dense"] = s_y
         u8 = np.uint8
         return ResidualParams(y_mult.astype(u8), res_mult.astype(u8), shift.astype(u8)), s_y, s_z
 
-    def _affine(self, name: str, norm: Norm, s_in: np.ndarray, s_out: np.ndarray) -> AffineParams:
-        """NoNorm ``x * g + b`` from scale ``s_in`` (per channel) to ``s_out``."""
-        g = norm.weight.astype(np.float64) * s_in / s_out
-        b = norm.bias.astype(np.float64) / s_out
+    def _affine(
+        self, name: str, norm: Norm, s_in: np.ndarray, s_out: np.ndarray
+    ) -> tuple[AffineParams, np.ndarray]:
+        """NoNorm ``x * g + b`` from scale ``s_in`` (per channel) to ``s_out``.
+
+        Returns the params and ``s_out``, raised in the channels whose ``gamma`` would not fit
+        int16 even at shift 0 (never on sane models; recorded as an adjustment). A ``beta``
+        beyond 2**30 output units is clipped there: that channel saturates whatever ``x`` is.
+        """
+        w = norm.weight.astype(np.float64)
+        bias = norm.bias.astype(np.float64)
+        for what, a in (("weight", w), ("bias", bias)):
+            if not np.all(np.isfinite(a)):
+                raise QuantizationError(
+                    f"{name}: NoNorm {what} holds {a[~np.isfinite(a)].ravel()[0]}: fix the "
+                    "checkpoint (every weight must be a finite number)"
+                )
+        g_floor = np.abs(w) * s_in / GAMMA_MAX
+        low = s_out < g_floor
+        self.adjust(name, "affine", low, "output scale raised so that gamma fits int16")
+        if low.any():
+            s_out = np.maximum(s_out, g_floor)
+            self.scales[name] = s_out
+        g = w * s_in / s_out
+        b = bias / s_out
+        clipped = np.abs(b) > BETA_MAX
+        self.adjust(name, "affine", clipped, "beta clipped to 2**30 (the channel saturates)")
+        b = np.clip(b, -BETA_MAX, BETA_MAX)
         shift = np.zeros(g.size, np.int64)
         done = np.zeros(g.size, bool)
         for s in range(SHIFT_MAX, -1, -1):
@@ -711,9 +1028,8 @@ class _Builder:
             done |= ok
         gamma = np.rint(g * np.exp2(shift))
         beta = np.rint(b * np.exp2(shift))
-        if np.abs(gamma).max() > GAMMA_MAX or np.abs(beta).max() > BETA_MAX:
-            raise QuantizationError(f"{name}: NoNorm does not fit int16 gamma / int32 beta")
-        return AffineParams(gamma.astype(np.int16), beta.astype(np.int32), shift.astype(np.uint8))
+        params = AffineParams(gamma.astype(np.int16), beta.astype(np.int32), shift.astype(np.uint8))
+        return params, s_out
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,10 +1047,12 @@ class QuantizedMobileBert:
     layers : tuple of :class:`QuantizedLayer`.
     scales : tensor name -> real scale (float, or per-channel float64 array): ``real = scale *
         int`` (ReLU outputs: ``real = scale * (int + 128)``, see :attr:`zero_points`). Also
-        ``"<op>.weight"`` (per output channel), ``"<op>.dense"`` / ``"<op>.sum"`` (epilogue).
-        Never read by the integer forward.
+        ``"<op>.acc"`` (accumulator step per output channel: the real dense output is
+        ``acc * scale``, the input's scale folded in), ``"<op>.dense"`` / ``"<op>.sum"``
+        (epilogue). Never read by the integer forward.
     zero_points : tensor name -> int8 zero point for the tensors that have one.
     settings : the :class:`CalibrationSettings` used.
+    adjustments : the :class:`Adjustment` s the quantizer made to stay representable.
     """
 
     def __init__(
@@ -745,6 +1063,7 @@ class QuantizedMobileBert:
         scales: Mapping[str, Any],
         zero_points: Mapping[str, int],
         settings: CalibrationSettings,
+        adjustments: Sequence[Adjustment] = (),
     ) -> None:
         self.config = config
         self.embeddings = embeddings
@@ -752,6 +1071,7 @@ class QuantizedMobileBert:
         self.scales = dict(scales)
         self.zero_points = dict(zero_points)
         self.settings = settings
+        self.adjustments = tuple(adjustments)
 
     @property
     def state_names(self) -> list[str]:
@@ -796,25 +1116,28 @@ class QuantizedMobileBert:
 
     def forward(
         self, input_ids: np.ndarray, token_type_ids: np.ndarray | None = None
-    ) -> list[tuple[np.ndarray, float]]:
+    ) -> list[tuple[np.ndarray, float | np.ndarray]]:
         """Hidden states as ``(int8 array, scale)``, like ``MobileBert.forward``'s list.
 
         ``(S,)`` or ``(1, S)`` ids give ``(S, hidden)`` arrays, ``(B, S)`` with ``B > 1`` give
-        ``(B, S, hidden)`` (sequences run one by one). ``real = scale * int``.
+        ``(B, S, hidden)`` (sequences run one by one). ``real = scale * int``; ``scale`` is a
+        float, or a ``(hidden,)`` float64 array with per-channel scales (``channel_scales``).
         """
         ids, tt = _check_ids(self.config, input_ids, token_type_ids)
         runs = [self.run(ids[b], tt[b]) for b in range(ids.shape[0])]
-        out = []
+        out: list[tuple[np.ndarray, float | np.ndarray]] = []
         for name in self.state_names:
             arr = np.stack([r[name] for r in runs])
-            out.append((arr[0] if arr.shape[0] == 1 else arr, float(self.scales[name])))
+            s = self.scales[name]
+            scale = float(s) if np.ndim(s) == 0 else np.asarray(s, np.float64)
+            out.append((arr[0] if arr.shape[0] == 1 else arr, scale))
         return out
 
     __call__ = forward
 
     @staticmethod
-    def dequantize(states: Sequence[tuple[np.ndarray, float]]) -> list[np.ndarray]:
-        """``[(int8, scale), ...] -> [float32 scale * int, ...]``."""
+    def dequantize(states: Sequence[tuple[np.ndarray, float | np.ndarray]]) -> list[np.ndarray]:
+        """``[(int8, scale), ...] -> [float32 scale * int, ...]`` (scale per channel or one)."""
         return [(q.astype(np.float64) * s).astype(np.float32) for q, s in states]
 
     def forward_float(
@@ -853,6 +1176,7 @@ def quantize_mobilebert(
     relu_zero_point: bool = False,
     itamax_gain: bool = True,
     group: int | None = None,
+    channel_scales: bool = True,
 ) -> QuantizedMobileBert:
     """Post-training quantization of ``model`` calibrated on ``calibration_ids``.
 
@@ -861,10 +1185,12 @@ def quantize_mobilebert(
     model : float :class:`MobileBert` (``no_norm``, ``relu``, with embedding transformation).
     calibration_ids : ``(S,)`` or ``(B, S)`` token ids (a few sequences are enough).
     token_type_ids : optional, as for ``MobileBert.forward``.
-    method : activation range: ``"maxabs"`` (default, the most accurate on our models) or
-        ``"percentile"`` (``percentile`` of ``|x|``; saturates outliers).
-    per_channel_epilogue : per-channel scales for the int8 values inside GEMM epilogues (the
-        dense output before the residual add and the sum before NoNorm).
+    method : activation range, one of :data:`METHODS` (``tinyattn.sw.calibration``):
+        ``"maxabs"`` (default), ``"percentile"`` (``percentile`` of ``|x|``) or ``"mse"``.
+    per_channel_epilogue : one residual-add triple ``(y_mult, res_mult, shift)`` per output
+        channel (golden model only) instead of one per op (what an engine job holds).
+    channel_scales : per-channel scales for the NoNorm outputs and the embedding tables,
+        folded into the weights of the GEMMs that read them.
     relu_zero_point : ReLU outputs use all 256 int8 codes (zero point -128; the saturation of
         the requantization *is* the ReLU) instead of ``relu_en`` on symmetric int8.
     group : ITAMax group; default ``EngineConfig().n_pe``.
@@ -872,15 +1198,17 @@ def quantize_mobilebert(
     Raises
     ------
     QuantizationError
-        Unsupported config, or a scale that the integer ops cannot express.
+        Unsupported config, or a model the integer ops cannot represent (non-finite weights
+        or float activations); one line naming the op, the value and what to change. Ranges
+        the engine can clip never raise: the scales move instead (see ``adjustments``).
     ValueError
         ``calibration_ids`` empty, misshaped, not integers or outside the vocabulary; a bad
         ``method``, ``percentile`` or ``group``.
     """
     cfg = model.config
     _check_supported(cfg)
-    if method not in ("maxabs", "percentile"):
-        raise ValueError(f"method must be 'maxabs' or 'percentile', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
     group = EngineConfig().n_pe if group is None else int(group)
@@ -896,25 +1224,42 @@ def quantize_mobilebert(
         itamax_gain,
         group,
         int(ids.size),
+        channel_scales,
     )
 
-    stats = _Stats(method, percentile, group)
+    stats = _Stats(method, percentile, group, itamax_gain)
     for name, x in _trace_blocks(model, ids, tt):
         stats.record(name, x)
+    stats.cover(_vocabulary_ranges(model, ids.shape[1]))
 
     emb = model.embeddings
     b = _Builder(model, stats, settings)
-    # Word table: one scale (the trigram concatenation is a single GEMM input).
-    s_word = float(_amax_floor(np.abs(emb.word).max())) / QMAX
-    word = np.clip(np.rint(emb.word / s_word), -QMAX, QMAX).astype(np.int8)
-    b.scales["embeddings.input"] = s_word
-    # Position + token type, one table at one scale.
+    for what, table in (("word", emb.word), ("position", emb.position), ("type", emb.token_type)):
+        if not np.all(np.isfinite(table)):
+            raise QuantizationError(
+                f"embeddings: the {what} table holds {table[~np.isfinite(table)].ravel()[0]}: "
+                "fix the checkpoint (every weight must be a finite number)"
+            )
+    # Word table: one scale per column (folded into the embedding GEMM: the trigram input
+    # repeats the columns three times), or one for the table.
     pt = emb.position.astype(np.float64)[None] + emb.token_type.astype(np.float64)[:, None]
-    s_pt = float(_amax_floor(np.abs(pt).max())) / QMAX
+    blocks = _blocks(model)
+    b.plan_residual_profiles(blocks)
+    if channel_scales:
+        s_word = _amax_floor(np.abs(emb.word).max(0)) / QMAX
+        r_pt = np.abs(pt).reshape(-1, pt.shape[-1]).max(0)
+        s_pt = _amax_floor(np.maximum(r_pt, b.floor.get("embeddings.position_type", 0))) / QMAX
+        s_in: Any = np.tile(s_word, 3) if cfg.trigram_input else s_word
+    else:
+        s_word = float(_amax_floor(np.abs(emb.word).max())) / QMAX
+        s_pt = float(_amax_floor(np.abs(pt).max())) / QMAX
+        s_in = s_word
+    word = np.clip(np.rint(emb.word / s_word), -QMAX, QMAX).astype(np.int8)
+    b.scales["embeddings.input"] = s_in
+    # Position + token type: one int8 table.
     b.scales["embeddings.position_type"] = s_pt
     position_type = np.clip(np.rint(pt / s_pt), -QMAX, QMAX).astype(np.int8)
 
-    blocks = _blocks(model)
     b.plan(blocks)
     built: dict[str, Any] = {}
     for block in blocks:
@@ -948,4 +1293,6 @@ def quantize_mobilebert(
                 output_bottleneck=built.get(f"{p}.output.bottleneck"),
             )
         )
-    return QuantizedMobileBert(cfg, embeddings, layers, b.scales, b.zero_points, settings)
+    return QuantizedMobileBert(
+        cfg, embeddings, layers, b.scales, b.zero_points, settings, b.adjustments
+    )
