@@ -65,6 +65,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/tinyattn lint
 
+# build/ is this checkout's build cache (netlists, simulator and firmware builds): every
+# tinyattn command run from this checkout's .venv uses it, from whatever folder
+# (`tinyattn cache info`). TINYATTN_BUILD_DIR moves it; an installed tinyattn uses
+# ~/.cache/tinyattn, which `tinyattn cache clear` empties.
 clean:
 	rm -rf build out .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
