@@ -256,3 +256,19 @@ def test_output_parents_are_created(tmp_path: Path) -> None:
     out = run_cli("config", "--out", str(tmp_path / "a" / "b" / "c.toml"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "a" / "b" / "c.toml").read_text().startswith("[engine]")
+
+
+def test_missing_firmware_compiler_is_found_first(tmp_path: Path) -> None:
+    """deploy needs the rv32 gcc: without it, one line before anything is loaded or made."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tinyattn", "deploy", "synthetic", "--out", "d"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PATH": str(tmp_path / "no-tools")},
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "riscv64-unknown-elf-gcc is not on PATH" in lines[0], out.stderr
+    assert out.stdout == "" and not (tmp_path / "d").exists()

@@ -198,6 +198,16 @@ def _check_simulator(sim: str) -> None:
         raise UsageError(f"--sim {sim}: {missing}")
 
 
+def _check_rv32_gcc() -> None:
+    """The firmware compiler is installed; else one line saying how to get it."""
+    from tinyattn.sw.firmware import FirmwareError, rv32_gcc
+
+    try:
+        rv32_gcc()
+    except FirmwareError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the working folder when inside it (as the README shows)."""
     try:
@@ -498,6 +508,8 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
             raise UsageError(f"--l2 {path}: cannot be read: {exc.strerror}") from None
     l2_out = check_output(args.l2_out, "--l2-out") if args.l2_out else None
     _check_simulator(args.sim)
+    if isinstance(program, list):  # sources to build
+        _check_rv32_gcc()
     print(
         f"running {' '.join(args.program)} on control core 0 of the cluster "
         f"(config {cfg.stable_hash()}) under {args.sim} ..."
@@ -615,6 +627,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     cfg.check_for("cluster")
     _check_model_args(args)
     out = check_output(args.out, "--out", folder=True)
+    _check_rv32_gcc()
     prepared = _prepare(args)
     try:
         dep = write_deployment(prepared, cfg, out)  # type: ignore[arg-type]
@@ -651,6 +664,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     default_png = build_root() / f"run-{Path(args.model).name}-S{args.seq}.png"
     png = check_output(args.png or default_png, "--png")
     _check_simulator(args.sim)
+    _check_rv32_gcc()
     prepared = _prepare(args)
     q = prepared.qmodel  # type: ignore[attr-defined]
     schedule = deploy(q, cfg, args.seq)
