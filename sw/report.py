@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             layers=args.layers,
         )
+    except BrokenPipeError:  # stdout closed (`| head`): tinyattn.cli.main ends quietly
+        raise
     except (
         UsageError,
         CheckpointError,

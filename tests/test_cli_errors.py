@@ -207,10 +207,15 @@ def test_every_class_and_command_is_covered() -> None:
     assert {c[1][0] for c in CASES if c[1]} >= COMMANDS
 
 
-def test_closed_stdout_pipe_is_quiet() -> None:
+@pytest.mark.parametrize(
+    "args",
+    [["config"], ["cache", "info"], ["quantize-report", str(FIXTURE), "--out", "{tmp}/q.png"]],
+    ids=["config", "cache", "quantize-report"],
+)
+def test_closed_stdout_pipe_is_quiet(tmp_path: Path, args: list[str]) -> None:
     """``tinyattn config | head -0``: no traceback, status 141 (128 + SIGPIPE)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyattn", "config"],
+        [sys.executable, "-m", "tinyattn", *(a.format(tmp=tmp_path) for a in args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
