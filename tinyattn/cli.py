@@ -718,11 +718,15 @@ def cmd_quantize_report(argv: list[str]) -> int:
 
 
 def _size(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    raise AssertionError  # pragma: no cover
+    """``n`` bytes as ``"5.1 KB"`` (decimal units, as ``du --si``)."""
+    if n < 1000:
+        return f"{n} bytes"
+    value = n / 1000
+    for unit in ("KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    return f"{value:.1f} {unit}"
 
 
 #: Entries ``tinyattn cache info`` lists one by one (the largest).
