@@ -66,6 +66,7 @@ __all__ = [
     "CalibrationSettings",
     "GemmOp",
     "HeadParams",
+    "LogitFit",
     "MultiplierError",
     "QuantizationError",
     "QuantizedEmbeddings",
@@ -439,6 +440,37 @@ def float_trace(
     return dict(_trace_blocks(model, ids, tt))
 
 
+def _check_finite(model: MobileBert) -> None:
+    """One :class:`QuantizationError` line for the first NaN / inf parameter, named by op."""
+    emb = model.embeddings
+    arrays: list[tuple[str, str, np.ndarray]] = [
+        ("embeddings", "word table", emb.word),
+        ("embeddings", "position table", emb.position),
+        ("embeddings", "token type table", emb.token_type),
+    ]
+    for block in _blocks(model):
+        for spec in block:
+            if isinstance(spec, _AttentionSpec):
+                continue
+            arrays += [
+                (spec.name, "dense weight", spec.linear.weight),
+                (spec.name, "dense bias", spec.linear.bias),
+            ]
+            if spec.norm is not None:
+                arrays += [
+                    (spec.name, "NoNorm weight", spec.norm.weight),
+                    (spec.name, "NoNorm bias", spec.norm.bias),
+                ]
+    for op, what, a in arrays:
+        bad = ~np.isfinite(a)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise QuantizationError(
+                f"{op}: {what} holds {a[where]} at {list(where)}: no scale can hold it; fix the "
+                "checkpoint (every weight must be a finite number)"
+            )
+
+
 def _vocabulary_ranges(model: MobileBert, seq_len: int) -> dict[str, np.ndarray]:
     """Per-channel max ``|x|`` of the embedding block's tensors over every word of the vocabulary.
 
@@ -563,8 +595,9 @@ class _Stats:
         if not np.all(np.isfinite(x)):
             bad = x[~np.isfinite(x)].ravel()[0]
             raise QuantizationError(
-                f"{_op_of(name)}: the float model gives {bad} at {name} on the calibration ids: "
-                "fix the checkpoint (its weights overflow float32 or hold NaN/inf)"
+                f"{_op_of(name)}: the float model gives {bad} at {name} on the calibration ids "
+                "(float64): no scale can hold it; fix the checkpoint (a weight at or before "
+                "this op is far too large)"
             )
         if name.endswith(".logits"):
             self._logits[name.removesuffix(".logits")] = x
@@ -660,9 +693,12 @@ class _Builder:
         channel have the residual's scale times two factors ``K_z``, ``K_y`` shared by all
         channels. A channel whose sum (or dense output) is large against its residual would
         force a large factor on every channel; instead the residual's scale in that channel is
-        raised. ``K_z``, ``K_y`` minimise the total squared step of the three tensors,
-        ``sum_c max(R_r, R_z / K_z, R_y / K_y)**2 * (1 + K_z**2 + K_y**2)``, over quantiles of
-        the per-channel ratios. Runs before :meth:`plan` (and before the embedding tables).
+        raised. ``K_z``, ``K_y`` minimise the squared steps of the three tensors, each relative
+        to the tensor's own squared ranges (a proxy of its cosine error):
+        ``sum_c S[c]**2 * (1 / sum R_r**2 + K_z**2 / sum R_z**2 + K_y**2 / sum R_y**2)`` with
+        ``S = max(R_r, R_z / K_z, R_y / K_y)``, over quantiles of the per-channel ratios, with
+        ``K_y <= 255`` (``y_mult / res_mult``). Runs before :meth:`plan` (and before the
+        embedding tables).
         """
         if self.settings.per_channel_epilogue or not self.settings.channel_scales:
             return
@@ -674,14 +710,29 @@ class _Builder:
                 r_z = self._channel_range(f"{spec.name}.sum")
                 r_y = self._channel_range(f"{spec.name}.dense")
                 qs = (0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 1.0)
+                e_r, e_z, e_y = (float(np.sum(r * r)) for r in (r_r, r_z, r_y))
                 best: tuple[float, np.ndarray] | None = None
+                # K_y <= 255 (y_mult / res_mult): where the dense output is more than 255
+                # times the residual, the residual's step is raised (it is then negligible).
+                k_ys = np.minimum(np.quantile(r_y / r_r, qs), RATIO_MAX * (1 - 1e-9))
                 for k_z in np.unique(np.quantile(r_z / r_r, qs)):
-                    for k_y in np.unique(np.quantile(r_y / r_r, qs)):
+                    for k_y in np.unique(k_ys):
                         need = np.maximum(r_z / k_z, r_y / k_y)
-                        cost = float(np.sum(np.maximum(r_r, need) ** 2)) * (1 + k_z**2 + k_y**2)
+                        cost = float(np.sum(np.maximum(r_r, need) ** 2)) * (
+                            1 / e_r + k_z**2 / e_z + k_y**2 / e_y
+                        )
                         if best is None or cost < best[0]:
                             best = (cost, need)
                 assert best is not None
+                raised = best[1] / r_r
+                self.adjust(
+                    spec.name,
+                    "residual",
+                    raised > 2,
+                    f"one residual triple: {spec.residual}'s scale raised up to "
+                    f"{float(raised.max()):.3g}x (dense or sum up to "
+                    f"{float(np.max(np.maximum(r_y, r_z) / r_r)):.3g}x the residual there)",
+                )
                 self._raise_floor(spec.residual, best[1])
 
     def _raise_floor(self, name: str, r: np.ndarray) -> None:
@@ -783,7 +834,7 @@ class _Builder:
         if self.settings.channel_scales:
             # Per-channel value scales; the context inherits them (times one factor per head,
             # the smallest that covers every channel's range), read by a GEMM that folds them.
-            s_vc = _amax_floor(self.stats.channel[spec.value]) / QMAX
+            s_vc = self._channel_range(spec.value) / QMAX
             r_ctx = self._channel_range(spec.name) / QMAX
             kappa = (r_ctx / s_vc).reshape(nh, d).max(1)
         else:
@@ -906,15 +957,8 @@ class _Builder:
         )
 
     def _float_weights(self, spec: _GemmSpec) -> tuple[np.ndarray, np.ndarray]:
-        W = spec.linear.weight.astype(np.float64).T  # (K, N)
-        b = spec.linear.bias.astype(np.float64)
-        for what, a in (("weight", W), ("bias", b)):
-            if not np.all(np.isfinite(a)):
-                raise QuantizationError(
-                    f"{spec.name}: dense {what} holds {a[~np.isfinite(a)].ravel()[0]}: fix the "
-                    "checkpoint (every weight must be a finite number)"
-                )
-        return W, b
+        # Finite: checked by _check_finite before calibration.
+        return spec.linear.weight.astype(np.float64).T, spec.linear.bias.astype(np.float64)
 
     def _weights(
         self,
@@ -958,11 +1002,19 @@ class _Builder:
             base = np.ones(1)
             z_min = np.array([np.max(s_z_min / s_res)])
             y_min = np.array([np.max(s_y_min / s_res)])
-        # y_mult / res_mult <= 255: a dense step above 255 residual steps is clipped to it
-        # (the residual is then below half a dense step: such a model is degenerate).
-        clip = y_min > RATIO_MAX * base
-        self.adjust(name, "residual", clip, "dense scale clipped to 255 residual steps")
-        y_min = np.minimum(y_min, RATIO_MAX * base)
+        # y_mult / res_mult <= 255. A dense step above 255 residual steps means the whole
+        # residual is below half a dense step: per channel, such a channel drops the residual
+        # (res_mult 0); with one triple per op, the dense step is clipped (its range saturates;
+        # plan_residual_profiles makes this rare).
+        drop = y_min > RATIO_MAX * base
+        if self.settings.per_channel_epilogue:
+            self.adjust(
+                name, "residual", drop, "residual dropped (below half a step of the dense output)"
+            )
+        else:
+            self.adjust(name, "residual", drop, "dense scale clipped to 255 residual steps")
+            y_min = np.minimum(y_min, RATIO_MAX * base)
+            drop = np.zeros(drop.shape, bool)
         # res_mult <= 255 and y_mult <= 255 at shift 0 bound the sum step from below.
         z_floor = np.maximum(base, y_min) / RATIO_MAX
         self.adjust(
@@ -976,7 +1028,12 @@ class _Builder:
         y_mult = np.zeros(n, np.int64)
         res_mult = np.zeros(n, np.int64)
         shift = np.zeros(n, np.int64)
-        done = np.zeros(n, bool)
+        done = drop.copy()
+        z_drop = np.maximum(z_min, y_min / RATIO_MAX)
+        if drop.any():
+            ratio = np.clip(y_min / z_drop, RATIO_MIN, RATIO_MAX)
+            ym, sh, _ = self._snap(name, "residual add", ratio[drop], up=True)
+            y_mult[drop], shift[drop] = ym, sh
         eps = 1e-12
         for s in range(SHIFT_MAX, -1, -1):
             rm = np.floor(base / z_min * 2.0**s * (1 + eps))  # s_z = base 2^s / rm >= z_min
@@ -993,7 +1050,8 @@ class _Builder:
                 "times the residual's step (above 2**31): the residual cannot be added at this "
                 "precision; rescale the model's residual branch"
             )
-        z_rel = base * np.exp2(shift) / res_mult
+        with np.errstate(divide="ignore"):
+            z_rel = np.where(drop, z_drop, base * np.exp2(shift) / res_mult)
         y_rel = y_mult * z_rel / np.exp2(shift)
         if self.settings.per_channel_epilogue:
             s_z, s_y = z_rel, y_rel
@@ -1016,12 +1074,6 @@ class _Builder:
         """
         w = norm.weight.astype(np.float64)
         bias = norm.bias.astype(np.float64)
-        for what, a in (("weight", w), ("bias", bias)):
-            if not np.all(np.isfinite(a)):
-                raise QuantizationError(
-                    f"{name}: NoNorm {what} holds {a[~np.isfinite(a)].ravel()[0]}: fix the "
-                    "checkpoint (every weight must be a finite number)"
-                )
         g_floor = np.abs(w) * s_in / GAMMA_MAX
         low = s_out < g_floor
         self.adjust(name, "affine", low, "output scale raised so that gamma fits int16")
@@ -1070,6 +1122,7 @@ class QuantizedMobileBert:
     zero_points : tensor name -> int8 zero point for the tensors that have one.
     settings : the :class:`CalibrationSettings` used.
     adjustments : the :class:`Adjustment` s the quantizer made to stay representable.
+    logit_fits : head name -> :class:`LogitFit` (calibration of each head's logits).
     """
 
     def __init__(
@@ -1081,6 +1134,7 @@ class QuantizedMobileBert:
         zero_points: Mapping[str, int],
         settings: CalibrationSettings,
         adjustments: Sequence[Adjustment] = (),
+        logit_fits: Mapping[str, LogitFit] | None = None,
     ) -> None:
         self.config = config
         self.embeddings = embeddings
@@ -1089,6 +1143,7 @@ class QuantizedMobileBert:
         self.zero_points = dict(zero_points)
         self.settings = settings
         self.adjustments = tuple(adjustments)
+        self.logit_fits = dict(logit_fits or {})
 
     @property
     def state_names(self) -> list[str]:
@@ -1163,6 +1218,34 @@ class QuantizedMobileBert:
         """:meth:`forward` then :meth:`dequantize`."""
         return self.dequantize(self.forward(input_ids, token_type_ids))
 
+    def saturation(
+        self, input_ids: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Share of values that saturate, per op and stage, over the sequences of ``input_ids``.
+
+        Each stage is recomputed before its int8 clip (reporting only; the outputs it clips
+        to are the golden ones). GEMM stages: ``"requant"``, ``"residual"``, ``"affine"``
+        (a ReLU op counts only the top: clipping below zero is the ReLU) and ``"any"``, the
+        share of output values clipped at one stage or more. Attention: ``"logits"`` (logits
+        above 127, plus those clipped at -128 in a row whose maximum is within 8 steps of -128:
+        the only clips that change ITAMax's output), ``"context"`` and ``"any"`` (the larger).
+        """
+        ids, tt = _check_ids(self.config, input_ids, token_type_ids)
+        counts: dict[str, dict[str, list[int]]] = {}
+        for b in range(ids.shape[0]):
+            t = self.run(ids[b], tt[b], keep="all")
+            for op in self.ops():
+                c = counts.setdefault(op.name, {})
+                stages = _op_saturation(op, t)
+                for stage, (n_sat, n) in stages.items():
+                    acc = c.setdefault(stage, [0, 0])
+                    acc[0] += n_sat
+                    acc[1] += n
+        return {
+            name: {stage: n_sat / n if n else 0.0 for stage, (n_sat, n) in st.items()}
+            for name, st in counts.items()
+        }
+
     def integer_arrays(self) -> Iterator[tuple[str, Any]]:
         """Every parameter of every op as ``(path, value)`` (for checks and export)."""
 
@@ -1179,6 +1262,71 @@ class QuantizedMobileBert:
         yield from walk("embeddings", self.embeddings)
         for layer in self.layers:
             yield from walk(layer.name, layer)
+
+
+def _raw_shift(v: np.ndarray, shift: Any) -> np.ndarray:
+    """``floor(v / 2**shift + 1/2)`` in int64, as the golden model rounds (before its clip)."""
+    shift = np.asarray(shift, np.int64)
+    return (v + ((np.int64(1) << shift) >> 1)) >> shift
+
+
+def _clipped(raw: np.ndarray, *, low: bool = True) -> np.ndarray:
+    return (raw > 127) | (raw < -128) if low else raw > 127
+
+
+def _op_saturation(
+    op: GemmOp | AttentionOp, t: Mapping[str, np.ndarray]
+) -> dict[str, tuple[int, int]]:
+    """``stage -> (saturated values, values)`` of one op on the named tensors ``t``."""
+    out: dict[str, tuple[int, int]] = {}
+    if isinstance(op, AttentionOp):
+        logit_sat = ctx_sat = n_logits = 0
+        q, k, v = t[op.query], t[op.key], t[op.value]
+        for h in op.heads:
+            a, b = h.columns
+            m, s, add = h.qk_requant
+            raw = _raw_shift(m * golden.matmul_exact(q[:, a:b], k[:, a:b].T), s) + add
+            top = np.minimum(raw.max(-1, keepdims=True), 127)
+            harmful = (raw > 127) | ((raw < -128) & (top < -120))
+            logit_sat += int(harmful.sum())
+            n_logits += raw.size
+            probs = golden.itamax(np.clip(raw, -128, 127), op.group)
+            m, s, add = h.av_requant
+            ctx = _raw_shift(m * golden.matmul_exact(probs, v[:, a:b]), s) + add
+            ctx_sat += int(_clipped(ctx).sum())
+        n_ctx = t[op.name].size
+        out["logits"] = (logit_sat, n_logits)
+        out["context"] = (ctx_sat, n_ctx)
+        worst = max(out.values(), key=lambda c: c[0] / c[1])
+        out["any"] = worst
+        return out
+    acc = golden.wrap(golden.matmul_exact(t[op.input], op.weight) + golden.wrap(op.bias, 32), 32)
+    q = op.requant
+    raw = _raw_shift(q.mult.astype(np.int64) * acc, q.shift) + q.add
+    # Below zero a ReLU (or the zero point's -128) is what the op computes anyway.
+    relu_like = op.relu or bool(np.all(q.add == -128))
+    sat = _clipped(raw, low=not relu_like)
+    out["requant"] = (int(sat.sum()), raw.size)
+    y = np.clip(raw, -128, 127)
+    if op.residual is not None:
+        r = op.residual
+        assert op.residual_input is not None
+        z_raw = _raw_shift(
+            r.y_mult.astype(np.int64) * y + r.res_mult.astype(np.int64) * t[op.residual_input],
+            r.shift,
+        )
+        s = _clipped(z_raw)
+        out["residual"] = (int(s.sum()), raw.size)
+        sat |= s
+        y = np.clip(z_raw, -128, 127)
+    if op.norm is not None:
+        n = op.norm
+        o_raw = _raw_shift(n.gamma.astype(np.int64) * y + n.beta.astype(np.int64), n.shift)
+        s = _clipped(o_raw)
+        out["affine"] = (int(s.sum()), raw.size)
+        sat |= s
+    out["any"] = (int(sat.sum()), raw.size)
+    return out
 
 
 def quantize_mobilebert(
@@ -1244,19 +1392,16 @@ def quantize_mobilebert(
         channel_scales,
     )
 
+    _check_finite(model)
     stats = _Stats(method, percentile, group, itamax_gain)
-    for name, x in _trace_blocks(model, ids, tt):
-        stats.record(name, x)
+    # A float model that overflows gets one QuantizationError from record(), not warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, x in _trace_blocks(model, ids, tt):
+            stats.record(name, x)
     stats.cover(_vocabulary_ranges(model, ids.shape[1]))
 
     emb = model.embeddings
     b = _Builder(model, stats, settings)
-    for what, table in (("word", emb.word), ("position", emb.position), ("type", emb.token_type)):
-        if not np.all(np.isfinite(table)):
-            raise QuantizationError(
-                f"embeddings: the {what} table holds {table[~np.isfinite(table)].ravel()[0]}: "
-                "fix the checkpoint (every weight must be a finite number)"
-            )
     # Word table: one scale per column (folded into the embedding GEMM: the trigram input
     # repeats the columns three times), or one for the table.
     pt = emb.position.astype(np.float64)[None] + emb.token_type.astype(np.float64)[:, None]
@@ -1311,5 +1456,5 @@ def quantize_mobilebert(
             )
         )
     return QuantizedMobileBert(
-        cfg, embeddings, layers, b.scales, b.zero_points, settings, b.adjustments
+        cfg, embeddings, layers, b.scales, b.zero_points, settings, b.adjustments, stats.logit_fit
     )

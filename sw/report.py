@@ -3,8 +3,11 @@
 :func:`quantize_report` loads a checkpoint (or builds a synthetic ``mobilebert-uncased``
 model), quantizes it on random token ids from one random stream, evaluates on ids from another
 stream, prints one row per hidden state (cosine similarity, max abs error, float max abs) and
-writes a PNG plot of the per-state cosine and max abs error. :func:`main` is the command line
-(``tinyattn quantize-report PATH_OR_SYNTHETIC [--out FILE.png] [--seq-len N] [--seed N]``).
+writes a PNG plot of the per-state cosine and max abs error. Per layer it also prints the share
+of saturated values of every op, the calibration and the worst channel. :func:`main` is the
+command line (``tinyattn quantize-report PATH_OR_SYNTHETIC [--out FILE.png] [--seq-len N]
+[--seed N] [--method M] [--engine]``); ``stress:NAME`` sources are the stress models of
+:mod:`tinyattn.sw.stress_models`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from tinyattn.sw.mobilebert import CheckpointError, ConfigError, MobileBert, MobileBertConfig
-from tinyattn.sw.quantize import QuantizationError, QuantizedMobileBert
+from tinyattn.sw.quantize import METHODS, QuantizationError, QuantizedMobileBert
 
 __all__ = [
     "CALIBRATION_SEQUENCES",
@@ -30,6 +34,7 @@ __all__ = [
     "load_source",
     "main",
     "quantize_report",
+    "worst_channel",
 ]
 
 PROG = "tinyattn quantize-report"
@@ -54,10 +59,12 @@ def compare_states(
     reference: Sequence[np.ndarray], approx: Sequence[np.ndarray], names: Sequence[str]
 ) -> list[dict[str, Any]]:
     """One row per hidden state: ``index``, ``name``, ``cosine``, ``max_abs_error``,
-    ``float_max_abs`` (all over every element of the state, batch included)."""
+    ``float_max_abs`` (all over every element of the state, batch included), ``worst_channel``
+    and ``worst_channel_error`` (:func:`worst_channel`)."""
     rows = []
     for i, (ref, app, name) in enumerate(zip(reference, approx, names, strict=True)):
         ref64 = np.asarray(ref, np.float64)
+        channel, error = worst_channel(ref64, app)
         rows.append(
             {
                 "index": i,
@@ -65,9 +72,26 @@ def compare_states(
                 "cosine": cosine_similarity(ref64, app),
                 "max_abs_error": float(np.abs(ref64 - np.asarray(app, np.float64)).max()),
                 "float_max_abs": float(np.abs(ref64).max()),
+                "worst_channel": channel,
+                "worst_channel_error": error,
             }
         )
     return rows
+
+
+def worst_channel(reference: np.ndarray, approx: np.ndarray) -> tuple[int, float]:
+    """The channel (last axis) with the largest relative RMS error ``|a - r| / |r|``.
+
+    Channels whose float RMS is below 1e-3 of the largest channel's are skipped (a relative
+    error of an almost-zero channel says nothing). Returns ``(channel, relative error)``.
+    """
+    r = np.asarray(reference, np.float64).reshape(-1, np.shape(reference)[-1])
+    a = np.asarray(approx, np.float64).reshape(r.shape)
+    norm = np.linalg.norm(r, axis=0)
+    err = np.linalg.norm(a - r, axis=0) / np.maximum(norm, 1e-300)
+    err[norm < 1e-3 * norm.max(initial=0.0)] = 0.0
+    c = int(np.argmax(err))
+    return c, float(err[c])
 
 
 def load_source(source: str, *, seed: int = 0, layers: int | None = None) -> MobileBert:
@@ -85,6 +109,19 @@ def load_source(source: str, *, seed: int = 0, layers: int | None = None) -> Mob
             num_hidden_layers=SYNTHETIC_LAYERS if layers is None else layers
         )
         return MobileBert.synthetic(cfg, seed=seed)
+    if source.startswith("stress:"):
+        from tinyattn.sw.stress_models import STRESS_MODELS, stress_model
+
+        name = source.removeprefix("stress:")
+        if name not in STRESS_MODELS:
+            raise ValueError(
+                f"{source}: no such stress model; use stress:NAME with NAME one of "
+                f"{', '.join(sorted(STRESS_MODELS))}"
+            )
+        _check_layers(layers, SYNTHETIC_LAYERS, "MobileBERT")
+        return stress_model(
+            layers=SYNTHETIC_LAYERS if layers is None else layers, seed=seed, spec=name
+        )
     folder = Path(source)
     if not folder.is_dir():
         raise CheckpointError(
@@ -151,23 +188,34 @@ def quantize_report(
     seed: int = 0,
     layers: int | None = None,
     file: TextIO | None = None,
+    method: str = "maxabs",
+    engine: bool = False,
 ) -> list[dict[str, Any]]:
     """Quantize ``source``, compare every hidden state with the float model, plot, print.
 
     Parameters
     ----------
-    source : HF checkpoint folder (``config.json`` + ``model.safetensors``) or ``"synthetic"``.
+    source : HF checkpoint folder (``config.json`` + ``model.safetensors``), ``"synthetic"`` or
+        ``"stress:NAME"`` (a preset of :data:`tinyattn.sw.stress_models.STRESS_MODELS`, 24
+        layers unless ``layers``).
     out_png : the PNG to write (parent folders are created).
     seq_len : tokens per sequence (<= ``max_position_embeddings``).
     seed : synthetic weights and both id streams derive from it; calibration uses
         ``default_rng([seed, 1])``, evaluation ``default_rng([seed, 2])`` (never the same ids).
     layers : keep only the first ``layers`` encoder layers (default: all).
     file : where the table goes (default stdout).
+    method : calibration method (:data:`tinyattn.sw.calibration.METHODS`).
+    engine : quantize as an engine job holds the epilogue (one residual triple and one NoNorm
+        shift per op: ``per_channel_epilogue=False`` then ``unify_epilogues``).
 
     Returns
     -------
     One dict per hidden state: ``index``, ``name``, ``cosine``, ``max_abs_error``,
-    ``float_max_abs`` (over :data:`EVALUATION_SEQUENCES` sequences).
+    ``float_max_abs``, ``worst_channel``, ``worst_channel_error`` (over
+    :data:`EVALUATION_SEQUENCES` sequences), ``saturation`` (op name -> share of its values
+    saturated at some stage of its epilogue, :meth:`QuantizedMobileBert.saturation`, for the
+    ops that produce the state: the embedding GEMM, or all ops of the layer) and
+    ``calibration`` (one line: method, per-head logit scales, adjustments).
     """
     out = sys.stdout if file is None else file
     t0 = time.perf_counter()
@@ -182,7 +230,23 @@ def quantize_report(
         0, cfg.vocab_size, (EVALUATION_SEQUENCES, seq_len)
     )
     t1 = time.perf_counter()
-    qmodel: QuantizedMobileBert = model.quantize(calib)
+    qmodel: QuantizedMobileBert = model.quantize(
+        calib, method=method, per_channel_epilogue=not engine
+    )
+    if engine:
+        from tinyattn.sw.lowering import unify_epilogues
+
+        u = unify_epilogues(qmodel)
+        qmodel = QuantizedMobileBert(
+            u.config,
+            u.embeddings,
+            u.layers,
+            u.scales,
+            u.zero_points,
+            u.settings,
+            qmodel.adjustments,
+            qmodel.logit_fits,
+        )
     t2 = time.perf_counter()
     int_states = qmodel.forward(evaluation)
     t3 = time.perf_counter()
@@ -190,6 +254,7 @@ def quantize_report(
     reference = model.forward(evaluation)
     names = ["embeddings"] + [f"layer {i + 1}" for i in range(cfg.num_hidden_layers)]
     rows = compare_states(reference, approx, names)
+    _add_layer_details(rows, qmodel, evaluation)
 
     print(
         f"{source}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, bottleneck "
@@ -203,14 +268,29 @@ def quantize_report(
         "per sequence",
         file=out,
     )
-    header = f"{'index':>5}  {'state':<10}  {'cosine':>8}  {'max abs err':>11}  {'float max':>9}"
+    header = (
+        f"{'index':>5}  {'state':<10}  {'cosine':>8}  {'max abs err':>11}  {'float max':>9}"
+        "  worst channel (relative error)"
+    )
     print(header, file=out)
     for r in rows:
         print(
             f"{r['index']:>5}  {r['name']:<10}  {r['cosine']:8.5f}  {r['max_abs_error']:11.4f}"
-            f"  {r['float_max_abs']:9.4f}",
+            f"  {r['float_max_abs']:9.4f}  {r['worst_channel']} "
+            f"({r['worst_channel_error']:.2%})",
             file=out,
         )
+        sat = ", ".join(f"{op} {_percent(share)}" for op, share in r["saturation"].items())
+        for label, text in (("saturated", sat), ("calibration", r["calibration"])):
+            print(
+                textwrap.fill(
+                    text,
+                    width=100,
+                    initial_indent=f"{'':7}{label}: ",
+                    subsequent_indent=" " * 9,
+                ),
+                file=out,
+            )
     title = (
         f"int8 MobileBERT vs float: {Path(source).name if source != 'synthetic' else source}, "
         f"{cfg.num_hidden_layers} layers, seq {seq_len}"
@@ -218,6 +298,43 @@ def quantize_report(
     _plot(rows, title, Path(out_png))
     print(f"wrote {out_png}", file=out)
     return rows
+
+
+def _percent(share: float) -> str:
+    """``0`` or a share in percent with 2 significant digits (``0.0031%``)."""
+    return "0" if share == 0 else f"{share * 100:.2g}%"
+
+
+def _add_layer_details(
+    rows: list[dict[str, Any]], qmodel: QuantizedMobileBert, ids: np.ndarray
+) -> None:
+    """Per hidden state: ``saturation`` of the ops that produce it and the ``calibration``."""
+    sat = qmodel.saturation(ids)
+    s = qmodel.settings
+    method = s.method + (f" {s.percentile:g}" if s.method == "percentile" else "")
+    epilogue = "per-channel epilogue" if s.per_channel_epilogue else "one epilogue per op"
+    for r in rows:
+        prefix = "embeddings" if r["index"] == 0 else f"layer{r['index'] - 1}."
+        r["saturation"] = {
+            (name.removeprefix(prefix) or name): shares["any"]
+            for name, shares in sat.items()
+            if name == prefix or (prefix.endswith(".") and name.startswith(prefix))
+        }
+        parts = [f"{method}, {epilogue}"]
+        if r["index"] > 0:
+            i = r["index"] - 1
+            fits = [f for name, f in qmodel.logit_fits.items() if name.startswith(f"layer{i}.")]
+            if fits:
+                parts.append(
+                    "logit scale per head "
+                    + "/".join(f"{f.scale:g}" for f in fits)
+                    + ", ITAMax gain "
+                    + "/".join(f"{f.gain:.2f}" for f in fits)
+                )
+        for a in qmodel.adjustments:
+            if a.op == prefix or (prefix.endswith(".") and a.op.startswith(prefix)):
+                parts.append(f"{a.op} {a.what} ({a.channels}): {a.detail}")
+        r["calibration"] = "; ".join(parts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -251,6 +368,18 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=seed_int, default=0, help=f"weights and ids seed, 0..{MAX_SEED} (0)"
     )
     p.add_argument("--layers", type=positive_int, default=None, help="keep only the first N layers")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="maxabs",
+        help="calibration of the activation ranges (maxabs)",
+    )
+    p.add_argument(
+        "--engine",
+        action="store_true",
+        help="one residual triple and one NoNorm shift per op, as an engine job holds them "
+        "(what the deploy flow runs)",
+    )
     return p
 
 
@@ -270,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             seq_len=args.seq_len,
             seed=args.seed,
             layers=args.layers,
+            method=args.method,
+            engine=args.engine,
         )
     except BrokenPipeError:  # stdout closed (`| head`): tinyattn.cli.main ends quietly
         raise
