@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -128,10 +129,16 @@ class CostModel:
     #: Per row whose word offsets change from row to row (a stride that is not a multiple of
     #: the beat): the realigner loses about one cycle (682 vs 640 cycles at 128 bits).
     dma_row_realign: int = 1
-    #: Cycles per beat of a transfer that runs beside the engine: the engine's wide port
-    #: wins the L1 banks it uses (the DMA's lanes are narrow ports), so the DMA moves fewer
-    #: beats per cycle than on an idle cluster. Fitted on the fixture (see docs/deploy.md).
+    #: Cycles per beat of a transfer beside the engine, for the static estimates (the search's
+    #: lower bounds, the placement's scores); :func:`simulate` uses :meth:`dma_beat_beside`.
     dma_beat: float = 1.3
+    #: Cycles per beat while the engine is idle (docs/dma.md: a beat a cycle).
+    dma_beat_idle: float = 1.0
+    #: Beside a job that uses its L1 port in a share ``u`` of its cycles, the DMA gets the
+    #: banks it needs in ``1 - dma_conflict * u`` of the cycles: the engine's wide port wins
+    #: the banks it uses, and the DMA's narrow lanes wait. Fitted on the fixture's per-op
+    #: cycles (see docs/deploy.md).
+    dma_conflict: float = 0.8
     # Firmware on the control core: what sw/firmware/tinyattn_runtime.c does per record, per
     # job and per transfer, measured on the cluster RTL (ClusterConfig(), Verilator) by
     # verif/firmware/fw_costs.c, which includes the runtime and prints ta_cycles() around
@@ -176,6 +183,10 @@ class CostModel:
     seq_wait: int = 6
     #: The STAMP before each op: header, operand, the write.
     seq_op: int = 6
+
+    def dma_beat_beside(self, port_load: float) -> float:
+        """Cycles per DMA beat beside a job with this share of port cycles."""
+        return self.dma_beat_idle / (1 - self.dma_conflict * min(port_load, 1.0))
 
     def sequencer(self) -> CostModel:
         """This model with the sequencer as the issuer of transfers and waits: how
@@ -224,25 +235,39 @@ def _gemm_units(m: int, n: int, tile_m: int, vec_len: int) -> Iterator[tuple[int
                 yield rows, cols, nr * nc
 
 
-def engine_cycles(job: Job, cfg: ClusterConfig, cost: CostModel) -> int:
-    """Cycles of one job from queueing to ``done`` (``docs/performance.md`` fitted)."""
+def _engine_work(job: Job, cfg: ClusterConfig, cost: CostModel) -> tuple[int, int]:
+    """(cycles from queueing to ``done``, beats on the engine's L1 port) of one job."""
     e = cfg.engine
     if job.op == Op.GEMM:
         kb = _cdiv(job.k, e.vec_len)
         out_beats = 2 if job.flags & FLAG_RESIDUAL else 1
-        total = 0
+        total = port = 0
         for rows, cols, count in _gemm_units(job.m, job.n, e.tile_m, e.vec_len):
             compute = rows * _cdiv(cols, e.n_pe) * kb
             beats = cols * kb + rows * kb + rows * out_beats + _cdiv(cols * 16, e.vec_len)
             total += count * max(compute, beats)
-        return total + cost.gemm_job
-    total = 0
+            port += count * beats
+        return total + cost.gemm_job, port
+    total = port = 0
     for r0 in range(0, job.m, e.tile_m):
         rows = min(e.tile_m, job.m - r0)
-        qk = max(rows * _cdiv(job.n, e.n_pe) * _cdiv(job.k, e.vec_len), job.n + rows)
-        pv = max(rows * _cdiv(job.k, e.n_pe) * _cdiv(job.n, e.vec_len), job.k + rows)
+        qk_beats, pv_beats = job.n + rows, job.k + rows
+        qk = max(rows * _cdiv(job.n, e.n_pe) * _cdiv(job.k, e.vec_len), qk_beats)
+        pv = max(rows * _cdiv(job.k, e.n_pe) * _cdiv(job.n, e.vec_len), pv_beats)
         total += qk + pv + cost.att_pair
-    return job.heads * total + cost.att_job
+        port += qk_beats + pv_beats
+    return job.heads * total + cost.att_job, job.heads * port
+
+
+def engine_cycles(job: Job, cfg: ClusterConfig, cost: CostModel) -> int:
+    """Cycles of one job from queueing to ``done`` (``docs/performance.md`` fitted)."""
+    return _engine_work(job, cfg, cost)[0]
+
+
+def engine_port_load(job: Job, cfg: ClusterConfig, cost: CostModel) -> float:
+    """The share of a job's cycles in which the engine uses its L1 port."""
+    cycles, beats = _engine_work(job, cfg, cost)
+    return beats / cycles
 
 
 def dma_cycles(
@@ -255,20 +280,23 @@ def dma_cycles(
     l1_stride: int,
     cfg: ClusterConfig,
     cost: CostModel,
+    per_beat: float | None = None,
 ) -> int:
-    """Cycles of one transfer from acceptance to ``done`` (``docs/dma.md``)."""
+    """Cycles of one transfer from acceptance to ``done`` (``docs/dma.md``), at
+    ``per_beat`` cycles a beat (default: ``cost.dma_beat``)."""
+    per_beat = cost.dma_beat if per_beat is None else per_beat
     beat = cfg.dma.dma_bits // 8
     fixed = cost.dma_load if direction == Direction.L2_TO_L1 else cost.dma_store
     if l2_stride % beat == 0 and l1_stride % beat == 0:
         per_row = max(
             _cdiv(l2_addr % beat + row_bytes, beat), _cdiv(l1_addr % beat + row_bytes, beat)
         )
-        return fixed + int(rows * (per_row * cost.dma_beat + cost.dma_row))
+        return fixed + int(rows * (per_row * per_beat + cost.dma_row))
     beats = 0
     for r in range(rows):
         a2, a1 = (l2_addr + r * l2_stride) % beat, (l1_addr + r * l1_stride) % beat
         beats += max(_cdiv(a2 + row_bytes, beat), _cdiv(a1 + row_bytes, beat))
-    return fixed + int(beats * cost.dma_beat) + rows * (cost.dma_row + cost.dma_row_realign)
+    return fixed + int(beats * per_beat) + rows * (cost.dma_row + cost.dma_row_realign)
 
 
 def simulate(
@@ -291,6 +319,7 @@ def simulate(
     d_end: list[int] = []
     j_start: list[int] = []
     j_end: list[int] = []
+    j_load: list[float] = []
     d_free = j_free = d_busy = j_busy = 0
     for act in actions:
         kind = act[0]
@@ -301,10 +330,18 @@ def simulate(
             submit = cost.dma_resubmit if kind == RELOAD else cost.dma_submit
             core += submit
             fw += submit
-            dur = dma_cycles(
-                Direction.L1_TO_L2 if kind == STORE else Direction.L2_TO_L1, *act[1:], cfg, cost
-            )
+            direction = Direction.L1_TO_L2 if kind == STORE else Direction.L2_TO_L1
             s = max(core, d_free)
+            # Beside the jobs queued so far at their port load's rate, then at the idle rate.
+            idle = dma_cycles(direction, *act[1:], cfg, cost, cost.dma_beat_idle)
+            dur = idle
+            if s < j_free:
+                k = len(j_end) - 1
+                while k and j_start[k] > s and j_end[k - 1] > s:
+                    k -= 1
+                dur = dma_cycles(direction, *act[1:], cfg, cost, cost.dma_beat_beside(j_load[k]))
+                if s + dur > j_free:
+                    dur = j_free - s + math.ceil((1 - (j_free - s) / dur) * idle)
             d_free = s + dur
             d_busy += dur
             d_start.append(s)
@@ -315,7 +352,8 @@ def simulate(
                 core = max(core, j_start[i - jq])
             core += cost.seq_job_push
             fw += cost.seq_job_push
-            dur = engine_cycles(act[1], cfg, cost)
+            dur, beats = _engine_work(act[1], cfg, cost)
+            j_load.append(beats / dur)
             s = max(core, j_free)
             j_free = s + dur
             j_busy += dur

@@ -6,6 +6,8 @@ No simulator runs here: the RTL comparison is ``tinyattn bench model``
 
 from __future__ import annotations
 
+import math
+
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import Direction
 from tinyattn.sim.calibrate import compare, op_kind
@@ -23,6 +25,7 @@ from tinyattn.sw.tiler import (
     OpRecord,
     dma_cycles,
     engine_cycles,
+    engine_port_load,
     op_actions,
     simulate,
 )
@@ -51,19 +54,23 @@ def test_one_job_record_by_hand() -> None:
     acts = op_actions(rec, c)
     kinds = [a[0] for a in acts]
     assert kinds == [CORE, LOAD, LOAD, LOAD, CORE, WAIT_DMA, JOB, WAIT_JOB, STORE, WAIT_DMA]
-    # The issuer, action by action (the queues never fill: 3 transfers, 1 job).
+    # The issuer, action by action (the queues never fill: 3 transfers, 1 job). No transfer
+    # runs beside the job, so all move a beat at the idle rate.
+    idle = c.dma_beat_idle
     t = c.seq_op
     d_free = 0
     for l2, l1, row in ((0x1000, 0x0000, 64), (0x3000, 0x1000, 64), (0x7000, 0x3000, 16)):
         t += c.seq_dma_submit
-        d_free = max(t, d_free) + dma_cycles(Direction.L2_TO_L1, l2, l1, row, 64, row, row, CFG, c)
+        dur = dma_cycles(Direction.L2_TO_L1, l2, l1, row, 64, row, row, CFG, c, idle)
+        d_free = max(t, d_free) + dur
     t += c.seq_job_stage
     t = max(t, d_free) + c.seq_wait
     t += c.seq_job_push
     job_end = t + engine_cycles(acts[6][1], CFG, c)
     t = max(t, job_end) + c.seq_wait
     t += c.seq_dma_submit
-    d_free = max(t, d_free) + dma_cycles(Direction.L1_TO_L2, 0x5000, 0x2000, 64, 64, 64, 64, CFG, c)
+    dur = dma_cycles(Direction.L1_TO_L2, 0x5000, 0x2000, 64, 64, 64, 64, CFG, c, idle)
+    d_free = max(t, d_free) + dur
     t = max(t, d_free) + c.seq_wait
     got = simulate(acts, CFG, c)
     assert got.total == t
@@ -84,6 +91,28 @@ def test_jobs_between_pay_their_commands() -> None:
     # b and p become per-tile loads (still ONCE in the record: one slot, reloaded).
     extra = c.seq_job_stage + c.seq_job_push + 2 * c.seq_wait + 3 * c.seq_dma_submit
     assert got.firmware - one.firmware == extra
+
+
+def test_a_transfer_beside_a_job_moves_at_its_port_rate() -> None:
+    """A load pushed while a job runs moves its beats at the rate that the job's L1 port
+    load leaves the DMA, and at the idle rate once the job is done."""
+    c = COST.sequencer()
+    job = next(a[1] for a in op_actions(_one_tile_gemm(), c) if a[0] == JOB)
+    beside = c.dma_beat_beside(engine_port_load(job, CFG, c))
+    assert beside > c.dma_beat_idle
+    job_end = c.seq_job_push + engine_cycles(job, CFG, c)
+    for rows in (2, 200):  # within the job, and well past its end
+        load = (LOAD, 0x8000, 0x9000, 64, rows, 64, 64)
+        got = simulate([(JOB, job), load, (WAIT_DMA, 1)], CFG, c)
+        start = c.seq_job_push + c.seq_dma_submit
+        slow = dma_cycles(Direction.L2_TO_L1, *load[1:], CFG, c, beside)
+        if start + slow <= job_end:
+            end = start + slow
+        else:
+            idle = dma_cycles(Direction.L2_TO_L1, *load[1:], CFG, c, c.dma_beat_idle)
+            end = job_end + math.ceil((1 - (job_end - start) / slow) * idle)
+        assert got.total == max(end + c.seq_wait, job_end), rows
+        assert got.dma == end - start
 
 
 def test_compare_sums_per_kind() -> None:
