@@ -305,9 +305,9 @@ def build_stream(
                 busy, stores = points[i]
                 nxt = acts[r + 1]
                 for j in range(1, _first_loads(nxt)):
-                    ld = nxt[j]
                     if (r + 1, j) in early:
                         continue
+                    ld = nxt[j]
                     l1 = _span(ld[2], ld[3], ld[4], ld[6])
                     reads_store = any(not free for st in stores for _, free in split_around(ld, st))
                     if not any(_overlaps(l1, b) for b in busy) and not reads_store:
