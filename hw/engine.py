@@ -859,9 +859,12 @@ class Engine(wiring.Component):
         # ---------------------------------------------------------------- residual fetcher
         rt = _UnitWalker(m, "rf", shape, e)
         rf_r = Signal(range(tile_m), name="rf_r")
-        res_data = SyncFIFOBuffered(width=vec_len * 8, depth=MAX_READS + 1)
+        # A whole unit of residual rows: they are all fetched while the unit computes, so
+        # that the writer then streams one output row a cycle, as without a residual
+        # (a few rows of room made each residual row cost a read and a write at the end).
+        res_data = SyncFIFOBuffered(width=vec_len * 8, depth=tile_m + 1)
         m.submodules.res_data = ResetInserter(internal_reset)(res_data)
-        rf_pending = Signal(range(MAX_READS + 2), name="rf_pending")  # fetched, not written out
+        rf_pending = Signal(range(tile_m + 2), name="rf_pending")  # fetched, not written out
         # A tile's residual rows are fetched while the tile computes (tiles before it are full).
         r_acc = requester(
             "rf",
@@ -870,7 +873,7 @@ class Engine(wiring.Component):
             & ~attention
             & ~rt.done
             & (rt.index <= cnt["y_full"])
-            & (rf_pending < MAX_READS),
+            & (rf_pending < tile_m),
             addr=job.d_addr + (rt.m0 + rf_r) * job.d_stride + rt.n0,
             we=0,
             mask=word_mask((rt.cols + 3) >> 2),
