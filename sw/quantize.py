@@ -771,11 +771,13 @@ class _Builder:
                     self.scales[spec.name] = self.tensor_scale(spec.name)
 
     def _carry_ranges(self, spec: _GemmSpec) -> None:
-        """A residual's range is a floor for the sum's, and NoNorm maps the sum's onto the output.
+        """A residual's range is a floor for the sum's, and ``|g|`` times it for the NoNorm output.
 
         An extreme value that calibration saw only upstream (the embeddings cover the whole
         vocabulary, the layers only the calibration ids) then keeps a scale that holds it all
-        the way down the residual stream instead of saturating at the next add.
+        the way down the residual stream instead of saturating at the next add. The NoNorm bias
+        is left out: ``|g| R + |b|`` summed a worst case of every layer's bias and widened the
+        24-layer synthetic model's ranges (final cosine 0.99916 instead of 0.99949).
         """
         assert spec.norm is not None
         if spec.residual is None:
@@ -783,7 +785,7 @@ class _Builder:
         s = f"{spec.name}.sum"
         self._raise_floor(s, self._channel_range(spec.residual))
         w = np.abs(spec.norm.weight.astype(np.float64))
-        self._raise_floor(spec.name, w * self._channel_range(s) + np.abs(spec.norm.bias))
+        self._raise_floor(spec.name, w * self.floor[s])
 
     def _plan_attention(self, spec: _AttentionSpec) -> None:
         nh = spec.num_heads
