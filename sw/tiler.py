@@ -162,11 +162,12 @@ class CostModel:
     #: (300, fitted: a fill record measures 3,265 = this + its fetch 471 + run_fill 1,187).
     #: Records of the fixture's 4 heads; the copy grows by 2 words per 2 heads beyond.
     op: int = 1607
-    #: Per gathered position: the bounds check of its id, table_row (an L1 read and a
-    #: multiply, single-cycle with ENABLE_FAST_MUL) and the run test. Fitted with
-    #: dma_resubmit on the fixture's two gathers (word table, 128 runs: 38,435; position and
-    #: type table: 15,214 measured), within 4% each.
-    gather_row: int = 70
+    #: Per gathered position: its id's L1 read and bounds check, its table row (a multiply,
+    #: single-cycle with ENABLE_FAST_MUL) and the run test, in one pass over the ids. Fitted
+    #: with dma_resubmit on the fixture's two gathers (word table, 128 runs: 35,292; position
+    #: and type table: 12,512 measured; 38,435 and 15,214 when the ids were checked in a pass
+    #: of their own).
+    gather_row: int = 49
     #: Per 4 bytes of a fill row that the core writes into L1 (a volatile store and the loop):
     #: `run_fill_128` 1,187 for 32 words, less its transfer's submission, duration and wait.
     fill_word: int = 22

@@ -112,3 +112,33 @@ def test_fixture_bit_exact_default_cluster(seed: int) -> None:
         f"{wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s)"
     )
     print("\n" + "\n".join(lines))
+
+
+def test_a_bad_id_stops_the_gather(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image whose ids escaped the host's check (a corrupted transfer, say): the runtime's
+    gather refuses the id before indexing with it, finishes the loads it pushed and names
+    the record (Verilator only: the check is in the firmware, not in the RTL)."""
+    from tinyattn.sim.model_run import run_schedule
+    from tinyattn.sim.runner import simulator_missing
+    from tinyattn.sw.schedule import Schedule, deploy
+
+    missing = simulator_missing("verilator")
+    if missing:
+        pytest.skip(f"SIMULATOR MISSING: {missing}")
+    model = MobileBert.synthetic(TINY, seed=3)
+    calib = np.random.default_rng(0).integers(0, TINY.vocab_size, (4, 32))
+    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    sched = deploy(q, TINY_CFG, 32)
+    ids, types = _ids(seed, 32, TINY.vocab_size, TINY.type_vocab_size)
+    good = Schedule.image_with_inputs
+    position = int(np.random.default_rng([seed, 5]).integers(1, 32))
+
+    def corrupted(self: Schedule, *args: object) -> bytes:
+        image = bytearray(good(self, *args))
+        at = self.l2.placements["input_ids"].addr + 4 * position
+        image[at : at + 4] = (TINY.vocab_size + 7).to_bytes(4, "little")
+        return bytes(image)
+
+    monkeypatch.setattr(Schedule, "image_with_inputs", corrupted)
+    with pytest.raises(RuntimeError, match=r"(?s)exit code 259\b.*record 0 failed: status 3"):
+        run_schedule(sched, ids, types, "verilator")

@@ -52,50 +52,59 @@ static void dma_wait(uint32_t ticket)
  * tinyattn.sw.schedule): the ids are fetched into L1, then per chunk of `tm` staging rows
  * each run of consecutive table rows is one load and each write one store. The DMA runs
  * in order, so a chunk's loads never pass the previous chunk's stores.
+ *
+ * This loop is the prologue's critical path on the core (a position costs tens of
+ * cycles), so the record's fields sit in locals (the DMA's register writes are volatile
+ * and would make the compiler reload them), each id is read and checked once, and a run's
+ * load takes the few register writes of ta_dma_resubmit. A bad id stops the gather after
+ * the loads pushed so far are done, before any row it would index.
  */
-static uint32_t table_row(const ta_record_t *r, const volatile int32_t *index, uint32_t q)
-{
-    /* index_pitch * id, plus the position with add_position (flags bit 0) */
-    uint32_t id = (uint32_t)index[q];
-
-    return r->tn * id + ((r->flags & 1) ? r->k + q : 0);
-}
-
 static int run_gather(const ta_record_t *r)
 {
     const ta_operand_t *table = &r->op[A], *ids = &r->op[B];
     const volatile int32_t *index = TA_L1(ids->l1_addr);
-    uint32_t limit = r->tn ? table->l2_hstride / r->tn : 0;
+    const uint32_t m = r->m, tm = r->tm, row_bytes = r->n, pitch = r->tn;
+    const uint32_t limit = pitch ? table->l2_hstride / pitch : 0;
+    /* index_pitch * id, plus the position with add_position (flags bit 0) */
+    const uint32_t positions = (r->flags & 1) ? r->k : 0, per_position = r->flags & 1;
+    const uint32_t l2_table = table->l2_addr, l2_pitch = table->l2_pitch;
+    const uint32_t l1_stage = table->l1_addr, l1_pitch = table->l1_pitch;
 
-    if (r->tm == 0 || r->loop > 3)
+    if (tm == 0 || r->loop > 3)
         return TA_RUN_BAD_RECORD;
-    dma_wait(dma(LOAD, ids->l2_addr, ids->l1_addr, 4u * r->m, 1, 4, 4));
-    for (uint32_t q = 0; q < r->m; q++)
-        if ((uint32_t)index[q] >= limit)
-            return TA_RUN_BAD_INDEX;
+    dma_wait(dma(LOAD, ids->l2_addr, ids->l1_addr, 4u * m, 1, 4, 4));
 
-    for (uint32_t c0 = 0; c0 < r->m; c0 += r->tm) {
-        uint32_t c1 = min_u32(r->m, c0 + r->tm);
+    for (uint32_t c0 = 0; c0 < m; c0 += tm) {
+        uint32_t c1 = min_u32(m, c0 + tm);
+        uint32_t l1 = l1_stage; /* staging row of position q */
+        uint32_t id = (uint32_t)index[c0];
 
+        if (id >= limit)
+            goto bad_index;
         /* Each id is read once: the row that ends a run starts the next one. */
-        uint32_t row = table_row(r, index, c0);
-
-        uint32_t l1 = table->l1_addr; /* staging row of position q */
+        uint32_t row = pitch * id + positions + per_position * c0;
 
         for (uint32_t q = c0; q < c1;) {
-            uint32_t end = q + 1, next = 0, l1_end = l1 + table->l1_pitch;
-            uint32_t l2 = table->l2_addr + row * table->l2_pitch;
+            uint32_t end = q + 1, next = 0;
 
-            while (end < c1 && (next = table_row(r, index, end)) == row + (end - q))
-                end++, l1_end += table->l1_pitch;
+            while (end < c1) {
+                id = (uint32_t)index[end];
+                if (id >= limit)
+                    goto bad_index;
+                next = pitch * id + positions + per_position * end;
+                if (next != row + (end - q))
+                    break;
+                end++;
+            }
+            uint32_t l2 = l2_table + row * l2_pitch;
             /* The chunk's loads differ only in their addresses and rows. */
             if (q == c0)
-                dma(LOAD, l2, l1, r->n, end - q, table->l2_pitch, table->l1_pitch);
+                dma(LOAD, l2, l1, row_bytes, end - q, l2_pitch, l1_pitch);
             else
                 transfers++, ta_dma_resubmit(l2, l1, end - q);
+            l1 += (end - q) * l1_pitch;
             q = end;
             row = next;
-            l1 = l1_end;
         }
         for (uint32_t w = 0; w < r->loop; w++) {
             const ta_operand_t *o = &r->op[C + w];
@@ -105,12 +114,15 @@ static int run_gather(const ta_record_t *r)
 
             if (lo < hi)
                 dma(STORE, o->l2_addr + (lo - first) * o->l2_pitch,
-                    table->l1_addr + (lo - c0) * table->l1_pitch, r->n, hi - lo, o->l2_pitch,
-                    table->l1_pitch);
+                    l1_stage + (lo - c0) * l1_pitch, row_bytes, hi - lo, o->l2_pitch, l1_pitch);
         }
     }
     dma_wait(ta_dma_last());
     return TA_RUN_OK;
+
+bad_index:
+    dma_wait(ta_dma_last());
+    return TA_RUN_BAD_INDEX;
 }
 
 /* One row of the byte value written by the core, broadcast by a DMA with L1 stride 0. */
