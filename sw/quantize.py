@@ -586,6 +586,9 @@ class _Stats:
         self.positive: dict[str, float] = {}
         self.positive_channel: dict[str, np.ndarray] = {}
         self.logit_fit: dict[str, LogitFit] = {}
+        # Per head, the float values and contexts of the calibration rows (gain refit).
+        self.head_value: dict[str, np.ndarray] = {}
+        self.head_context: dict[str, np.ndarray] = {}
         self._logits: dict[str, np.ndarray] = {}
 
     def _range(self, a: np.ndarray, axis: int | None) -> Any:
@@ -606,6 +609,9 @@ class _Stats:
             head = name.removesuffix(".value")
             logits = self._logits.pop(head)
             self.logit_fit[head] = _fit_logits(logits, x, self.group, gain=self.gain)
+            e = np.exp2(logits - logits.max(-1, keepdims=True))
+            self.head_value[head] = x
+            self.head_context[head] = (e / e.sum(-1, keepdims=True)) @ x
             return
         a = np.abs(x).reshape(-1, x.shape[-1])
         self.tensor[name] = float(self._range(a.ravel(), None))
@@ -1258,6 +1264,33 @@ class QuantizedMobileBert:
             yield from walk(layer.name, layer)
 
 
+def _integer_gains(
+    qmodel: QuantizedMobileBert, stats: _Stats, ids: np.ndarray, tt: np.ndarray
+) -> dict[str, float]:
+    """Per head: the least-squares ITAMax gain on the integer model's own logits.
+
+    ``g`` minimises ``|| g * (p / 255) @ v - softmax(z) @ v ||`` over the calibration rows,
+    with ``p`` ITAMax of the logits the integer model computes (its q, k and qk
+    requantization) and ``v``, ``softmax(z) @ v`` the float values and context.
+    """
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for b in range(ids.shape[0]):
+        t = qmodel.run(ids[b], tt[b], keep="all")
+        for layer in qmodel.layers:
+            op = layer.attention
+            for h in op.heads:
+                a, c = h.columns
+                acc = golden.matmul_exact(t[op.query][:, a:c], t[op.key][:, a:c].T)
+                logits = golden.requantize(golden.wrap(acc, golden.ACC_BITS_DEFAULT), *h.qk_requant)
+                p = golden.itamax(logits, op.group).astype(np.float64) * PROB_SCALE
+                approx = p @ stats.head_value[h.name][b]
+                ref = stats.head_context[h.name][b]
+                num[h.name] = num.get(h.name, 0.0) + float(np.sum(approx * ref))
+                den[h.name] = den.get(h.name, 0.0) + float(np.sum(approx * approx))
+    return {h: num[h] / den[h] if den[h] > 0 else 1.0 for h in num}
+
+
 def _raw_shift(v: np.ndarray, shift: Any) -> np.ndarray:
     """``floor(v / 2**shift + 1/2)`` in int64, as the golden model rounds (before its clip)."""
     shift = np.asarray(shift, np.int64)
@@ -1394,6 +1427,22 @@ def quantize_mobilebert(
             stats.record(name, x)
     stats.cover(_vocabulary_ranges(model, ids.shape[1]))
 
+    qmodel = _build(model, stats, settings)
+    if itamax_gain:
+        # The gains were fitted on the rounded float logits; the integer logits differ by a
+        # step here and there, which moves ITAMax's row sums (0.5 for a flat row of 128 equal
+        # logits, up to 1 when one of them is a step higher). Refit each head's gain on the
+        # integer model's own logits, then build again.
+        gains = _integer_gains(qmodel, stats, ids, tt)
+        for head, g in gains.items():
+            stats.logit_fit[head] = dataclasses.replace(stats.logit_fit[head], gain=g)
+        qmodel = _build(model, stats, settings)
+    return qmodel
+
+
+def _build(model: MobileBert, stats: _Stats, settings: CalibrationSettings) -> QuantizedMobileBert:
+    """The integer model from calibration statistics (deterministic)."""
+    cfg = model.config
     emb = model.embeddings
     b = _Builder(model, stats, settings)
     # Word table: one scale per column (folded into the embedding GEMM: the trigram input
@@ -1401,7 +1450,7 @@ def quantize_mobilebert(
     pt = emb.position.astype(np.float64)[None] + emb.token_type.astype(np.float64)[:, None]
     blocks = _blocks(model)
     b.plan_residual_profiles(blocks)
-    if channel_scales:
+    if settings.channel_scales:
         s_word = _amax_floor(np.abs(emb.word).max(0)) / QMAX
         r_pt = np.abs(pt).reshape(-1, pt.shape[-1]).max(0)
         s_pt = _amax_floor(np.maximum(r_pt, b.floor.get("embeddings.position_type", 0))) / QMAX

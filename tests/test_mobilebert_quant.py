@@ -125,8 +125,8 @@ def test_fixture_cosine_at_every_hidden_state(
         approx = qmodel.dequantize(qmodel.forward(ids))
         assert len(approx) == len(ref) == 3
         cos = [cosine_similarity(r, a) for r, a in zip(ref, approx, strict=True)]
-        # Measured 0.9998 / 0.9993 / 0.9988; the requirement is 0.99.
-        assert min(cos) >= 0.995, cos
+        # Measured 0.9999 / 0.9993 / 0.9989; issue 14: the fixture stays >= 0.998 everywhere.
+        assert min(cos) >= 0.998, cos
         for r, a in zip(ref, approx, strict=True):
             assert np.abs(r - a).max() < 0.15 * np.abs(r).max()
 
