@@ -157,11 +157,11 @@ class CostModel:
     #: `dma_wait_done` 44, `job_wait_done` 45. A wait that sleeps adds the same after the event.
     wait: int = 45
     #: Per record, besides its fetch (a transfer and a wait, separate actions): the copy of the
-    #: record's 136 bytes before the head fields from L1 word by word (908: 34 of the 44 words
-    #: of `copy_record_176`, 1,175), ta_errors_read (132, `errors_read`), and the dispatch and
-    #: loop of ta_run_schedule with its two rdcycle reads (300, fitted: a fill record measured
-    #: 3,265 = this + its fetch 471 + run_fill 1,187 with the whole record copied).
-    op: int = 1340
+    #: record's 136 bytes before the head fields from L1 word by word, ta_errors_read (132,
+    #: `errors_read`), and the dispatch and loop of ta_run_schedule with its two rdcycle reads.
+    #: Fitted: 1,607 when the copy took all 176 bytes (`copy_record_176` 1,175); a fill record
+    #: then measured 3,127 and now 2,641, so 486 less.
+    op: int = 1120
     #: Per gathered position: its id's L1 read and bounds check, its table row (a multiply,
     #: single-cycle with ENABLE_FAST_MUL) and the run test, in one pass over the ids. Fitted
     #: with dma_resubmit on the fixture's two gathers (word table, 128 runs: 35,292; position
