@@ -287,7 +287,7 @@ def test_compounding_outliers_are_clipped_not_refused() -> None:
         else:
             # Per channel, that channel drops the residual (below half a dense step).
             cos = _cosines(model, q, ids)
-            assert min(cos) >= 0.95, cos
+            assert min(cos) >= 0.99, cos  # measured 0.9999 / 0.9992 / 0.9988
 
 
 def test_unrepresentable_models_get_one_line_naming_op_value_and_fix() -> None:
@@ -424,5 +424,6 @@ def test_24_layer_stress_model() -> None:
         q = _quantize(m, calib, engine)
         cos = _cosines(m, q, ids)
         print(f"24-layer stress model, engine={engine}: {time.perf_counter() - t0:.1f} s, {cos}")
+        # Measured (seed 0): final 0.9993 / 0.9991 (engine), lowest layer 0.9960 / 0.9952.
         assert cos[-1] >= 0.98, (engine, cos)
-        assert min(cos) >= 0.95, (engine, cos)
+        assert min(cos) >= 0.99, (engine, cos)
