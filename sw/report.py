@@ -350,8 +350,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "source",
         metavar="PATH_OR_SYNTHETIC",
-        help="HF checkpoint folder (config.json + model.safetensors) or 'synthetic' "
-        "(24-layer mobilebert-uncased geometry, random weights)",
+        help="HF checkpoint folder (config.json + model.safetensors), 'synthetic' "
+        "(24-layer mobilebert-uncased geometry, random weights) or 'stress:NAME' (a stress "
+        "model: residual, bottleneck, outliers, peaky, flat, heavy)",
     )
     p.add_argument(
         "--out",
