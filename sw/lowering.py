@@ -23,6 +23,7 @@ API are used; an op the engine cannot run is refused with a one-line :class:`Low
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -803,14 +804,24 @@ def flat_layout(program: Program) -> tuple[dict[str, Placement], int]:
 
 
 def _image_config(cfg: ClusterConfig, size: int) -> ClusterConfig:
-    """``cfg`` with an L1 of at least ``size`` bytes (more banks words; engine unchanged)."""
+    """``cfg`` with an L1 of at least ``size`` bytes (more bank words; engine unchanged).
+
+    The flat image holds the whole program, so it may be larger than any cluster's L1
+    window: it is the golden model's memory, not hardware. Its memory section is
+    therefore copied without :class:`MemoryConfig`'s window check, which guards the
+    configurations that become RTL.
+    """
     mem = cfg.memory
     words = mem.bank_words
     while mem.n_banks * words * 4 < size:
         words *= 2
     if words > 1 << 20:
         raise ValueError(f"the program needs {size} bytes, more than an L1 image can hold")
-    return dataclasses.replace(cfg, memory=dataclasses.replace(mem, bank_words=words))
+    image_mem = copy.copy(mem)
+    object.__setattr__(image_mem, "bank_words", words)
+    image = copy.copy(cfg)
+    object.__setattr__(image, "memory", image_mem)
+    return image
 
 
 def _write(mem: np.ndarray, place: Placement, t: Tensor, values: np.ndarray) -> None:
