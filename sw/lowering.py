@@ -442,6 +442,8 @@ def unify_epilogues(qmodel: QuantizedMobileBert) -> QuantizedMobileBert:
         qmodel.scales,
         qmodel.zero_points,
         qmodel.settings,
+        qmodel.adjustments,
+        qmodel.logit_fits,
     )
 
 

@@ -236,17 +236,7 @@ def quantize_report(
     if engine:
         from tinyattn.sw.lowering import unify_epilogues
 
-        u = unify_epilogues(qmodel)
-        qmodel = QuantizedMobileBert(
-            u.config,
-            u.embeddings,
-            u.layers,
-            u.scales,
-            u.zero_points,
-            u.settings,
-            qmodel.adjustments,
-            qmodel.logit_fits,
-        )
+        qmodel = unify_epilogues(qmodel)
     t2 = time.perf_counter()
     int_states = qmodel.forward(evaluation)
     t3 = time.perf_counter()

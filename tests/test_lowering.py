@@ -406,3 +406,14 @@ def test_gemm_ops_keep_their_names(qmodel: QuantizedMobileBert) -> None:
         else:
             expected += [h.name for h in op.heads]
     assert names == expected
+
+
+def test_unify_epilogues_keeps_the_quantizers_record(
+    model: MobileBert, calib_ids: np.ndarray
+) -> None:
+    """The engine-mode model reports the same adjustments and logit fits as the model it
+    came from (quantize-report prints them)."""
+    q = model.quantize(calib_ids, per_channel_epilogue=False)
+    u = unify_epilogues(q)
+    assert q.logit_fits and u.logit_fits == q.logit_fits
+    assert list(u.adjustments) == list(q.adjustments)

@@ -53,21 +53,10 @@ def _ids(model: MobileBert, model_seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _quantize(model: MobileBert, calib: np.ndarray, engine: bool) -> QuantizedMobileBert:
     """``engine``: one residual triple and one NoNorm shift per op, as a GEMM job holds them
-    (``unify_epilogues`` keeps the integer ops; the adjustments are the quantizer's)."""
+    (``unify_epilogues`` keeps the quantizer's adjustments and logit fits)."""
     if not engine:
         return model.quantize(calib)
-    q = model.quantize(calib, per_channel_epilogue=False)
-    u = unify_epilogues(q)
-    return QuantizedMobileBert(
-        u.config,
-        u.embeddings,
-        u.layers,
-        u.scales,
-        u.zero_points,
-        u.settings,
-        q.adjustments,
-        q.logit_fits,
-    )
+    return unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
 
 
 def _cosines(model: MobileBert, q: QuantizedMobileBert, ids: np.ndarray) -> list[float]:
