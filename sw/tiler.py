@@ -655,11 +655,6 @@ class OpPlan:
             self, record=dataclasses.replace(self.record, operands=ops), arena=arena
         )
 
-    def mirrored(self, capacity: int) -> OpPlan:
-        """The same plan with its buffers placed from the top of ``capacity`` down: a buffer
-        at ``[a, e)`` moves to ``[capacity - e, capacity - a)``."""
-        return self.placed({k: capacity - b.end for k, b in self.arena.buffers.items()})
-
 
 def _sizes(dim: int, granule: int) -> list[int]:
     """Tile sizes that split ``dim`` into 1, 2, 3, ... balanced tiles (granule multiples)."""
