@@ -228,7 +228,7 @@ def test_float_scales_never_reach_the_integer_path(
     assert all(np.isnan(s).all() for _, s in poisoned.forward(eval_ids[0]))
 
 
-def _replay_with_golden(qm: QuantizedMobileBert, ids: np.ndarray) -> None:
+def replay_with_golden(qm: QuantizedMobileBert, ids: np.ndarray) -> None:
     """Every op, fed the tensors it names, reproduces its output with direct golden calls."""
     t = qm.run(ids, keep="all")
     for op in qm.ops():
@@ -270,7 +270,7 @@ def _replay_with_golden(qm: QuantizedMobileBert, ids: np.ndarray) -> None:
 def test_op_graph_replays_with_golden_calls(
     qmodel: QuantizedMobileBert, eval_ids: np.ndarray
 ) -> None:
-    _replay_with_golden(qmodel, eval_ids[0])
+    replay_with_golden(qmodel, eval_ids[0])
     names = [op.name for op in qmodel.ops()]
     assert len(names) == len(set(names))
     assert "layer0.ffn1.output" in names and "layer1.attention" in names
@@ -366,7 +366,7 @@ def test_relu_zero_point_variant(model: MobileBert, calib_ids: np.ndarray, eval_
     qm = model.quantize(calib_ids, relu_zero_point=True)
     op = qm.op("layer0.intermediate")
     assert isinstance(op, GemmOp) and not op.relu and (op.requant.add == -128).all()
-    _replay_with_golden(qm, eval_ids[0])
+    replay_with_golden(qm, eval_ids[0])
     ref = model.forward(eval_ids[0])
     approx = qm.forward_float(eval_ids[0])
     assert min(cosine_similarity(r, a) for r, a in zip(ref, approx, strict=True)) >= 0.99
@@ -400,7 +400,7 @@ def test_small_synthetic_model_end_to_end() -> None:
     ref = model.forward(ids)
     cos = [cosine_similarity(r, a) for r, a in zip(ref, qm.dequantize(states), strict=True)]
     assert min(cos) >= 0.98, cos
-    _replay_with_golden(qm, ids[0])
+    replay_with_golden(qm, ids[0])
 
 
 def test_report_writes_png_and_returns_rows(tmp_path: Path, capsys: pytest.CaptureFixture):

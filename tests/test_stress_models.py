@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mobilebert_quant import replay_with_golden
 
 from tinyattn.config import ClusterConfig
 from tinyattn.sw.calibration import METHODS, calibrated_range, mse_range
-from tinyattn.sw.intops import AttentionOp, GemmOp
+from tinyattn.sw.intops import GemmOp
 from tinyattn.sw.lowering import lower, unify_epilogues
 from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
 from tinyattn.sw.quantize import QuantizationError, QuantizedMobileBert, float_trace
@@ -28,7 +29,6 @@ from tinyattn.sw.stress_models import (
     outlier_channels,
     stress_model,
 )
-from tinyattn.verif import golden
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 SEQ = 128
@@ -62,45 +62,6 @@ def _quantize(model: MobileBert, calib: np.ndarray, engine: bool) -> QuantizedMo
 def _cosines(model: MobileBert, q: QuantizedMobileBert, ids: np.ndarray) -> list[float]:
     rows = compare_states(model.forward(ids), q.forward_float(ids), [""] * len(q.state_names))
     return [r["cosine"] for r in rows]
-
-
-def _replay_with_golden(q: QuantizedMobileBert, ids: np.ndarray) -> None:
-    """Every op reproduces its output bit for bit with direct golden calls."""
-    t = q.run(ids, keep="all")
-    for op in q.ops():
-        if isinstance(op, GemmOp):
-            res = norm = None
-            if op.residual is not None:
-                r = op.residual
-                assert op.residual_input is not None
-                res = golden.Residual(t[op.residual_input], r.y_mult, r.res_mult, r.shift)
-            if op.norm is not None:
-                norm = golden.Affine(op.norm.gamma, op.norm.beta, op.norm.shift)
-            out = golden.gemm(
-                t[op.input],
-                op.weight,
-                op.bias,
-                mult=op.requant.mult,
-                shift=op.requant.shift,
-                add=op.requant.add,
-                residual=res,
-                norm=norm,
-                relu_en=op.relu,
-            )
-            np.testing.assert_array_equal(out, t[op.name], err_msg=op.name)
-        else:
-            assert isinstance(op, AttentionOp)
-            for h in op.heads:
-                a, b = h.columns
-                out = golden.attention_head(
-                    t[op.query][:, a:b],
-                    t[op.key][:, a:b],
-                    t[op.value][:, a:b],
-                    qk_requant=h.qk_requant,
-                    av_requant=h.av_requant,
-                    group=op.group,
-                )
-                np.testing.assert_array_equal(out, t[op.name][:, a:b], err_msg=h.name)
 
 
 # ---- the generator ------------------------------------------------------------------------
@@ -219,7 +180,7 @@ def test_stress_model_runs_on_golden_ops_and_lowers(engine: bool) -> None:
     m = _model("outliers", 1)
     calib, ids = _ids(m, 1)
     q = _quantize(m, calib, engine)
-    _replay_with_golden(q, ids[0])
+    replay_with_golden(q, ids[0])
     for _, value in q.integer_arrays():
         if isinstance(value, np.ndarray):
             assert np.issubdtype(value.dtype, np.integer)
@@ -259,7 +220,7 @@ def test_compounding_outliers_are_clipped_not_refused() -> None:
     ids = np.random.default_rng(200).integers(0, 512, (1, SEQ))
     for engine in (False, True):
         q = _quantize(model, calib, engine)
-        _replay_with_golden(q, ids[0])
+        replay_with_golden(q, ids[0])
         sat = q.saturation(ids)
         assert set(sat) == {op.name for op in q.ops()}
         assert all(0.0 <= s["any"] <= 1.0 for s in sat.values())
