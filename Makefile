@@ -18,7 +18,7 @@ export OMP_NUM_THREADS ?= 1
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[sim,model,dev]'
+	$(VENV)/bin/pip install --quiet -e '.[sim,model,sweep,dev]'
 	@touch $(STAMP)
 
 # System packages, installed with apt when missing and we may (root or
