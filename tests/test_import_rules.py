@@ -1,0 +1,154 @@
+"""Import rules between the packages, checked on the source with ``ast`` (nothing is imported).
+
+- ``hw/`` imports only ``tinyattn.config``, other ``hw/`` modules, the standard library and
+  the third-party packages listed in :data:`HW_THIRD_PARTY`. The netlist cache of
+  ``sim/verilog.py`` relies on this: its source hash covers a top's ``hw/`` modules (found by
+  following their imports), ``tinyattn/config.py`` and the Amaranth version, nothing else.
+  An ``hw/`` module that imported ``tinyattn.sw`` (say) could change a netlist without
+  changing its build folder's name, and a stale netlist would be simulated.
+- ``tinyattn/config.py`` imports no other tinyattn module (same reason: its text is hashed
+  alone).
+- Every ``hw/`` import of another ``hw/`` module is one that the source hash follows
+  (``sim/verilog.py::_hw_imports``): ``from . import x`` or ``import tinyattn.hw.x`` alone
+  would escape it.
+- ``verif/golden.py``, the arithmetic contract, imports only NumPy and the standard library.
+- ``sw/`` never imports ``tinyattn.sim`` (the driver generator must not need the simulator
+  harness); see :data:`SW_SIM_KNOWN` for the one exception that exists today.
+
+Imports inside functions count as well as module-level ones.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyattn.sim import verilog
+
+ROOT = Path(__file__).resolve().parent.parent
+HW = ROOT / "hw"
+
+#: Third-party top-level packages ``hw/`` may import, and why each is safe for the cache.
+HW_THIRD_PARTY = {
+    "amaranth": "its version is part of the source hash",
+    "numpy": "hw/job.py packs job records for the benches and firmware; no netlist uses it",
+    "pythondata_cpu_picorv32": "only to locate picorv32.v, whose bytes are in the source hash",
+}
+
+#: ``sw/`` modules that import ``tinyattn.sim`` today, against the rule, with what they use.
+#: The test fails when a new one appears and when one of these is fixed (remove it here).
+SW_SIM_KNOWN = {
+    ("firmware.py", "tinyattn.sim.verilog"): "build_root, file_lock (the firmware build cache)",
+}
+
+
+#: Source folders and the packages they are (pyproject's package-dir mapping).
+FOLDERS = {"hw": "tinyattn.hw", "sw": "tinyattn.sw", "verif": "tinyattn.verif",
+           "sim": "tinyattn.sim", "tinyattn": "tinyattn"}  # fmt: skip
+PACKAGES = set(FOLDERS.values())
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path``; relative ones resolved
+    against ``path``'s package (``hw/x.py``'s ``from .y import z`` is ``tinyattn.hw.y``)."""
+    package = FOLDERS[path.relative_to(ROOT).parts[0]]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            if module in PACKAGES:  # from . import x / from tinyattn.hw import x: modules
+                found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, module))
+    return found
+
+
+def _py_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _is_stdlib(module: str) -> bool:
+    return module.split(".")[0] in sys.stdlib_module_names or module == "__future__"
+
+
+def test_the_rules_see_every_package() -> None:
+    """The walks below find the files they are meant to check (a moved folder fails here)."""
+    assert len(_py_files(HW)) >= 10
+    assert len(_py_files(ROOT / "sw")) >= 5
+    assert (ROOT / "verif" / "golden.py").is_file()
+
+
+@pytest.mark.parametrize("path", _py_files(HW), ids=lambda p: p.name)
+def test_hw_imports_only_config_hw_and_allowed_packages(path: Path) -> None:
+    bad = []
+    for line, module in _imports(path):
+        top = module.split(".")[0]
+        if module == "tinyattn.config" or module.startswith("tinyattn.hw"):
+            continue
+        if _is_stdlib(module) or top in HW_THIRD_PARTY:
+            continue
+        bad.append(f"{path.name}:{line}: import of {module}")
+    assert not bad, (
+        "hw/ may import only tinyattn.config, hw/, the standard library and "
+        f"{sorted(HW_THIRD_PARTY)} (the netlist cache in sim/verilog.py hashes no other "
+        "source):\n" + "\n".join(bad)
+    )
+
+
+def test_config_imports_no_other_tinyattn_module() -> None:
+    path = ROOT / "tinyattn" / "config.py"
+    bad = [f"config.py:{ln}: {m}" for ln, m in _imports(path) if m.split(".")[0] == "tinyattn"]
+    assert not bad, "tinyattn/config.py is hashed alone; it must not import:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", _py_files(HW), ids=lambda p: p.name)
+def test_the_source_hash_follows_every_hw_import(path: Path) -> None:
+    """The modules ``sim/verilog.py`` follows from ``path`` are all the ``hw/`` modules it
+    imports, in whatever form (a module that a form hides from the hash would not rebuild
+    the netlists that depend on it)."""
+    imported = {
+        module.split(".")[2]
+        for _, module in _imports(path)
+        if module.startswith("tinyattn.hw.") and (HW / f"{module.split('.')[2]}.py").exists()
+    }
+    followed = {name for name in verilog._hw_imports(path) if (HW / f"{name}.py").exists()}
+    assert imported == followed, (
+        f"hw/{path.name} imports {sorted(imported)}; the source hash follows {sorted(followed)}"
+    )
+
+
+def test_golden_imports_only_numpy() -> None:
+    path = ROOT / "verif" / "golden.py"
+    bad = [
+        f"golden.py:{line}: {module}"
+        for line, module in _imports(path)
+        if not (_is_stdlib(module) or module.split(".")[0] == "numpy")
+    ]
+    assert not bad, "verif/golden.py may import only NumPy and the standard library:\n" + (
+        "\n".join(bad)
+    )
+
+
+def test_sw_never_imports_sim() -> None:
+    found = {
+        (path.name, module): line
+        for path in _py_files(ROOT / "sw")
+        for line, module in _imports(path)
+        if module == "tinyattn.sim" or module.startswith("tinyattn.sim.")
+    }
+    new = sorted(
+        f"sw/{f}:{line}: {m}" for (f, m), line in found.items() if (f, m) not in SW_SIM_KNOWN
+    )
+    assert not new, "sw/ must not import tinyattn.sim:\n" + "\n".join(new)
+    fixed = sorted(f"sw/{f}: {m}" for f, m in SW_SIM_KNOWN if (f, m) not in found)
+    assert not fixed, "no longer imported; remove from SW_SIM_KNOWN:\n" + "\n".join(fixed)
