@@ -13,7 +13,7 @@ JOBS ?= 2
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-slow lint bench clean distclean sim-deps
+.PHONY: demo test test-slow lint bench mutants clean distclean sim-deps
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: $(STAMP) sim-deps
 	@command -v yosys >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq yosys >/dev/null; } \
 		|| echo "!!! yosys missing and not installable: area is not measured !!!"
 	$(VENV)/bin/tinyattn bench all --json build/bench.json
+
+# Mutation testing: each mutant of the design must make a bench fail (Icarus, small
+# configurations; the table goes to docs/verification.md by hand).
+mutants: $(STAMP) sim-deps
+	$(VENV)/bin/tinyattn mutants --markdown build/mutants.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

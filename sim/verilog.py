@@ -29,6 +29,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+import tinyattn.config as _config_module
+import tinyattn.hw as _hw_package
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.tops import TOPS, build_top, verilog_module_name
 from tinyattn.sim.progress import building
@@ -47,6 +49,10 @@ __all__ = [
 ]
 
 _PKG_ROOT = Path(__file__).resolve().parent.parent
+# Found through the modules, not the checkout layout: an installed wheel (or a
+# scratch copy, as the mutation runner makes) keeps ``config.py`` beside ``sim/``.
+_HW_DIR = Path(_hw_package.__file__).resolve().parent
+_CONFIG_PY = Path(_config_module.__file__).resolve()
 
 
 def source_checkout() -> Path | None:
@@ -144,7 +150,7 @@ def _hw_imports(path: Path) -> set[str]:
 
 def _hw_modules(top: str) -> set[str]:
     """The ``hw/`` modules that define ``top``: its own and those it imports, transitively."""
-    hw = _PKG_ROOT / "hw"
+    hw = _HW_DIR
     todo, seen = [TOPS[top].module], set()
     while todo:
         name = todo.pop()
@@ -176,13 +182,14 @@ def source_digest(top: str) -> str:
     :func:`extra_verilog` files, so an edit to an unrelated design does not
     invalidate this one's builds.
     """
-    hw = _PKG_ROOT / "hw"
-    seen = _hw_modules(top)
     h = hashlib.sha256()
     h.update(importlib.metadata.version("amaranth").encode())
-    sources = [*(hw / f"{name}.py" for name in sorted(seen)), _PKG_ROOT / "tinyattn" / "config.py"]
-    for path in sources:
-        h.update(str(path.relative_to(_PKG_ROOT)).encode())
+    # Hashed under their checkout names, whatever the layout, so a digest does not
+    # depend on where tinyattn is installed.
+    sources = [(f"hw/{name}.py", _HW_DIR / f"{name}.py") for name in sorted(_hw_modules(top))]
+    sources.append(("tinyattn/config.py", _CONFIG_PY))
+    for name, path in sources:
+        h.update(name.encode())
         h.update(path.read_bytes())
     for path in extra_verilog(top):
         h.update(path.name.encode())

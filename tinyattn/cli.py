@@ -729,6 +729,50 @@ def _size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def cmd_mutants(args: argparse.Namespace) -> int:
+    from tinyattn.sim import mutants
+    from tinyattn.sim.verilog import build_root, source_checkout
+
+    names = [m.name for m in mutants.MUTANTS]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        raise UsageError(
+            f"no mutant named {', '.join(unknown)}; `tinyattn mutants --list` names them"
+        )
+    chosen = [m for m in mutants.MUTANTS if not args.only or m.name in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:32} {m.path:22} {m.description}")
+        return EXIT_OK
+    checkout = source_checkout()
+    if checkout is None:
+        raise UsageError(
+            "mutants run the checkout's tests: run tinyattn from its source checkout "
+            "(pip install -e .)"
+        )
+    markdown = check_output(args.markdown, "--markdown") if args.markdown else None
+    print(f"{len(chosen)} mutants, {args.jobs} at a time; builds in {build_root() / 'mutants'}")
+
+    def report(r: mutants.MutantResult) -> None:
+        print(
+            f"  {r.mutant.name:32} {r.outcome:9} {r.seconds:5.0f} s  {r.message[:70]}", flush=True
+        )
+
+    results = mutants.run_mutants(
+        chosen, checkout, build_root() / "mutants", jobs=args.jobs, on_result=report
+    )
+    table = mutants.format_table(results)
+    print(table)
+    if markdown is not None:
+        markdown.write_text(table + "\n")
+    alive = [r.mutant.name for r in results if r.outcome != "killed"]
+    if alive:
+        print(f"NOT KILLED: {', '.join(alive)}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"all {len(results)} mutants killed")
+    return EXIT_OK
+
+
 #: Entries ``tinyattn cache info`` lists one by one (the largest).
 CACHE_INFO_ENTRIES = 10
 
@@ -965,6 +1009,19 @@ def build_parser() -> argparse.ArgumentParser:
         "run-<model>-S<seq>.png in the build folder, see `tinyattn cache info`)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "mutants",
+        help="break the design on purpose (one mutant at a time) and check a bench fails",
+        description="Apply each mutant of the catalogue (tinyattn/sim/mutants.py) to a "
+        "scratch copy of the sources and run its benches (Icarus, small configurations); "
+        "prints which case killed each one. Fails when a mutant survives.",
+    )
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
+    p.add_argument("--list", action="store_true", help="list the mutants and stop")
+    p.add_argument("--jobs", "-j", type=positive_int, default=2, help="mutants at a time")
+    p.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")
+    p.set_defaults(func=cmd_mutants)
 
     p = sub.add_parser(
         "cache",

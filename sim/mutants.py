@@ -1,0 +1,427 @@
+"""Mutation testing: break the design on purpose and check that a bench notices.
+
+Each :class:`Mutant` replaces one exact snippet of one design source with a plausible
+bug. :func:`run_mutant` copies the package sources into a scratch tree laid out as the
+installed package, applies the change there (the checkout is never touched), and runs
+the mutant's pytest cases against that tree. The mutant is *killed* when a bench fails
+its check; it *survives* when every case passes, and it is *stillborn* when the design
+does not even build (a broken mutant, not a verified bug).
+
+Netlists and simulator builds of mutants go into their own build root (``mutants/``
+inside the normal one): their source hash differs from the design's, and keeping them
+apart means a clean of the normal cache is never poisoned by a mutant.
+
+``tinyattn mutants`` runs the catalogue and prints which case killed each mutant;
+``docs/verification.md`` publishes the table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "MUTANTS",
+    "Mutant",
+    "MutantError",
+    "MutantResult",
+    "apply_mutant",
+    "format_table",
+    "run_mutant",
+    "run_mutants",
+    "scratch_tree",
+]
+
+
+class MutantError(ValueError):
+    """A mutant that no longer applies (its snippet changed): update the catalogue."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One plausible bug: ``original`` (exactly once in ``path``) becomes ``mutated``.
+
+    ``cases`` are pytest node ids relative to the checkout (``tests/...::test[...]``);
+    they run in order and the first failure kills the mutant.
+    """
+
+    name: str
+    description: str
+    path: str
+    original: str
+    mutated: str
+    cases: tuple[str, ...]
+
+
+def _dma(*configs: str) -> tuple[str, ...]:
+    return tuple(f"tests/test_dma_rtl.py::test_dma[icarus-{c}]" for c in configs)
+
+
+def _interconnect(*configs: str) -> tuple[str, ...]:
+    return tuple(f"tests/test_interconnect_rtl.py::test_interconnect[icarus-{c}]" for c in configs)
+
+
+_CORE = ("tests/test_compute_core_rtl.py::test_compute_core[icarus-4x8]",)
+_REGBLOCK = (
+    "tests/test_regblock_rtl.py::test_regblock[icarus-small]",
+    "tests/test_regblock_rtl.py::test_regblock_no_idle_cycles[icarus]",
+)
+
+#: The catalogue. Small configurations under Icarus: a build takes seconds.
+MUTANTS: tuple[Mutant, ...] = (
+    # -- compute core: requantization ------------------------------------------------
+    Mutant(
+        "requant-no-rounding",
+        "requantization drops its rounding bit (truncates instead of rounding half up)",
+        "hw/compute_core.py",
+        "shifted = (s2_prod[u] + half) >> rq.shift",
+        "shifted = s2_prod[u] >> rq.shift",
+        _CORE,
+    ),
+    Mutant(
+        "requant-saturate-128",
+        "saturation lets +128 through (wraps to -128 in int8)",
+        "hw/compute_core.py",
+        "sat = Mux(total > 127, 127,",
+        "sat = Mux(total > 128, 127,",
+        _CORE,
+    ),
+    Mutant(
+        "relu-keeps-minus-one",
+        "ReLU passes -1",
+        "hw/compute_core.py",
+        "Mux(s2_relu & (total < 0), 0, sat)",
+        "Mux(s2_relu & (total < -1), 0, sat)",
+        _CORE,
+    ),
+    # -- interconnect and L1 ---------------------------------------------------------
+    Mutant(
+        "rr-pointer-stuck",
+        "round-robin pointer never advances",
+        "hw/interconnect.py",
+        "m.d.sync += prio.eq(~(grant | (grant - 1)))",
+        "m.d.sync += prio.eq(prio)",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "response-from-next-bank",
+        "a read response is routed from the next bank",
+        "hw/interconnect.py",
+        "p.rdata.eq(bank_rdata[resp_bank])",
+        "p.rdata.eq(bank_rdata[resp_bank + 1])",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "stall-never-fires",
+        "the starvation counter never reaches its bound: wide always wins",
+        "hw/interconnect.py",
+        "(~w_req.any() | (stall == max_stall))",
+        "(~w_req.any() | (stall == max_stall + 1))",
+        _interconnect("b2-c1-d32-v4-s1", "b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "stall-never-saturates",
+        "the starvation counter wraps to 0 one short of its bound",
+        "hw/interconnect.py",
+        "stall.eq(Mux(n_req.any() & w_win, stall + 1, 0))",
+        "stall.eq(Mux(n_req.any() & w_win & (stall < max_stall - 1), stall + 1, 0))",
+        _interconnect("b4-c2-d32-v8-s2", "b2-c1-d32-v4-s1"),
+    ),
+    Mutant(
+        "stall-one-early",
+        "the starvation counter fires one cycle early",
+        "hw/interconnect.py",
+        "(~w_req.any() | (stall == max_stall))",
+        "(~w_req.any() | (stall == max_stall - 1))",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "narrow-over-wide",
+        "the narrow side wins over the wide port",
+        "hw/interconnect.py",
+        "n_win.eq(n_req.any() & (~w_req.any() | (stall == max_stall))),",
+        "n_win.eq(n_req.any()),",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "write-responses-dropped",
+        "writes get no response",
+        "hw/interconnect.py",
+        "m.d.sync += resp.eq(p.req & p.gnt)",
+        "m.d.sync += resp.eq(p.req & p.gnt & ~p.we)",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    Mutant(
+        "l1-ignores-byte-enables",
+        "L1 writes all four bytes whatever the byte enables",
+        "hw/l1.py",
+        "wr.en.eq(Mux(port.en & port.we, port.be, 0))",
+        "wr.en.eq(Mux(port.en & port.we, 0b1111, 0))",
+        _interconnect("b4-c2-d32-v8-s2"),
+    ),
+    # -- DMA -------------------------------------------------------------------------
+    Mutant(
+        "dma-rotator-off-by-one",
+        "the word rotator is one word off",
+        "hw/dma.py",
+        "r_idx.eq(ld_soff - ld_doff - 1),",
+        "r_idx.eq(ld_soff - ld_doff),",
+        _dma("64b-16KiB"),
+    ),
+    Mutant(
+        "dma-last-mask-widened",
+        "the last beat of a row writes the whole beat",
+        "hw/dma.py",
+        "d_mask.eq(word_mask(Mux(d_first, woff(d_row), 0), Mux(d_last, woff(d_end_m1), N - 1))),",
+        "d_mask.eq(word_mask(Mux(d_first, woff(d_row), 0), N - 1)),",
+        _dma("64b-16KiB"),
+    ),
+    Mutant(
+        "dma-drops-last-beat",
+        "a transfer into L1 drops its last beat",
+        "hw/dma.py",
+        "lane_req[j].w_en.eq(emit & d_mask[j]),",
+        "lane_req[j].w_en.eq(emit & d_mask[j] & ~(d_last & (wr_rows == 1))),",
+        _dma("32b-4KiB", "64b-16KiB"),
+    ),
+    Mutant(
+        "dma-done-before-acks",
+        "done is raised before the last write acknowledgements",
+        "hw/dma.py",
+        "m.If(~rd_active & ~wr_active & bus_idle):",
+        "m.If(~rd_active & ~wr_active):",
+        _dma("32b-4KiB", "64b-16KiB"),
+    ),
+    Mutant(
+        "dma-l1-range-plus-4",
+        "the L1 range check lets a transfer end 4 bytes past L1",
+        "hw/dma.py",
+        "l1_bad = l1_end > cfg.memory.size_bytes",
+        "l1_bad = l1_end > cfg.memory.size_bytes + 4",
+        _dma("32b-4KiB"),
+    ),
+    Mutant(
+        "dma-stride-alignment-unchecked",
+        "a misaligned L2 stride is not rejected",
+        "hw/dma.py",
+        "desc.l1_addr | desc.l2_addr | desc.row_bytes | desc.l1_stride | desc.l2_stride",
+        "desc.l1_addr | desc.l2_addr | desc.row_bytes | desc.l1_stride",
+        _dma("32b-4KiB"),
+    ),
+    Mutant(
+        "dma-obi-req-dropped",
+        "an L1 lane drops its request before the grant",
+        "hw/dma.py",
+        "port.req.eq(rq.r_rdy),",
+        "port.req.eq(rq.r_rdy & ~inflight[0]),",
+        _dma("64b-16KiB", "32b-4KiB"),
+    ),
+    Mutant(
+        "dma-l2-valid-dropped",
+        "the L2 request's valid drops before ready",
+        "hw/dma.py",
+        "self.l2_req.valid.eq(l2_fifo.r_rdy),",
+        "self.l2_req.valid.eq(l2_fifo.r_rdy & ~l2_out[0]),",
+        _dma("64b-16KiB", "32b-4KiB"),
+    ),
+    Mutant(
+        "dma-l2-read-be-all-ones",
+        "L2 reads enable every byte of the beat",
+        "hw/dma.py",
+        "l2_push.be.eq(Cat(*[rd_mask[j].replicate(4) for j in range(N)])),",
+        "l2_push.be.eq(-1),",
+        _dma("64b-16KiB"),
+    ),
+    Mutant(
+        "dma-clear-skips-drain",
+        "a clear goes idle without draining the buses",
+        "hw/dma.py",
+        "                state.eq(_State.DRAIN),\n",
+        "                state.eq(_State.IDLE),\n",
+        _dma("64b-16KiB", "32b-4KiB"),
+    ),
+)
+
+
+def _package_dirs(checkout: Path) -> dict[str, str]:
+    """``package -> source folder`` from pyproject's ``[tool.setuptools.package-dir]``."""
+    meta = tomllib.loads((checkout / "pyproject.toml").read_text())
+    return dict(meta["tool"]["setuptools"]["package-dir"])
+
+
+def scratch_tree(checkout: Path, dest: Path) -> Path:
+    """Copy the package sources of ``checkout`` into ``dest``, laid out as installed.
+
+    ``dest`` on ``PYTHONPATH`` then imports ``tinyattn`` (and every subpackage) from
+    the copy. Returns ``dest``.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    dirs = _package_dirs(checkout)
+    # Parents before children: a child folder is copied into its parent's copy.
+    for package in sorted(dirs, key=lambda p: p.count(".")):
+        target = dest.joinpath(*package.split("."))
+        source = checkout / dirs[package]
+        if target.exists():
+            # A child package laid out inside its parent's folder is already there.
+            continue
+        shutil.copytree(source, target, ignore=ignore)
+    return dest
+
+
+def _module_of(mutant: Mutant, checkout: Path) -> str:
+    """The dotted module name of ``mutant.path`` (a checkout-relative source file)."""
+    rel = Path(mutant.path)
+    for package, folder in _package_dirs(checkout).items():
+        if rel.parent == Path(folder):
+            return f"{package}.{rel.stem}"
+    raise MutantError(f"mutant {mutant.name}: {mutant.path} is not in a package folder")
+
+
+def apply_mutant(mutant: Mutant, tree: Path, checkout: Path) -> None:
+    """Write ``mutant`` into the scratch ``tree`` (``mutant.path`` is checkout-relative)."""
+    target = tree.joinpath(*_module_of(mutant, checkout).split(".")).with_suffix(".py")
+    text = target.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        raise MutantError(
+            f"mutant {mutant.name}: its snippet occurs {count} times in {mutant.path} "
+            f"(want exactly 1): update the snippet in tinyattn/sim/mutants.py\n"
+            f"  snippet: {mutant.original!r}"
+        )
+    target.write_text(text.replace(mutant.original, mutant.mutated))
+
+
+@dataclass(frozen=True)
+class MutantResult:
+    """Outcome of one mutant: ``killed``, ``survived``, ``stillborn`` or ``error``."""
+
+    mutant: Mutant
+    outcome: str
+    case: str  # the pytest case that failed, or "" when none did
+    message: str  # the bench's first failure line, or why the run went wrong
+    seconds: float
+
+
+# The bench's own complaint inside a failure report: an assertion other than the
+# launcher's summary ("failed: <tests> (seed N); log: ...").
+_COMPLAINT = re.compile(r"(?:AssertionError|Exception|Error): (?!failed: )(.+)")
+
+
+def _failure(junit: Path) -> tuple[str, str] | None:
+    """``(kind, text)`` of the first failed case in a JUnit report, or None if all passed.
+
+    ``kind`` is ``"failure"`` for a failed check and ``"error"`` for a crash outside it.
+    """
+    if not junit.exists():
+        return ("error", "pytest wrote no report")
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                return (child.tag, (child.get("message") or "") + "\n" + (child.text or ""))
+    return None
+
+
+def _complaint(text: str) -> str:
+    found = _COMPLAINT.search(text)
+    line = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "?"
+    return " ".join(line.split())[:160]
+
+
+def run_mutant(
+    mutant: Mutant, checkout: Path, build_root: Path, *, timeout: float = 900.0
+) -> MutantResult:
+    """Apply ``mutant`` in a scratch tree and run its cases until one fails."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as scratch:
+        tree = scratch_tree(checkout, Path(scratch) / "src")
+        apply_mutant(mutant, tree, checkout)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "TINYATTN_BUILD_DIR": str(build_root),
+            "SIM": "all",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        env.pop("PYTEST_ADDOPTS", None)
+        # Syntax and elaboration errors are the mutant's fault, not a bench's kill.
+        module = _module_of(mutant, checkout)
+        check = subprocess.run(
+            [sys.executable, "-c", f"import {module}"],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if check.returncode != 0:
+            last = (check.stderr.strip().splitlines() or ["?"])[-1]
+            return MutantResult(mutant, "stillborn", "", last, time.monotonic() - start)
+        for case in mutant.cases:
+            junit = Path(scratch) / "report.xml"
+            junit.unlink(missing_ok=True)
+            command = [sys.executable, "-m", "pytest", str(checkout / case), "-q", "-x"]
+            command += ["-p", "no:cacheprovider", "-p", "no:xdist", f"--junit-xml={junit}"]
+            try:
+                subprocess.run(
+                    command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
+                )
+            except subprocess.TimeoutExpired:
+                seconds = time.monotonic() - start
+                return MutantResult(mutant, "killed", case, f"no end in {timeout:.0f} s", seconds)
+            failure = _failure(junit)
+            if failure is None:
+                continue
+            kind, text = failure
+            # The launcher asserts the bench's result: an AssertionError is a kill;
+            # anything else (an elaboration error of the mutated design) is not.
+            killed = kind == "failure" and text.startswith("AssertionError")
+            outcome = "killed" if killed else "stillborn"
+            return MutantResult(mutant, outcome, case, _complaint(text), time.monotonic() - start)
+    return MutantResult(mutant, "survived", "", "every case passed", time.monotonic() - start)
+
+
+def run_mutants(
+    mutants: Iterable[Mutant],
+    checkout: Path,
+    build_root: Path,
+    *,
+    jobs: int = 1,
+    on_result: Callable[[MutantResult], None] | None = None,
+) -> list[MutantResult]:
+    """Run ``mutants`` (``jobs`` at a time); results in catalogue order."""
+    todo = list(mutants)
+
+    def one(mutant: Mutant) -> MutantResult:
+        result = run_mutant(mutant, checkout, build_root)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, todo))
+
+
+def format_table(results: Sequence[MutantResult]) -> str:
+    """A Markdown table: mutant, file, outcome, the case that killed it, its message."""
+    lines = [
+        "| mutant | what it breaks | file | outcome | killed by | first failure |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        case = r.case.split("::", 1)[-1] if r.case else ""
+        message = r.message.replace("|", "\\|")
+        lines.append(
+            f"| `{r.mutant.name}` | {r.mutant.description} | `{r.mutant.path}` | {r.outcome} "
+            f"| `{case}` | {message} |"
+        )
+    return "\n".join(lines)
