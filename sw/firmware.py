@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyattn.cache import build_root, file_lock
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.regmap import register_map
-from tinyattn.sim.verilog import build_root, file_lock
 from tinyattn.sw.regmap_emit import HEADER_NAME, c_header
 
 __all__ = [

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyattn import cache
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.tops import TOPS, verilog_module_name
 from tinyattn.sim import verilog
@@ -57,29 +58,29 @@ def test_build_root_in_the_checkout_whatever_the_working_folder(
     monkeypatch.delenv("TINYATTN_BUILD_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     checkout = Path(__file__).resolve().parents[1]
-    assert verilog.source_checkout() == checkout
-    assert verilog.build_location() == (checkout / "build", "the source checkout's build folder")
+    assert cache.source_checkout() == checkout
+    assert cache.build_location() == (checkout / "build", "the source checkout's build folder")
 
 
 def test_build_root_override_and_user_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TINYATTN_BUILD_DIR", str(tmp_path / "b"))
-    assert verilog.build_root() == tmp_path / "b"
+    assert cache.build_root() == tmp_path / "b"
     monkeypatch.setenv("TINYATTN_BUILD_DIR", "rel")
     monkeypatch.chdir(tmp_path)
-    assert verilog.build_root() == tmp_path / "rel"
+    assert cache.build_root() == tmp_path / "rel"
     # Installed (not a checkout): the XDG cache folder.
     monkeypatch.delenv("TINYATTN_BUILD_DIR")
-    monkeypatch.setattr(verilog, "_PKG_ROOT", tmp_path / "site-packages" / "tinyattn")
-    assert verilog.source_checkout() is None
+    monkeypatch.setattr(cache, "_PKG_ROOT", tmp_path / "site-packages" / "tinyattn")
+    assert cache.source_checkout() is None
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert verilog.build_location() == (tmp_path / "xdg" / "tinyattn", "XDG_CACHE_HOME")
+    assert cache.build_location() == (tmp_path / "xdg" / "tinyattn", "XDG_CACHE_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert verilog.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
+    assert cache.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert verilog.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
+    assert cache.build_root() == tmp_path / "home" / ".cache" / "tinyattn"
 
 
 def test_cache_entries_tell_ours_from_the_rest(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_cache_entries_tell_ours_from_the_rest(tmp_path: Path) -> None:
     for name in ("run-mobilebert-2l-S128.png", "bench.json", "CACHEDIR.TAG", "notes.txt"):
         (tmp_path / name).write_text("x")
     (tmp_path / "tcdm-0123456789ab-ba9876543210").write_text("a file, not a build folder")
-    ours, others = verilog.cache_entries(tmp_path)
+    ours, others = cache.cache_entries(tmp_path)
     assert [p.name for p in ours] == [
         "CACHEDIR.TAG",
         "bench.json",
@@ -97,7 +98,7 @@ def test_cache_entries_tell_ours_from_the_rest(tmp_path: Path) -> None:
         "run-mobilebert-2l-S128.png",
     ]
     assert [p.name for p in others] == ["mine", "notes.txt", "tcdm-0123456789ab-ba9876543210"]
-    assert verilog.cache_entries(tmp_path / "missing") == ([], [])
+    assert cache.cache_entries(tmp_path / "missing") == ([], [])
 
 
 def test_a_new_netlist_shows_progress_and_tags_the_cache(

@@ -730,8 +730,8 @@ def _size(n: int) -> str:
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
+    from tinyattn.cache import build_root, source_checkout
     from tinyattn.sim import mutants
-    from tinyattn.sim.verilog import build_root, source_checkout
 
     names = [m.name for m in mutants.MUTANTS]
     unknown = sorted(set(args.only or ()) - set(names))
@@ -778,7 +778,7 @@ CACHE_INFO_ENTRIES = 10
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from tinyattn.sim.verilog import build_location, cache_entries, tree_bytes
+    from tinyattn.cache import build_location, cache_entries, tree_bytes
 
     root, why = build_location()
     ours, others = cache_entries(root)
