@@ -13,7 +13,7 @@
   would escape it.
 - ``verif/golden.py``, the arithmetic contract, imports only NumPy and the standard library.
 - ``sw/`` never imports ``tinyattn.sim`` (the driver generator must not need the simulator
-  harness); see :data:`SW_SIM_KNOWN` for the one exception that exists today.
+  harness; the build cache it shares is :mod:`tinyattn.cache`).
 
 Imports inside functions count as well as module-level ones.
 """
@@ -37,13 +37,6 @@ HW_THIRD_PARTY = {
     "numpy": "hw/job.py packs job records for the benches and firmware; no netlist uses it",
     "pythondata_cpu_picorv32": "only to locate picorv32.v, whose bytes are in the source hash",
 }
-
-#: ``sw/`` modules that import ``tinyattn.sim`` today, against the rule, with what they use.
-#: The test fails when a new one appears and when one of these is fixed (remove it here).
-SW_SIM_KNOWN = {
-    ("firmware.py", "tinyattn.sim.verilog"): "build_root, file_lock (the firmware build cache)",
-}
-
 
 #: Source folders and the packages they are (pyproject's package-dir mapping).
 FOLDERS = {"hw": "tinyattn.hw", "sw": "tinyattn.sw", "verif": "tinyattn.verif",
@@ -146,9 +139,5 @@ def test_sw_never_imports_sim() -> None:
         for line, module in _imports(path)
         if module == "tinyattn.sim" or module.startswith("tinyattn.sim.")
     }
-    new = sorted(
-        f"sw/{f}:{line}: {m}" for (f, m), line in found.items() if (f, m) not in SW_SIM_KNOWN
-    )
-    assert not new, "sw/ must not import tinyattn.sim:\n" + "\n".join(new)
-    fixed = sorted(f"sw/{f}: {m}" for f, m in SW_SIM_KNOWN if (f, m) not in found)
-    assert not fixed, "no longer imported; remove from SW_SIM_KNOWN:\n" + "\n".join(fixed)
+    broken = sorted(f"sw/{f}:{line}: {m}" for (f, m), line in found.items())
+    assert not broken, "sw/ must not import tinyattn.sim:\n" + "\n".join(broken)
