@@ -717,6 +717,25 @@ def cmd_quantize_report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tinyattn.sim import sweep
+
+    try:
+        spec = sweep.load_spec(_input_file(args.spec, f"SPEC {args.spec}"))
+        if args.serial and (args.scheduler or args.workers):
+            raise UsageError("--serial runs without Dask; drop --scheduler and --workers")
+        if args.scheduler and args.workers:
+            raise UsageError(
+                "--workers sizes the LocalCluster; an existing --scheduler has its own"
+            )
+        out = check_output(args.out, "--out", folder=True)
+        return sweep.command(
+            spec, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers
+        )
+    except sweep.SweepSpecError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _size(n: int) -> str:
     """``n`` bytes as ``"5.1 KB"`` (decimal units, as ``du --si``)."""
     if n < 1000:
@@ -1033,6 +1052,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=("info", "clear"))
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser(
+        "sweep",
+        help="sweep configurations on Dask: cycles, utilization, inferences/s, area per point",
+        description="Evaluate every point of SPEC (TOML: fields to vary, workload predict | "
+        "engine | run, metrics; docs/sweep.md) as one Dask task each. Rows are appended to "
+        "OUT/rows.jsonl as points finish, so a rerun resumes; then a table on stdout, "
+        "OUT/results.csv and OUT/pareto.png (throughput against area). Exit 1 when a point "
+        "failed; invalid points are rows with their reason.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="the sweep spec (TOML)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (resumed)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
+    p.add_argument(
+        "--workers", type=int_in(1, 1024), help="LocalCluster workers (default: one per core)"
+    )
+    p.add_argument("--serial", action="store_true", help="run here, without Dask")
+    p.set_defaults(func=cmd_sweep)
 
     sub.add_parser(
         "quantize-report",
