@@ -16,7 +16,8 @@ one-line reason (a configuration that fails validation, a model that does not fi
 ``failed`` (an error in the workload, a worker lost more often than Dask allows). Rows are
 appended to ``DIR/rows.jsonl`` as the tasks finish (one JSON object a line, flushed and
 fsynced), so an interrupted sweep keeps what it did, and a rerun with the same spec and
-``--out`` evaluates only the points without a row. At the end ``DIR/results.csv`` holds the
+``--out`` evaluates only the points without a row (and the failed ones again: the last row
+of a point is its result). At the end ``DIR/results.csv`` holds the
 rows in point order, and ``DIR/pareto.png`` the Pareto front of throughput against area.
 
 Execution (:func:`run_sweep`) is serial in this process, or on ``dask.distributed``: a
@@ -747,7 +748,8 @@ def run_sweep(
     plot: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> SweepResult:
-    """Evaluate every point of ``spec`` without a row in ``out/rows.jsonl`` and return all rows.
+    """Evaluate every point of ``spec`` without a row in ``out/rows.jsonl`` (or whose last
+    row there is ``failed``) and return every point's row, in point order.
 
     ``serial`` runs the points here, one after the other; else on Dask: ``client`` (a
     ``distributed.Client``), or the scheduler at ``scheduler``, or a new ``LocalCluster`` of
@@ -760,7 +762,9 @@ def run_sweep(
     rows_path = out / ROWS_FILE
     points = spec.points()
     ids = {p.point_id(spec.base): p for p in points}
+    # The last row of a point wins; a failed point (an error, workers lost) runs again.
     done = {r["id"]: r for r in read_rows(rows_path) if r["id"] in ids}
+    done = {k: r for k, r in done.items() if r["status"] != "failed"}
     todo = [p for p in points if p.point_id(spec.base) not in done]
     if progress is None:
         progress = sys.stderr.isatty()
