@@ -232,7 +232,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "the L2 request's valid drops before ready",
         "hw/dma.py",
         "self.l2_req.valid.eq(l2_fifo.r_rdy),",
-        "self.l2_req.valid.eq(l2_fifo.r_rdy & ~l2_out[0]),",
+        "self.l2_req.valid.eq(l2_fifo.r_rdy & ~l2_fifo.w_en),",
         _dma("64b-16KiB", "32b-4KiB"),
     ),
     Mutant(
