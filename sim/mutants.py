@@ -73,6 +73,10 @@ def _interconnect(*configs: str) -> tuple[str, ...]:
 
 
 _CORE = ("tests/test_compute_core_rtl.py::test_compute_core[icarus-4x8]",)
+_ITAMAX = (
+    "tests/test_itamax_unit.py::test_itamax_unit_matches_golden[4-8-64-20]",
+    "tests/test_itamax_unit.py::test_itamax_unit_matches_golden[4-3-16-128]",
+)
 _REGBLOCK = (
     "tests/test_regblock_rtl.py::test_regblock[icarus-small]",
     "tests/test_regblock_rtl.py::test_regblock_no_idle_cycles[icarus]",
@@ -104,6 +108,31 @@ MUTANTS: tuple[Mutant, ...] = (
         "Mux(s2_relu & (total < 0), 0, sat)",
         "Mux(s2_relu & (total < -1), 0, sat)",
         _CORE,
+    ),
+    # -- ITAMax (the streaming softmax) ----------------------------------------------
+    Mutant(
+        "itamax-numerator",
+        "the softmax normalisation divides 65024 instead of 65280",
+        "hw/itamax.py",
+        "ITAMAX_NUMERATOR = 65280",
+        "ITAMAX_NUMERATOR = 65024",
+        _ITAMAX,
+    ),
+    Mutant(
+        "itamax-sum-not-rescaled",
+        "the running sum is not shifted when the row maximum grows",
+        "hw/itamax.py",
+        "s_new.eq(_shr_sat(s_old, grow, sb) + total)",
+        "s_new.eq(s_old + total)",
+        _ITAMAX,
+    ),
+    Mutant(
+        "itamax-max-starts-at-127",
+        "a row's running maximum starts at -127, not -128",
+        "hw/itamax.py",
+        "m_old.eq(Mux(self.first, -128, ms[self.row])),",
+        "m_old.eq(Mux(self.first, -127, ms[self.row])),",
+        _ITAMAX,
     ),
     # -- interconnect and L1 ---------------------------------------------------------
     Mutant(
@@ -404,7 +433,7 @@ class MutantResult:
 
 # The bench's own complaint inside a failure report: an assertion other than the
 # launcher's summary ("failed: <tests> (seed N); log: ...").
-_COMPLAINT = re.compile(r"(?:AssertionError|Exception|Error): (?!failed: )(.+)")
+_COMPLAINT = re.compile(r"(?:AssertionError|Exception|Error):[ \t]*(?!failed: )(?=\S|\n)")
 
 
 def _failure(junit: Path) -> tuple[str, str] | None:
@@ -422,9 +451,12 @@ def _failure(junit: Path) -> tuple[str, str] | None:
 
 
 def _complaint(text: str) -> str:
+    """The bench's message: up to three lines after the first exception name, as one."""
     found = _COMPLAINT.search(text)
-    line = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else "?"
-    return " ".join(line.split())[:160]
+    rest = text[found.end() :] if found else text
+    lines = [line.lstrip("E").strip() for line in rest.splitlines()]
+    words = " / ".join([line for line in lines if line][:3]) or "?"
+    return " ".join(words.split())[:160]
 
 
 def run_mutant(

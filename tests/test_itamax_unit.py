@@ -21,6 +21,9 @@ def test_itamax_unit_matches_golden(n_pe: int, rows: int, keys: int, spread: int
     dut = ItaMax(cfg)
     rng = np.random.default_rng(n_pe * 100 + rows)
     logits = rng.integers(-spread, spread, (rows, keys)).clip(-128, 127)
+    # The extremes: a fully masked row (every logit -128) and a saturated one.
+    logits[0] = -128
+    logits[-1] = 127 if rows > 1 else logits[-1]
     want = golden.itamax(logits, n_pe)
     blocks = keys // n_pe
     got_m = np.zeros(rows, dtype=np.int64)
@@ -50,5 +53,5 @@ def test_itamax_unit_matches_golden(n_pe: int, rows: int, keys: int, spread: int
     sim.run()
     probs = np.right_shift(got_inv[:, None], np.minimum(got_m[:, None] - logits, 31))
     probs = np.where(got_m[:, None] - logits >= 8, 0, probs)
-    assert np.array_equal(got_m, logits.max(axis=1))
-    assert np.array_equal(probs, want.astype(np.int64))
+    np.testing.assert_array_equal(got_m, logits.max(axis=1), err_msg="row maxima")
+    np.testing.assert_array_equal(probs, want.astype(np.int64), err_msg="probabilities")
