@@ -71,9 +71,9 @@ __all__ = [
 
 #: Workloads a point can run.
 WORKLOADS = ("predict", "engine", "run")
-#: Area of a point's engine: not measured, the fast estimate or the full synthesis
-#: (:mod:`tinyattn.sim.area`).
-AREA_MODES = ("none", "fast", "full")
+#: Area of a point's engine: not measured, the per-part estimate, the coarse synthesis or the
+#: full synthesis (:mod:`tinyattn.sim.area`).
+AREA_MODES = ("none", "estimate", "coarse", "full")
 SIMULATORS = ("verilator", "icarus")
 ROWS_FILE = "rows.jsonl"
 STATE_FILE = "sweep.json"
@@ -410,8 +410,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
     if area not in AREA_MODES:
         raise _fail(
             "metrics.area",
-            f"{area!r}: use 'none', 'fast' (coarse yosys synthesis, minutes) or 'full' "
-            "(yosys synth, about an hour for the default engine)",
+            f"{area!r}: use 'none', 'estimate' (per-part model, instant), 'coarse' (coarse "
+            "yosys synthesis, minutes) or 'full' (yosys synth, about an hour for the default "
+            "engine)",
         )
     return Spec(
         fields=tuple(fields),
@@ -1004,7 +1005,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], png: Path, title: str) -> bool:
 def check_tools(spec: Spec) -> None:
     """Refuse a spec whose workload or area needs a tool this machine lacks (before any
     point runs). :class:`SweepSpecError` names the key. Workers elsewhere must have them too."""
-    if spec.area != "none" and shutil.which("yosys") is None:
+    if spec.area in ("coarse", "full") and shutil.which("yosys") is None:
         raise _fail("metrics.area", f"{spec.area!r} needs yosys on PATH (apt install yosys)")
     if spec.workload.kind in ("engine", "run"):
         from tinyattn.sim.runner import simulator_missing

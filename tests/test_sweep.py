@@ -328,3 +328,42 @@ def test_pareto_png_is_deterministic(tmp_path: Path, serial_rows: list[dict]) ->
     sweep.plot_pareto(rows, b, "t")
     assert a.read_bytes() == b.read_bytes()
     assert b"Software" not in a.read_bytes() and b"Creation" not in a.read_bytes()
+
+
+def test_area_estimate_rows(tmp_path: Path) -> None:
+    """``metrics.area = "estimate"``: cells and cells per MAC from the per-part model, which
+    reproduces the full synthesis of the 4 x 16 engine it was calibrated on."""
+    from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
+    from tinyattn.sim.area import estimate_cells
+
+    small = ClusterConfig(
+        engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, max_seq=64, tile_m=8),
+        memory=MemoryConfig(n_banks=8, bank_words=512),
+        dma=DmaConfig(dma_bits=128),
+    )
+    assert abs(estimate_cells(small) / 200_100 - 1) < 1e-3
+    spec = _spec(
+        tmp_path, SPEC.replace("[16, 32, 64]", "[32, 64]") + "[metrics]\narea = 'estimate'\n"
+    )
+    rows = run_sweep(spec, tmp_path / "out", serial=True, progress=False).rows
+    assert [r["area_mode"] for r in rows] == ["estimate"] * 2
+    assert rows[0]["cells"] < rows[1]["cells"]  # tile_m 64: twice the buffers
+    assert rows[1]["cells_per_mac"] == round(rows[1]["cells"] / 1024, 1)
+    assert sweep.pareto_front(rows)
+
+
+@pytest.mark.slow
+def test_area_coarse_and_full_on_the_test_engine() -> None:
+    """The coarse synthesis of the 4 x 16 engine, scaled, against its full synthesis (the
+    calibration point; a few minutes of yosys each, cached beside the netlist)."""
+    from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
+    from tinyattn.sim.area import engine_area
+
+    small = ClusterConfig(
+        engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, max_seq=64, tile_m=8),
+        memory=MemoryConfig(n_banks=8, bank_words=512),
+        dma=DmaConfig(dma_bits=128),
+    )
+    full = engine_area(small, "full")["cells"]
+    coarse = engine_area(small, "coarse")["cells"]
+    assert abs(coarse / full - 1) < 0.05
