@@ -109,6 +109,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "Mux(s2_relu & (total < -1), 0, sat)",
         _CORE,
     ),
+    Mutant(
+        "core-ignores-backpressure",
+        "the compute core's last stage moves on while the result is not taken",
+        "hw/compute_core.py",
+        "m.d.comb += load[-1].eq(~valid[-1] | self.results.ready)",
+        "m.d.comb += load[-1].eq(1)",
+        _CORE,
+    ),
     # -- ITAMax (the streaming softmax) ----------------------------------------------
     Mutant(
         "itamax-numerator",
@@ -450,12 +458,20 @@ def _failure(junit: Path) -> tuple[str, str] | None:
     return None
 
 
+_LOG_LINE = re.compile(r"\d[\d.]*\s*ns\s")
+
+
 def _complaint(text: str) -> str:
     """The bench's message: up to three lines after the first exception name, as one."""
     found = _COMPLAINT.search(text)
     rest = text[found.end() :] if found else text
-    lines = [line.lstrip("E").strip() for line in rest.splitlines()]
-    words = " / ".join([line for line in lines if line][:3]) or "?"
+    lines = []
+    for line in (raw.lstrip("E").strip() for raw in rest.splitlines()):
+        if _LOG_LINE.match(line) or len(lines) == 3:
+            break  # the simulator's log follows the message
+        if line:
+            lines.append(line)
+    words = " / ".join(lines) or "?"
     return " ".join(words.split())[:160]
 
 

@@ -6,9 +6,11 @@ bit for bit against :func:`tinyattn.verif.golden.dot_array` and
 stream, random back-pressure on the result stream, and random weight writes
 into the banks while beats are in flight.
 
-Signals are driven after the falling edge and sampled in the read-only phase
-before the next rising edge, so a handshake seen by the bench is exactly the
-one the design sees on that edge, under Icarus and Verilator alike.
+The streams are :mod:`tinyattn.verif.streams` models in the shared
+:class:`~tinyattn.verif.obi.CycleLoop`: driven after the falling edge and sampled in
+the read-only phase, so a handshake seen by the bench is exactly the one the design
+sees on that edge, under Icarus and Verilator alike; the result sink also checks
+that the core holds a result until it is taken.
 
 Knobs (environment, set by the launcher): ``TINYATTN_BEATS``,
 ``TINYATTN_STALL_IN`` / ``TINYATTN_STALL_OUT`` (probability that a new beat is
@@ -24,7 +26,7 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge
 
 from tinyattn.config import EngineConfig
 from tinyattn.hw.compute_core import (
@@ -42,7 +44,8 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
-from tinyattn.verif.bits import pack, unpack
+from tinyattn.verif.obi import CycleLoop
+from tinyattn.verif.streams import StreamSink, StreamSource, random_pauses
 
 
 @dataclass
@@ -163,74 +166,88 @@ class ComputeCoreTB:
         if preload:
             await self.load_weights(rng.integers(-128, 128, (2, cfg.n_pe, cfg.vec_len)))
 
-        pending = deque(beats)
         expected: deque[tuple[int, dict[str, np.ndarray]]] = deque()
         results: list[dict[str, np.ndarray]] = []
-        seen = 0
-        cycles = 0
-        op_valid = False
-        w_cur: tuple[int, int, np.ndarray] | None = None
-        while seen < len(beats):
-            await FallingEdge(d.clk)
-            cycles += 1
-            # -- drive this cycle's inputs ------------------------------------
-            if not op_valid and pending and rng.random() >= stall_in:
-                beat = pending[0]
-                d.operands__payload.value = pack(self.op_layout, beat.payload())
-                op_valid = True
-            d.operands__valid.value = int(op_valid)
-            res_ready = rng.random() >= stall_out
-            d.results__ready.value = int(res_ready)
-            w_cur = self.random_weight_write() if rng.random() < weight_writes else None
-            if w_cur is not None:
-                bank, unit, w = w_cur
-                d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
-            d.weights__valid.value = int(w_cur is not None)
-            # -- sample the handshakes that happen on the coming rising edge ----
-            await ReadOnly()
-            if op_valid and d.operands__ready.value:
-                beat = pending.popleft()
-                expected.append(
-                    (len(beats) - len(pending) - 1, expected_result(cfg, beat, self.weights))
-                )
-                op_valid = False
-            if res_ready and d.results__valid.value:
-                got = unpack(self.res_layout, d.results__payload.value.to_unsigned())
-                assert expected, "result without an accepted operand beat"
-                index, want = expected.popleft()
-                for key in ("acc", "y"):
-                    if not np.array_equal(got[key], want[key]):
-                        raise AssertionError(
-                            f"beat {index}: {key} mismatch\n got  {got[key].tolist()}\n"
-                            f" want {want[key].tolist()}\n beat {beats[index]}"
-                        )
-                results.append(got)
-                seen += 1
-            if w_cur is not None:
-                # The write lands on this edge, after the beat above sampled the banks.
-                bank, unit, w = w_cur
-                self.weights[bank, unit] = w
-            if cycles > 50 * (len(beats) + 10) + 1000:
-                raise AssertionError(f"hang: {seen} of {len(beats)} results after {cycles} cycles")
+
+        def accepted(item: tuple[int, OperandBeat], cycle: int) -> None:
+            # The beat samples the banks as they are before this edge's weight write.
+            index, beat = item
+            expected.append((index, expected_result(cfg, beat, self.weights)))
+
+        def received(got: dict[str, np.ndarray], cycle: int) -> None:
+            assert expected, f"cycle {cycle}: a result without an accepted operand beat"
+            index, want = expected.popleft()
+            for key in ("acc", "y"):
+                if not np.array_equal(got[key], want[key]):
+                    raise AssertionError(
+                        f"beat {index}: {key} mismatch\n got  {got[key].tolist()}\n"
+                        f" want {want[key].tolist()}\n beat {beats[index]}"
+                    )
+            results.append(got)
+
+        operands: StreamSource[tuple[int, OperandBeat]] = StreamSource(
+            d,
+            "operands",
+            self.op_layout,
+            encode=lambda item: item[1].payload(),
+            pause=random_pauses(rng, stall_in),
+            on_accept=accepted,
+        )
+        operands.push(*enumerate(beats))
+        sink = StreamSink(
+            d, "results", self.res_layout, pause=random_pauses(rng, stall_out), on_receive=received
+        )
+        loop = CycleLoop(d.clk)
+        # Sampled in this order: a write lands after the beat of the same edge read the banks.
+        loop.add(operands, sink, *self._weight_writer(weight_writes))
+        cycles = await loop.run_until(
+            lambda: len(results) == len(beats),
+            timeout=50 * (len(beats) + 10) + 1000,
+            what=f"hang: {len(beats)} results",
+        )
         await FallingEdge(d.clk)
         d.operands__valid.value = 0
         d.weights__valid.value = 0
         return cycles, results
 
+    def _weight_writer(self, probability: float) -> list[StreamSource]:
+        """A source of random weight writes, one a cycle with ``probability`` (none at 0)."""
+        if probability <= 0.0:
+            return []
+        return [
+            StreamSource(
+                self.dut,
+                "weights",
+                self.w_layout,
+                encode=lambda wr: {"w": wr[2], "unit": wr[1], "bank": wr[0]},
+                pause=random_pauses(self.rng, 1.0 - probability),
+                refill=self.random_weight_write,
+                on_accept=self._write_landed,
+            )
+        ]
+
+    def _write_landed(self, write: tuple[int, int, np.ndarray], cycle: int) -> None:
+        bank, unit, w = write
+        self.weights[bank, unit] = w
+
     async def load_weights(self, banks: np.ndarray) -> None:
         """Write ``banks`` (2, n_pe, vec_len) into the core, one unit a cycle."""
-        d = self.dut
-        for bank in range(2):
-            for unit in range(self.cfg.n_pe):
-                w = banks[bank, unit]
-                await FallingEdge(d.clk)
-                d.weights__payload.value = pack(self.w_layout, {"w": w, "unit": unit, "bank": bank})
-                d.weights__valid.value = 1
-                await ReadOnly()
-                assert d.weights__ready.value == 1, "weight port must always be ready"
-                self.weights[bank, unit] = w
-        await FallingEdge(d.clk)
-        d.weights__valid.value = 0
+        writes = [(b, u, banks[b, u]) for b in range(2) for u in range(self.cfg.n_pe)]
+        source = StreamSource(
+            self.dut,
+            "weights",
+            self.w_layout,
+            encode=lambda wr: {"w": wr[2], "unit": wr[1], "bank": wr[0]},
+            on_accept=self._write_landed,
+        )
+        source.push(*writes)
+        loop = CycleLoop(self.dut.clk)
+        loop.add(source)
+        cycles = await loop.run_until(lambda: source.idle, timeout=4 * len(writes), what="writes")
+        # The weight port never back-pressures: one write taken every cycle.
+        assert cycles == len(writes), f"{len(writes)} weight writes took {cycles} cycles"
+        await FallingEdge(self.dut.clk)
+        self.dut.weights__valid.value = 0
 
 
 @cocotb.test()
