@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from .verilog import file_lock, verilog_sources
 
 __all__ = [
     "SIMULATORS",
+    "X_SEED_ENV",
     "BenchResult",
     "failure_report",
     "run_bench",
@@ -85,17 +87,28 @@ def simulator_missing(sim: str) -> str | None:
     return None
 
 
+#: Environment variable: a Verilator X-randomization seed for every run (see ``run_bench``).
+X_SEED_ENV = "TINYATTN_X_SEED"
+
+
 @dataclass(frozen=True)
 class BenchResult:
-    """Outcome of one cocotb run: per-test pass/fail and the folder with logs and waves."""
+    """Outcome of one cocotb run: per-test pass/fail and the folder with logs and waves.
+
+    A cocotb test that skipped is in ``passed`` as ``False`` (it did not pass) and in
+    ``skipped``, so ``ok`` is false and a launcher's ``assert result.ok`` fails, naming it.
+    """
 
     passed: dict[str, bool]
     test_dir: Path
     metrics: dict[str, object]
+    skipped: tuple[str, ...] = ()
+    #: The Verilator X-randomization seed of the run, or None (see ``run_bench``).
+    x_seed: int | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.passed) and all(self.passed.values())
+        return bool(self.passed) and all(self.passed.values()) and not self.skipped
 
 
 def run_bench(
@@ -111,6 +124,7 @@ def run_bench(
     public: Sequence[str] = (),
     wrapper: tuple[str, Sequence[Path]] | None = None,
     plusargs: Sequence[str] = (),
+    x_seed: int | None = None,
 ) -> BenchResult:
     """Simulate ``test_module`` (an importable cocotb module) against top ``top``.
 
@@ -123,12 +137,29 @@ def run_bench(
     :func:`verilator_control`); a bench that reads or writes a signal below the
     top names it in ``public`` as ``"<module>:<signal>"`` (Verilog names, ``*``
     wildcards allowed). Icarus sees everything and ignores ``public``.
+
+    **X randomization.** Verilator is two-state: by default it builds with
+    ``--x-assign fast --x-initial fast``, so an uninitialized flop or memory word, an
+    explicit X and an out-of-range array read all read as one fixed value that may
+    happen to work. With ``x_seed`` (an int >= 1; default ``$TINYATTN_X_SEED``), it
+    builds with ``--x-assign unique --x-initial unique`` (its own build folder) and runs
+    with ``+verilator+rand+reset+2 +verilator+seed+<x_seed>``: each of those reads a
+    random value drawn from that seed, so a design that depends on one fails, and the
+    seed reproduces it. Icarus is four-state and shows X without it (``x_seed`` is
+    ignored there).
     """
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; use one of {', '.join(SIMULATORS)}")
     missing = simulator_missing(sim)
     if missing:
         raise RuntimeError(missing)
+    if x_seed is None and os.environ.get(X_SEED_ENV, "").strip():
+        x_seed = int(os.environ[X_SEED_ENV])
+    if x_seed is not None and x_seed < 1:
+        # Verilator draws a fresh seed from the system for 0: not reproducible.
+        raise ValueError(f"x_seed must be >= 1 (got {x_seed})")
+    if sim != "verilator":
+        x_seed = None
     if waves is None:
         waves = os.environ.get("WAVES", "0") not in ("", "0")
     if waves and sim == "verilator" and not Path("/usr/include/lz4.h").exists():
@@ -155,13 +186,14 @@ def run_bench(
         # Verilator from optimising them (4.6x slower, 2x longer builds); the
         # later --no-public-flat-rw wins, and the control file makes public
         # only what cocotb needs.
+        x_mode = "fast" if x_seed is None else "unique"
         build_args = [
             *verilator_waiver_args(),
             "-O3",
             "--x-assign",
-            "fast",
+            x_mode,
             "--x-initial",
-            "fast",
+            x_mode,
             "--no-public-flat-rw",
         ]
         if waves:
@@ -235,15 +267,22 @@ def run_bench(
             # dump.fst into the run folder by itself.
             plusargs=[
                 *plusargs,
+                *(
+                    []
+                    if x_seed is None
+                    else ["+verilator+rand+reset+2", f"+verilator+seed+{x_seed}"]
+                ),
                 *([f"+dumpfile_path={test_dir / WAVES_FILE}"] if waves and sim == "icarus" else []),
             ],
             timescale=("1ns", "1ps"),
             log_file=test_dir / "sim.log",
         )
-    passed = _read_results(results_xml) if results_xml.exists() else {}
+    passed, skipped = _read_results(results_xml) if results_xml.exists() else ({}, ())
     metrics_path = test_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    return BenchResult(passed=passed, test_dir=test_dir, metrics=metrics)
+    return BenchResult(
+        passed=passed, test_dir=test_dir, metrics=metrics, skipped=skipped, x_seed=x_seed
+    )
 
 
 def verilator_control(
@@ -272,8 +311,14 @@ def failure_report(result: BenchResult, seed: int) -> str:
     """A message for a failed run: which tests failed, the seed and the log tail."""
     log = result.test_dir / "sim.log"
     tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
-    failed = [name for name, ok in result.passed.items() if not ok] or ["<simulator died>"]
-    return f"failed: {', '.join(failed)} (seed {seed}); log: {log}\n" + "\n".join(tail)
+    failed = [n for n, ok in result.passed.items() if not ok and n not in result.skipped]
+    if not failed and not result.skipped:
+        failed = ["<simulator died>"]
+    what = [f"failed: {', '.join(failed)}"] if failed else []
+    if result.skipped:
+        what.append(f"skipped inside the bench (not a pass): {', '.join(result.skipped)}")
+    seeds = f"seed {seed}" + ("" if result.x_seed is None else f", x_seed {result.x_seed}")
+    return f"{'; '.join(what)} ({seeds}); log: {log}\n" + "\n".join(tail)
 
 
 @contextmanager
@@ -285,12 +330,19 @@ def _verilator_make_fixes(sim: str) -> Iterator[None]:
     against a precompiled header) fail with "Vtop__pch.h.fast: linker input file
     not found". Variable definitions in ``MAKEFLAGS`` act as command-line
     overrides of the makefile's own.
+
+    When ``ccache`` is on ``PATH`` (``make sim-deps`` installs it) the C++ compiles
+    through it (``OBJCACHE=ccache``), unless ``OBJCACHE`` is already in the
+    environment (``OBJCACHE=`` turns it off). The compile is parallel already:
+    cocotb's runner calls ``make -j min(4, cores)``.
     """
     if sim != "verilator":
         yield
         return
     saved = os.environ.get("MAKEFLAGS")
     fixes = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+    if "OBJCACHE" not in os.environ and shutil.which("ccache"):
+        fixes += " OBJCACHE=ccache"
     os.environ["MAKEFLAGS"] = f"{saved} {fixes}" if saved else fixes
     try:
         yield
@@ -301,9 +353,18 @@ def _verilator_make_fixes(sim: str) -> Iterator[None]:
             os.environ["MAKEFLAGS"] = saved
 
 
-def _read_results(path: Path) -> dict[str, bool]:
+def _read_results(path: Path) -> tuple[dict[str, bool], tuple[str, ...]]:
+    """Per-test pass/fail from cocotb's xUnit file, and the tests that skipped.
+
+    A skipped test (a ``<skipped>`` child) is not a pass: it is ``False`` in the first
+    result and named in the second.
+    """
     passed: dict[str, bool] = {}
+    skipped: list[str] = []
     for case in ET.parse(path).getroot().iter("testcase"):
-        failed = any(child.tag in ("failure", "error") for child in case)
-        passed[case.get("name", "?")] = not failed
-    return passed
+        name = case.get("name", "?")
+        tags = {child.tag for child in case}
+        passed[name] = not (tags & {"failure", "error", "skipped"})
+        if "skipped" in tags:
+            skipped.append(name)
+    return passed, tuple(skipped)
