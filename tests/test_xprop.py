@@ -1,0 +1,158 @@
+"""X propagation under Verilator: benches built with ``--x-assign unique --x-initial unique``.
+
+Verilator is two-state. Its default here (``--x-assign fast --x-initial fast``) gives an
+uninitialized flop or memory word, an explicit X and an out-of-range array read one fixed
+value, which can hide a design that reads one before writing it. ``run_bench(...,
+x_seed=N)`` builds with ``unique`` instead and runs with ``+verilator+rand+reset+2
++verilator+seed+N``: each such read returns a random value drawn from ``N``
+(``sim/runner.py``). Icarus shows X natively; these tests are Verilator only.
+
+- A positive control: a register that nothing initializes reads 0 in the default build
+  and seed-dependent values in the X build, so the mode is really on.
+- The engine (4x16) and the cluster (small: PicoRV32 included, whose registers have no
+  reset) run their benches in that mode, at a fixed X seed and at a fresh random one.
+  The seed is printed and named in any failure; ``TINYATTN_X_SEED=N`` repeats a run
+  (it then replaces the random one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, InterconnectConfig, MemoryConfig
+from tinyattn.sim.cosim import PUBLIC
+from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench, simulator_missing
+
+pytestmark = pytest.mark.sim
+
+#: The small configurations of test_engine_rtl.py ("4x16") and test_cluster_rtl.py
+#: ("small"): the same netlists (the X builds are their own simulator builds).
+ENGINE_SMALL = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+    dma=DmaConfig(dma_bits=128),
+)
+CLUSTER_SMALL = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+    interconnect=InterconnectConfig(n_cores=3),
+    dma=DmaConfig(dma_bits=64),
+)
+
+ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
+CLUSTER_BENCH = "tinyattn.verif.benches.cluster_bench"
+ENGINE_TESTS = ["gemm_random", "gemm_soft_clear", "attention_random", "mixed_queue"]
+CLUSTER_TESTS = ["address_map", "firmware_jobs"]
+#: The fixed X seed (any value >= 1; Verilator's 0 means "pick one").
+FIXED_X_SEED = 12345
+
+
+@pytest.fixture
+def verilator() -> str:
+    missing = simulator_missing("verilator")
+    if missing:
+        pytest.skip(f"SIMULATOR MISSING: {missing}")
+    return "verilator"
+
+
+def _x_seed(kind: str) -> int:
+    if kind == "fixed":
+        return FIXED_X_SEED
+    env = os.environ.get(X_SEED_ENV, "").strip()
+    return int(env) if env else random.SystemRandom().randrange(1, 2**31)
+
+
+PROBE_V = """\
+module xprobe(input clk, input rst, output [31:0] q, output [31:0] m);
+  reg [31:0] r;          // no initializer, no reset: an uninitialized flop
+  reg [31:0] mem [0:3];  // an uninitialized memory
+  assign q = r;
+  assign m = mem[2];
+endmodule
+"""
+
+PROBE_BENCH = """\
+import json
+
+import cocotb
+from cocotb.triggers import Timer
+
+
+@cocotb.test()
+async def read_x(dut):
+    await Timer(1, unit="ns")
+    with open("probe.json", "w") as fh:
+        json.dump({"q": int(dut.q.value), "m": int(dut.m.value)}, fh)
+"""
+
+
+def test_uninitialized_state_reads_random_values(
+    verilator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "xprobe.v").write_text(PROBE_V)
+    (tmp_path / "xprobe_bench.py").write_text(textwrap.dedent(PROBE_BENCH))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(X_SEED_ENV, raising=False)
+
+    def probe(x_seed: int | None) -> dict[str, int]:
+        result = run_bench(
+            "engine",  # only the configuration JSON; the wrapper is the design
+            ENGINE_SMALL,
+            "xprobe_bench",
+            verilator,
+            wrapper=("xprobe", [tmp_path / "xprobe.v"]),
+            x_seed=x_seed,
+        )
+        assert result.ok, failure_report(result, 1)
+        return json.loads((result.test_dir / "probe.json").read_text())
+
+    assert probe(None) == {"q": 0, "m": 0}  # the default build: X reads as 0
+    first, second, again = probe(1), probe(2), probe(1)
+    assert first == again  # one seed, one set of values: a failure can be repeated
+    assert first != second  # another seed draws other values
+    assert any(v != 0 for v in (*first.values(), *second.values()))
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+def test_engine_with_random_x(verilator: str, kind: str, seed: int) -> None:
+    x_seed = _x_seed(kind)
+    print(f"engine 4x16, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
+    result = run_bench(
+        "engine",
+        ENGINE_SMALL,
+        ENGINE_BENCH,
+        verilator,
+        seed=seed,
+        testcase=ENGINE_TESTS,
+        env={"TINYATTN_JOBS": "8"},
+        x_seed=x_seed,
+    )
+    assert result.x_seed == x_seed
+    assert result.ok, failure_report(result, seed)
+    assert set(result.passed) == set(ENGINE_TESTS), result.passed
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+def test_cluster_with_random_x(verilator: str, kind: str, seed: int) -> None:
+    x_seed = _x_seed(kind)
+    print(f"cluster small, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
+    result = run_bench(
+        "cluster",
+        CLUSTER_SMALL,
+        CLUSTER_BENCH,
+        verilator,
+        seed=seed,
+        testcase=CLUSTER_TESTS,
+        env={"TINYATTN_ROUNDS": "3"},
+        public=PUBLIC,
+        x_seed=x_seed,
+    )
+    assert result.x_seed == x_seed
+    assert result.ok, failure_report(result, seed)
+    assert set(result.passed) == set(CLUSTER_TESTS), result.passed
