@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml
 
 # System packages, installed with apt when missing and we may (root or
 # passwordless sudo): iverilog (Icarus), liblz4-dev (Verilator's FST waves),
-# gcc-riscv64-unknown-elf (the generated headers must compile for rv32).
-# Without apt the Icarus cases are skipped with a loud notice in the test summary.
+# gcc-riscv64-unknown-elf (the generated headers must compile for rv32), ccache
+# (Verilator's C++ compiles through it when present: sim/runner.py sets OBJCACHE).
+# Without apt the Icarus cases are skipped with a loud notice in the test summary
+# (with CI set they fail), and Verilator builds run without ccache.
 APT_PKGS := $(strip $(if $(shell command -v iverilog),,iverilog) \
 	$(if $(wildcard /usr/include/lz4.h),,liblz4-dev) \
-	$(if $(shell command -v riscv64-unknown-elf-gcc),,gcc-riscv64-unknown-elf))
+	$(if $(shell command -v riscv64-unknown-elf-gcc),,gcc-riscv64-unknown-elf) \
+	$(if $(shell command -v ccache),,ccache))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 
 sim-deps:
@@ -39,7 +42,8 @@ sim-deps:
 		|| echo "!!! WARNING: apt-get could not install $(APT_PKGS) !!!"; \
 	else \
 		echo "!!! WARNING: $(APT_PKGS) missing and apt-get is not usable here:" \
-		     "Icarus cases will be SKIPPED, Verilator waves unavailable !!!"; \
+		     "Icarus cases will be SKIPPED, Verilator waves unavailable," \
+		     "Verilator builds without ccache !!!"; \
 	fi
 
 # The main job: the 2-layer MobileBERT fixture through firmware on the cluster RTL.
