@@ -1,19 +1,64 @@
-"""pytest set-up: simulator selection (``SIM=icarus|verilator|all``) and seeds."""
+"""pytest set-up: simulator selection (``SIM=icarus|verilator|all``), seeds, what a missing
+tool does, Hypothesis profiles and per-test timeouts.
+
+**Missing tools.** On a developer machine a missing simulator or compiler is a loud skip,
+listed again at the end of the run under a red banner. When ``CI`` is set (any value but
+``""``, ``0``, ``false``, ``no``) the same case **fails**, naming what is missing: a CI run
+that skipped the simulations would otherwise look green. A skip counts as "missing tool"
+when its reason says so (``MISSING``, ``missing`` or ``not installed``), whichever test file
+raised it.
+
+**Hypothesis.** Two profiles: ``dev`` (the default: ``deadline=None``, since a slow
+machine must not turn a property into a failure) and ``ci`` (loaded when ``CI`` is set:
+also ``derandomize=True`` and no example database, so a CI run draws the same examples
+every time). ``HYPOTHESIS_PROFILE`` picks one explicitly.
+
+**Timeouts** (pytest-timeout, ``signal`` method, so a hung simulator is killed with its
+test and the worker lives on). The budget is per test, setup included, and sized to the
+slowest case of each kind measured on a cold run (see ``docs/verification.md``, "Test
+timeouts"): :data:`TIMEOUTS`. A test's own ``@pytest.mark.timeout`` wins;
+``TINYATTN_TIMEOUT_SCALE`` multiplies all of them (a slower machine), and an explicit
+``--timeout=N`` (or ``PYTEST_TIMEOUT``) replaces them all; ``--timeout=0`` turns them off
+(a debugger session).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tinyattn.sim.runner import selected_simulators, simulator_missing
 
 _SKIPPED_SIMS: dict[str, str] = {}
 
 
+def in_ci() -> bool:
+    """True when the ``CI`` environment variable is set to a true-ish value."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+# ---------------------------------------------------------------------------- Hypothesis
+
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev")
+)
+
+
+# ---------------------------------------------------------------------------- simulators
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "sim" in metafunc.fixturenames:
-        metafunc.parametrize("sim", selected_simulators())
+        # indirect: the value goes through the `sim` fixture below, which skips (or,
+        # under CI, fails) a missing simulator; a direct parametrization would bypass it.
+        metafunc.parametrize("sim", selected_simulators(), indirect=True)
 
 
 @pytest.fixture
@@ -32,14 +77,84 @@ def seed() -> int:
     return int(os.environ.get("TINYATTN_SEED", "1"))
 
 
+# ---------------------------------------------------------------------------- missing tools
+
+#: A skip reason that says a tool or package is missing.
+_MISSING_TOOL = re.compile(r"MISSING|missing|not installed")
+
+
+def _skip_reason(report: pytest.TestReport) -> str | None:
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    reason = _skip_reason(report)
+    if reason is None or not in_ci() or not _MISSING_TOOL.search(reason):
+        return
+    if hasattr(report, "wasxfail"):
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"CI is set, so a missing tool fails the run instead of skipping it.\n"
+        f"What is missing: {reason.removeprefix('Skipped: ')}"
+    )
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    skipped = {
-        r.longrepr[2]
-        for r in terminalreporter.stats.get("skipped", [])
-        if isinstance(r.longrepr, tuple)
-    }
-    notes = sorted(s for s in skipped if "SIMULATOR MISSING" in s)
+    notes = sorted(
+        {
+            reason
+            for r in terminalreporter.stats.get("skipped", [])
+            if (reason := _skip_reason(r)) is not None and _MISSING_TOOL.search(reason)
+        }
+    )
     if notes:
-        terminalreporter.write_sep("!", "SIMULATOR CASES SKIPPED", red=True, bold=True)
+        terminalreporter.write_sep("!", "CASES SKIPPED: TOOLS MISSING", red=True, bold=True)
         for note in notes:
             terminalreporter.write_line(note, red=True, bold=True)
+        terminalreporter.write_line(
+            "(with CI set these cases fail instead of skipping)", red=True, bold=True
+        )
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+#: Per-test budgets in seconds, by kind. The slowest cases measured on a cold build
+#: cache (2 cores, ``-n 2``) and the margin kept are in docs/verification.md.
+TIMEOUTS = {
+    # Python only (models, tiler, quantizer, C compiles): slowest measured ~100 s.
+    "python": 600,
+    # A cocotb bench under Icarus: the default configurations run small jobs there.
+    "icarus": 1200,
+    # A cocotb bench under Verilator: a cold build of the default cluster takes minutes,
+    # and a worker may first wait for the other worker's build of the same netlist.
+    "verilator": 1800,
+    # `make test-slow`: the large sweeps and the 24-layer model.
+    "slow": 7200,
+}
+
+
+def _timeout_kind(item: pytest.Item) -> str:
+    if item.get_closest_marker("slow"):
+        return "slow"
+    params = getattr(item, "callspec", None)
+    sim = params.params.get("sim") if params is not None else None
+    if sim in TIMEOUTS:
+        return sim
+    if item.get_closest_marker("sim"):
+        return "verilator"  # a simulator test without the fixture: Verilator, the slower build
+    return "python"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return  # an explicit --timeout (0: none) or PYTEST_TIMEOUT applies to every test
+    scale = float(os.environ.get("TINYATTN_TIMEOUT_SCALE", "1"))
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUTS[_timeout_kind(item)] * scale))

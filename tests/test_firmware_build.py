@@ -63,7 +63,10 @@ def rv32() -> str:
 def _objdump(elf: Path, *args: str) -> str:
     exe = shutil.which("riscv64-unknown-elf-objdump")
     if exe is None:
-        pytest.skip("riscv64-unknown-elf-objdump missing (binutils-riscv64-unknown-elf)")
+        pytest.skip(
+            "!!! riscv64-unknown-elf-objdump MISSING (binutils-riscv64-unknown-elf): "
+            "the image checks did NOT run !!!"
+        )
     return subprocess.run([exe, *args, str(elf)], capture_output=True, text=True, check=True).stdout
 
 
@@ -963,7 +966,9 @@ class Host:
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Host:
     if shutil.which("gcc") is None:
-        pytest.skip("host gcc missing")
+        pytest.skip(
+            "!!! host gcc MISSING: the HAL checks against the fake registers did NOT run !!!"
+        )
     name = request.param
     return Host(CONFIGS[name], tmp_path_factory.mktemp(f"host-{name}"))
 
