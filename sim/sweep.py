@@ -38,6 +38,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import shutil
@@ -839,6 +840,7 @@ def _run_dask(
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
+                silence_logs=logging.ERROR,
                 env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
             )
             client = own_client = Client(own_cluster)
@@ -960,10 +962,17 @@ def _title(spec: Spec) -> str:
     return f"{what}; {spec.clock_mhz:g} MHz; area: {spec.area}"
 
 
+def _short_label(row: dict[str, Any]) -> str:
+    """The varied values joined by ``/`` (the plot names the fields once)."""
+    return "/".join(str(v) for v in row["point"].values())
+
+
 def plot_pareto(rows: Sequence[dict[str, Any]], png: Path, title: str) -> bool:
-    """Throughput against area, each point labelled with its configuration, the Pareto
-    front joined. Byte-identical for equal rows (fixed metadata, no timestamps). Returns
-    False (and writes a PNG saying so) when no row has both throughput and area."""
+    """Throughput against area, each point labelled with its configuration (its varied
+    values, in the order the axis note names), the Pareto front red and joined. Points at
+    the same place share one label. Byte-identical for equal rows (fixed metadata, no
+    timestamps). Returns False (and writes a PNG saying so) when no row has both
+    throughput and area."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -973,24 +982,31 @@ def plot_pareto(rows: Sequence[dict[str, Any]], png: Path, title: str) -> bool:
           and _throughput(r)[1] is not None]  # fmt: skip
     front = set(pareto_front(rows))
     with matplotlib.rc_context({"svg.hashsalt": "tinyattn", "font.size": 8}):
-        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
+        fig, ax = plt.subplots(figsize=(11, 7), dpi=100)
         if ok:
             unit = _throughput(ok[0])[0]
+            places: dict[tuple[int, float], list[dict[str, Any]]] = {}
             for r in ok:
-                x, y = r["cells"], _throughput(r)[1]
-                on = r["index"] in front
-                ax.scatter([x], [y], s=30 if on else 18, c="tab:red" if on else "tab:blue",
+                places.setdefault((r["cells"], _throughput(r)[1]), []).append(r)
+            for (x, y), here in sorted(places.items()):
+                on = any(r["index"] in front for r in here)
+                ax.scatter([x], [y], s=34 if on else 16, c="tab:red" if on else "tab:blue",
                            zorder=3)  # fmt: skip
-                ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=6.5)  # fmt: skip
+                ax.annotate(", ".join(_short_label(r) for r in here), (x, y),
+                            textcoords="offset points", xytext=(5, -3 if on else 3),
+                            fontsize=7 if on else 6, color="darkred" if on else "dimgray",
+                            fontweight="bold" if on else "normal")  # fmt: skip
             fr = sorted((r["cells"], _throughput(r)[1]) for r in ok if r["index"] in front)
             if fr:
                 ax.step([f[0] for f in fr], [f[1] for f in fr], where="post", c="tab:red",
                         lw=1, alpha=0.6, label="Pareto front")  # fmt: skip
                 ax.legend(loc="lower right")
+            fields = "/".join(k.rsplit(".", 1)[-1] for k in ok[0]["point"])
             ax.set_xlabel(f"engine area: yosys cells ({ok[0]['area_mode']})")
             ax.set_ylabel(unit)
             ax.grid(alpha=0.3)
+            ax.text(0.01, 0.99, f"labels: {fields}", transform=ax.transAxes, va="top",
+                    fontsize=8)  # fmt: skip
         else:
             ax.text(0.5, 0.5, "no point has both throughput and area\n(metrics.area = 'none'?)",
                     ha="center", va="center", transform=ax.transAxes)  # fmt: skip
