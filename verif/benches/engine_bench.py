@@ -31,6 +31,7 @@ from tinyattn.verif.benches.common import (
 from tinyattn.verif.bits import pack, unpack
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import run_job
+from tinyattn.verif.job_layouts import job_inputs_outputs
 from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiTarget, obi_ports
 
 
@@ -275,39 +276,144 @@ async def gemm_errors(dut: Any) -> None:
     tb.checker.finish()
 
 
+def _output_mask(size: int, job: Job) -> np.ndarray:
+    """True on every byte of ``job``'s declared output (its Y rectangle(s))."""
+    mask = np.zeros(size, dtype=bool)
+    for r in job_inputs_outputs(job)[1]:
+        for i in range(r.rows):
+            a = r.addr + i * r.stride
+            mask[a : a + r.cols] = True
+    return mask
+
+
+#: Where a trial of ``gemm_soft_clear`` clears: "early" (within 40 cycles of the last
+#: job's acceptance: the first job starting, two queued), "running" (anywhere in the
+#: first job, two queued), "second" (after the first job's done: the second running,
+#: the third queued).
+CLEAR_POINTS = ("early", "running", "second", "running")
+
+
 @cocotb.test()
 async def gemm_soft_clear(dut: Any) -> None:
-    """A soft clear in the middle of a job (with one queued): idle, then a job runs right."""
+    """Soft clears at random points (seeded), with jobs queued behind the running one.
+
+    Per trial three GEMM jobs are queued on a fresh random L1; the clear comes at a
+    random cycle of the mode in :data:`CLEAR_POINTS`. Then:
+
+    - no ``done`` between the clear and idle (and 20 cycles after), except in the
+      cycle right after the clear for a job that finished on the clear's own edge;
+    - idle: ``busy`` low, nothing queued;
+    - the whole L1 equals the image taken in the clear cycle, except the declared
+      output range of the aborted job (the oldest accepted job without a ``done``):
+      queued jobs must leave no trace, the aborted job writes nowhere else;
+    - that image itself equals the golden model of the jobs done before the clear,
+      outside the same range;
+    - the next trial's jobs (and a last job) run exact.
+
+    Fails for a clear that is ignored, one that leaves a queued job, and stray writes.
+    """
     cfg = bench_config()
     seed = bench_seed() + 3
     tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
     await tb.reset()
     e = cfg.engine
-    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
-    alloc = Allocator(tb.image.size, tb.rng)
-    big = random_gemm(
-        tb.image, cfg, tb.rng, m=2 * e.tile_m, n=2 * e.vec_len, k=2 * e.vec_len, alloc=alloc
-    )
-    small = random_gemm(tb.image, cfg, tb.rng, m=3, n=8, k=8, alloc=alloc)
-    tb.source.queue.extend([big, small])
-    cut = int(tb.rng.integers(20, 200))
-    await tb.loop.run(cut)
-    tb.pins.next["clear"] = 1
-    await tb.loop.step()
-    tb.pins.next["clear"] = 0
-    await tb.loop.run_until(
-        lambda: not tb.monitor.status["busy"] and not tb.source.queue and tb.source.current is None,
-        timeout=2000,
-        what=f"idle after a soft clear at cycle {cut} (seed {seed})",
-    )
-    events_before = len(tb.monitor.events)
-    await tb.loop.run(20)
-    assert len(tb.monitor.events) == events_before, "a cleared job finished after the clear"
+    size = tb.image.size
+    small = env_int("TINYATTN_SMALL", 0)
+    trials = env_int("TINYATTN_CLEARS", len(CLEAR_POINTS))
+    for trial in range(trials):
+        mode = CLEAR_POINTS[trial % len(CLEAR_POINTS)]
+        tb.image[:] = tb.rng.integers(0, 256, size, dtype=np.uint8)
+        alloc = Allocator(size, tb.rng)
+        # Two tiles each way where the clear may hit the first job anywhere; one where
+        # it must run to its end first.
+        tiles = 1 if small or mode == "second" else 2
+        jobs = [
+            random_gemm(
+                tb.image, cfg, tb.rng, m=tiles * e.tile_m, n=tiles * e.vec_len,
+                k=2 * e.vec_len, alloc=alloc,
+            ),
+            random_gemm(tb.image, cfg, tb.rng, m=e.tile_m, n=e.vec_len, k=e.vec_len, alloc=alloc),
+            random_gemm(tb.image, cfg, tb.rng, m=3, n=8, k=8, alloc=alloc),
+        ]  # fmt: skip
+        initial = tb.image.copy()  # random_gemm wrote the operands
+        first_event = len(tb.monitor.events)
+        first_accept = len(tb.source.accepted)
+        tb.source.queue.extend(jobs)
+        what = f"trial {trial} ({mode})"
+        await tb.loop.run_until(
+            lambda: not tb.source.queue and tb.source.current is None,
+            timeout=10_000,
+            what=f"{what}: jobs accepted (seed {seed})",
+        )
+        if mode == "early":
+            await tb.loop.run(int(tb.rng.integers(0, 40)))
+        elif mode == "running":
+            cut = int(tb.rng.integers(0, max(2, jobs[0].m * jobs[0].n * jobs[0].k // 64)))
+            for _ in range(cut):
+                if len(tb.monitor.events) > first_event:
+                    break
+                await tb.loop.step()
+        else:
+            await tb.loop.run_until(
+                lambda n=first_event: len(tb.monitor.events) > n,
+                timeout=400_000,
+                what=f"{what}: first done (seed {seed})",
+            )
+            await tb.loop.run(int(tb.rng.integers(0, 60)))
+        tb.pins.next["clear"] = 1
+        await tb.loop.step()
+        tb.pins.next["clear"] = 0
+        clear_cycle = tb.loop.cycle
+        snapshot = tb.image.copy()
+        accepted = [job for _, job in tb.source.accepted[first_accept:]]
+        assert len(accepted) == len(jobs), f"{what}: {len(accepted)} jobs accepted (seed {seed})"
+        # A done sampled in the cycle after the clear is the registered done of a job that
+        # ended on the clear's own edge: it finished.
+        await tb.loop.step()
+        done = [err for _, err in tb.monitor.events[first_event:]]
+        n_done = len(done)
+        for err in done:
+            assert err == 0, f"{what}: job error {JobError(err).name} (seed {seed})"
+        await tb.loop.run_until(
+            lambda: not tb.monitor.status["busy"] and not tb.monitor.status["queued"],
+            timeout=5000,
+            what=f"{what}: idle after a soft clear at cycle {clear_cycle} (seed {seed})",
+        )
+        await tb.loop.run(20)
+        late = tb.monitor.events[first_event + n_done :]
+        assert not late, (
+            f"{what}: done at cycles {[c for c, _ in late]} after a clear at cycle "
+            f"{clear_cycle} ({n_done} jobs done before it; seed {seed})"
+        )
+        want = initial.copy()
+        for job in accepted[:n_done]:
+            assert run_job(want, job, cfg) == JobError.NONE
+        keep = np.ones(size, dtype=bool)
+        if n_done < len(accepted):
+            keep &= ~_output_mask(size, accepted[n_done])
+        for image, when in ((snapshot, "in the clear cycle"), (tb.image, "after the clear")):
+            diff = np.flatnonzero((image != want) & keep)
+            if diff.size:
+                a = int(diff[0])
+                owner = [i for i, j in enumerate(accepted) if _output_mask(size, j)[a]]
+                raise AssertionError(
+                    f"{what}, clear at cycle {clear_cycle} with {n_done} jobs done: L1 {when} "
+                    f"differs at {diff.size} bytes outside the aborted job's output, first "
+                    f"at {a:#x} (got {image[a]}, want {want[a]}; output of jobs {owner}) "
+                    f"(seed {seed})"
+                )
+        dut._log.info(
+            "%s: clear at cycle %d, %d of %d jobs done before it",
+            what, clear_cycle, n_done, len(accepted),
+        )  # fmt: skip
+    # And the engine still works.
+    tb.image[:] = tb.rng.integers(0, 256, size, dtype=np.uint8)
+    job = random_gemm(tb.image, cfg, tb.rng, m=e.tile_m + 1, n=e.vec_len, k=e.vec_len)
     want = tb.image.copy()
-    run_job(want, small, cfg)
-    [(_, err)] = await tb.run_jobs([small], timeout=100_000)
-    assert err == 0
-    tb.check_image(want, f"job after a soft clear at cycle {cut}")
+    assert run_job(want, job, cfg) == JobError.NONE
+    [(_, err)] = await tb.run_jobs([job], timeout=200_000)
+    assert err == 0, f"job after the clears: error {JobError(err).name} (seed {seed})"
+    tb.check_image(want, "job after the soft clears", job)
     tb.checker.finish()
 
 
