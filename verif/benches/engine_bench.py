@@ -348,7 +348,9 @@ async def gemm_soft_clear(dut: Any) -> None:
         if mode == "early":
             await tb.loop.run(int(tb.rng.integers(0, 40)))
         elif mode == "running":
-            cut = int(tb.rng.integers(0, max(2, jobs[0].m * jobs[0].n * jobs[0].k // 64)))
+            # Up to twice the job's ideal cycles (it may end first: then the second runs).
+            ideal = jobs[0].m * jobs[0].n * jobs[0].k // e.macs_per_cycle
+            cut = int(tb.rng.integers(0, max(2, 2 * ideal)))
             for _ in range(cut):
                 if len(tb.monitor.events) > first_event:
                     break
