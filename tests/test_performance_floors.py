@@ -1,0 +1,125 @@
+"""Performance floors in ``make test``: minimum utilization on small shapes, with a margin.
+
+Cycle counts in simulation are deterministic for a given configuration, shape and seed
+(the seed draws the grant stalls and the background traffic), so utilization can be
+asserted without a timed test. The shapes are small so the floors cost seconds; the
+issue's targets (95% plain GEMM, 85% with 10% grant stalls, 85% with background traffic)
+are met with the margins below except where a row says otherwise. Measured figures,
+margins and the reasons are in docs/verification.md ("Performance floors"); the
+measurement code is ``make bench``'s own (``sim/benchmarks.py::run_engine_bench``,
+``sim/bench_cluster.py::run_cluster_bench``), called here with small cases.
+
+The seeds are fixed here (not ``TINYATTN_SEED``): a floor holds for the seeds it was
+measured at. Each floor is about one point (about 20 cycles in 2048) under the lowest
+figure measured over its seeds: room for a deliberate cycle or two, none for a
+regression of the kind that matters.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, InterconnectConfig, MemoryConfig
+from tinyattn.sim.bench_cluster import run_cluster_bench
+from tinyattn.sim.benchmarks import run_engine_bench
+
+pytestmark = pytest.mark.sim
+
+#: test_engine_rtl.py's engine configurations (the same netlists and builds).
+ENGINE_4X16 = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+    dma=DmaConfig(dma_bits=128),
+)
+ENGINE_8X32 = ClusterConfig(
+    engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64),
+    memory=MemoryConfig(n_banks=16, bank_words=512),
+    dma=DmaConfig(dma_bits=128),
+)
+#: test_cluster_rtl.py's small cluster: 8 banks, 3 cores (one of them loads L1).
+CLUSTER_SMALL = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+    interconnect=InterconnectConfig(n_cores=3),
+    dma=DmaConfig(dma_bits=64),
+)
+
+STALL_SEEDS = (1, 2, 3)
+
+
+def _seeds(seeds: tuple[int, ...], sim: str) -> tuple[int, ...]:
+    """All the row's seeds under Verilator; the first under Icarus, a cross-check (both
+    simulators gave the same cycle counts for every row and seed measured)."""
+    return seeds if sim == "verilator" else seeds[:1]
+
+
+BOTH = ("icarus", "verilator")
+#: Icarus is slow on the 8x32 engine (minutes a run on a loaded machine) and gives the
+#: same cycle counts (2097 for the plain GEMM on both): those rows run on Verilator.
+VERILATOR = ("verilator",)
+
+#: id -> (config, (m, n, k), grant-stall probability, seeds, simulators, floor). Names
+#: read M x K x N, as in ``make bench``.
+ENGINE_FLOORS = {
+    # (a) plain GEMM, ideal memory: 98.04% and 97.66% measured (no seed dependence).
+    "4x16 gemm 32x64x64": (ENGINE_4X16, (32, 64, 64), 0.0, (1,), BOTH, 0.970),
+    "8x32 gemm 64x128x64": (ENGINE_8X32, (64, 64, 128), 0.0, (1,), VERILATOR, 0.965),
+    # (b) 10% of the grants withheld on every lane: 86.16-87.00% (4x16) and
+    #     94.16-94.38% (8x32) measured over the seeds.
+    "4x16 gemm 32x64x64 10% stalls": (ENGINE_4X16, (32, 64, 64), 0.1, STALL_SEEDS, BOTH, 0.85),
+    "8x32 gemm 64x128x64 10% stalls": (
+        ENGINE_8X32,
+        (64, 64, 128),
+        0.1,
+        STALL_SEEDS,
+        VERILATOR,
+        0.930,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ENGINE_FLOORS))
+def test_engine_utilization_floor(case: str, sim: str) -> None:
+    cfg, (m, n, k), stalls, seeds, sims, floor = ENGINE_FLOORS[case]
+    if sim not in sims:
+        pytest.skip(f"{case}: too slow under {sim}; runs under {', '.join(sims)}")
+    measured = []
+    for seed in _seeds(seeds, sim):
+        (record,) = run_engine_bench(
+            cfg, sim=sim, stalls=(stalls,), cases=[(case, "gemm", m, n, k, 1)], seed=seed
+        )
+        measured.append((seed, record["utilization"], record["cycles"], record["ideal_cycles"]))
+    print(
+        f"{case} ({sim}): " + ", ".join(f"seed {s}: {u:.2%} ({c}/{i})" for s, u, c, i in measured)
+    )
+    low = [f"seed {s}: {u:.2%} ({c} cycles for {i})" for s, u, c, i in measured if u < floor]
+    assert not low, f"{case}: utilization under the floor of {floor:.1%}: {'; '.join(low)}"
+
+
+#: id -> (config, (m, k, n), seeds, simulators, floor); backgrounds 25% and 50% of cycles.
+CLUSTER_FLOORS = {
+    # The default cluster (6 background cores): 93.43% (25%) and 93.60% (50%) measured.
+    "default gemm 128x128x64": (ClusterConfig(), (128, 128, 64), (1,), VERILATOR, 0.925),
+    # 8 banks only, and the engine's port spans 4 of them: 83.39% (25%) and 81.56% (50%)
+    # measured, under the 85% target (82.6-96.6% over seeds 1-3 in a run that also
+    # measured 0% background first: the seed draws the background's addresses).
+    "small gemm 64x64x32": (CLUSTER_SMALL, (64, 64, 32), (1,), BOTH, 0.805),
+}
+
+
+@pytest.mark.parametrize("case", list(CLUSTER_FLOORS))
+def test_cluster_utilization_floor_with_background(case: str, sim: str) -> None:
+    cfg, gemm, seeds, sims, floor = CLUSTER_FLOORS[case]
+    if sim not in sims:
+        pytest.skip(f"{case}: too slow under {sim}; runs under {', '.join(sims)}")
+    measured = []
+    for seed in _seeds(seeds, sim):
+        for r in run_cluster_bench(cfg, sim=sim, gemm=gemm, backgrounds=(0.25, 0.5), seed=seed):
+            assert r["bg_rate"] > 0.15, r  # the background really loaded L1
+            measured.append((seed, r["background"], r["utilization"], r["bg_rate"]))
+    print(
+        f"{case} ({sim}): "
+        + ", ".join(f"seed {s} bg {b:.0%}: {u:.2%} (granted {g:.3f})" for s, b, u, g in measured)
+    )
+    low = [f"seed {s}, {b:.0%} background: {u:.2%}" for s, b, u, _ in measured if u < floor]
+    assert not low, f"{case}: utilization under the floor of {floor:.1%}: {'; '.join(low)}"
