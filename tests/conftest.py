@@ -28,6 +28,7 @@ import os
 import re
 
 import pytest
+from coverage_summary import pytest_configure  # noqa: F401 (functional coverage summary)
 from hypothesis import settings as hypothesis_settings
 
 from tinyattn.sim.runner import selected_simulators, simulator_missing

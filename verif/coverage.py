@@ -1,0 +1,448 @@
+"""Functional coverage of the engine's jobs and the DMA's transfers (cocotb-coverage).
+
+The model is built per configuration: a bin exists only when the configuration can
+reach it (see :func:`engine_reachability` and :func:`dma_reachability`), so "every bin
+hit" is a requirement a launcher can assert. The bins are
+:class:`cocotb_coverage.coverage.CoverPoint` and ``CoverCross`` items in the library's
+global ``coverage_db``, under ``engine.`` and ``dma.``; a bench samples them where a job
+or a descriptor **completes** (its ``done``), with what was true when it was pushed, and
+exports the database (``coverage.xml``) into its run folder. The pytest launcher reads
+that file back with :func:`read_coverage` and :func:`missing_bins`; nothing here imports
+cocotb, so the launcher side runs in plain pytest.
+
+Engine bins (one sample per completed job):
+
+- ``kind``: GEMM, attention;
+- ``flags``: the 16 epilogue flag combinations of a GEMM (attention has no flags);
+- ``shape``: kind x m x n x k, each ragged or aligned: ``m`` against ``tile_m``, ``n``
+  and ``k`` against ``vec_len`` (a GEMM unit is ``tile_m`` rows x ``vec_len`` channels,
+  a chunk ``vec_len`` of the reduction; attention's keys are cut in ``vec_len`` chunks
+  for P.V, its head dimension is one chunk);
+- ``stall``: kind x the grant-withholding probability of the model L1 when the job was
+  pushed: none (0), light (up to 0.35), heavy (above);
+- ``occupancy``: kind x the jobs already in the engine when it was pushed (running
+  plus queued: 0 .. ``job_queue_depth``);
+- ``error``: the code of every rejected job (all six classes).
+
+DMA bins (one sample per completed descriptor): ``transfer`` = direction x 1-D/2-D x
+outcome (done, or the error class), and ``alignment`` = direction x beat-aligned / word
+offsets, for the transfers that ran.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db
+
+from tinyattn.config import ClusterConfig
+from tinyattn.hw.job import (
+    FLAG_AFFINE,
+    FLAG_PER_ROW,
+    FLAG_RELU,
+    FLAG_RESIDUAL,
+    PARAM_RECORD_BYTES,
+    JobError,
+    Op,
+)
+
+__all__ = [
+    "COVERAGE_FILE",
+    "DmaCoverage",
+    "EngineCoverage",
+    "bins_table",
+    "dma_coverage",
+    "dma_reachability",
+    "engine_coverage",
+    "engine_reachability",
+    "flags_label",
+    "missing_bins",
+    "read_coverage",
+    "stall_class",
+    "summary_line",
+]
+
+#: Name of the exported coverage database in a bench's run folder.
+COVERAGE_FILE = "coverage.xml"
+
+KINDS = ("gemm", "attention")
+RAGGED, ALIGNED = "ragged", "aligned"
+#: Stall classes and the withholding probability a bench uses to reach each.
+STALL_RATES = {"none": 0.0, "light": 0.3, "heavy": 0.6}
+_FLAG_NAMES = ((FLAG_RELU, "relu"), (FLAG_RESIDUAL, "residual"), (FLAG_AFFINE, "affine"),
+               (FLAG_PER_ROW, "per_row"))  # fmt: skip
+DMA_OUTCOMES = ("done", "zero size", "misaligned", "L1 range", "L2 range")
+DMA_DIRECTIONS = ("L2->L1", "L1->L2")
+
+
+def flags_label(flags: int) -> str:
+    """``relu+affine``, or ``plain`` for no flag."""
+    return "+".join(name for bit, name in _FLAG_NAMES if flags & bit) or "plain"
+
+
+def stall_class(withhold: float) -> str:
+    """none (0), light (up to 0.35) or heavy (above) grant withholding."""
+    if withhold <= 0:
+        return "none"
+    return "light" if withhold <= 0.35 else "heavy"
+
+
+def _drop(prefix: str) -> None:
+    """Forget the items under ``prefix`` (a model rebuilt for another configuration)."""
+    for name in [n for n in coverage_db if n == prefix or n.startswith(prefix + ".")]:
+        del coverage_db[name]
+
+
+def _apply(f: Callable[..., None], points: Sequence[Any], crosses: Sequence[Any]) -> Callable:
+    # Crosses read the points' hits of the same call, so points run first (outermost).
+    for item in [*crosses, *reversed(points)]:
+        f = item(f)
+    return f
+
+
+# ------------------------------------------------------------------------------------- engine
+
+
+def _ragged_classes(step: int, largest: int, granule: int = 1) -> list[str]:
+    """The classes a dimension can take when it must be a multiple of ``granule`` in
+    ``granule..largest``, against a tile of ``step``: ragged needs such a value that is no
+    multiple of ``step`` (``granule`` itself is one unless ``step`` divides it), aligned a
+    common multiple of both within ``largest``."""
+    out = []
+    if granule <= largest and granule % step:
+        out.append(RAGGED)
+    if math.lcm(step, granule) <= largest:
+        out.append(ALIGNED)
+    return out
+
+
+def _shape_label(m: str, n: str, k: str) -> str:
+    return f"m {m}, n {n}, k {k}"
+
+
+def _ahead_label(ahead: int) -> str:
+    return f"{ahead} ahead"
+
+
+def _fits(cfg: ClusterConfig, nbytes: int) -> bool:
+    return nbytes <= cfg.memory.size_bytes
+
+
+def engine_reachability(cfg: ClusterConfig) -> dict[str, list[str]]:
+    """Per kind and dimension, the raggedness classes the configuration can reach.
+
+    A class is reachable when a valid job of that class exists: GEMM ``m`` in
+    ``1..max_dim``, ``n`` and ``k`` multiples of 4 up to ``max_dim``; attention queries
+    as GEMM ``m``, keys multiples of ``n_pe`` up to ``max_seq``, head dimension a
+    multiple of 4 up to ``vec_len``; and the smallest such job must fit in L1 (X, Wᵀ,
+    Y and the parameter records; Q, K, Vᵀ and O).
+    """
+    e = cfg.engine
+    out: dict[str, list[str]] = {}
+    gemm_m = _ragged_classes(e.tile_m, e.max_dim)
+    if ALIGNED in gemm_m and not _fits(cfg, e.tile_m * (4 + 4) + 16 + 4 * PARAM_RECORD_BYTES):
+        gemm_m.remove(ALIGNED)
+    out["gemm m"] = gemm_m
+    out["gemm n"] = _ragged_classes(e.vec_len, e.max_dim, 4)
+    out["gemm k"] = _ragged_classes(e.vec_len, e.max_dim, 4)
+    att_m = _ragged_classes(e.tile_m, e.max_dim)
+    if ALIGNED in att_m and not _fits(cfg, 2 * e.tile_m * 4 + 2 * 4 * e.n_pe):
+        att_m.remove(ALIGNED)
+    out["attention m"] = att_m
+    out["attention n"] = _ragged_classes(e.vec_len, e.max_seq, e.n_pe)
+    out["attention k"] = _ragged_classes(e.vec_len, e.vec_len, 4)
+    return out
+
+
+@dataclass(frozen=True)
+class _JobSample:
+    kind: str | None  # None: a rejected job
+    flags: str | None
+    shape: str | None
+    stall: str
+    ahead: int
+    error: str | None
+
+
+class EngineCoverage:
+    """The engine's coverage model for one configuration (see the module docstring)."""
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        _drop("engine")
+        self.cfg = cfg
+        e = cfg.engine
+        self.reach = engine_reachability(cfg)
+        self.shapes = {
+            kind: [
+                _shape_label(*c)
+                for c in itertools.product(
+                    self.reach[f"{kind} m"], self.reach[f"{kind} n"], self.reach[f"{kind} k"]
+                )
+            ]
+            for kind in KINDS
+        }
+        self.depth = e.job_queue_depth
+        self.aheads = [_ahead_label(a) for a in range(self.depth + 1)]
+        self.errors = [err.name.lower() for err in JobError if err != JobError.NONE]
+        points = [
+            CoverPoint("engine.kind", xf=lambda s: s.kind, bins=list(KINDS)),
+            CoverPoint(
+                "engine.flags",
+                xf=lambda s: s.flags,
+                bins=[flags_label(f) for f in range(16)],
+            ),
+            CoverPoint(
+                "engine.shape_bins",
+                xf=lambda s: s.shape,
+                bins=[_shape_label(*c) for c in itertools.product((RAGGED, ALIGNED), repeat=3)],
+            ),
+            CoverPoint("engine.stall_bins", xf=lambda s: s.stall, bins=list(STALL_RATES)),
+            CoverPoint("engine.ahead", xf=lambda s: _ahead_label(s.ahead), bins=self.aheads),
+            CoverPoint("engine.error", xf=lambda s: s.error, bins=self.errors),
+        ]
+        shape_ign = [
+            (kind, shape)
+            for kind in KINDS
+            for shape in points[2].detailed_coverage
+            if shape not in self.shapes[kind]
+        ]
+        crosses = [
+            CoverCross(
+                "engine.shape", items=["engine.kind", "engine.shape_bins"], ign_bins=shape_ign
+            ),
+            CoverCross("engine.stall", items=["engine.kind", "engine.stall_bins"]),
+            CoverCross("engine.occupancy", items=["engine.kind", "engine.ahead"]),
+        ]
+        self._sample = _apply(_sample_engine_job, points, crosses)
+
+    # -- sampling
+
+    def shape_of(self, m: int, n: int, k: int) -> str:
+        """``m ragged, n aligned, k ragged``: m against tile_m, n and k against vec_len."""
+        e = self.cfg.engine
+        return _shape_label(
+            RAGGED if m % e.tile_m else ALIGNED,
+            RAGGED if n % e.vec_len else ALIGNED,
+            RAGGED if k % e.vec_len else ALIGNED,
+        )
+
+    def sample(self, job: Any, error: int, withhold: float, ahead: int) -> None:
+        """One completed job: its descriptor, its error code, the withholding probability
+        and the jobs in the engine when it was pushed."""
+        stall = stall_class(withhold)
+        if error:
+            s = _JobSample(None, None, None, stall, ahead, JobError(error).name.lower())
+        else:
+            kind = "gemm" if job.op == Op.GEMM else "attention"
+            flags = flags_label(job.flags) if kind == "gemm" else None
+            s = _JobSample(kind, flags, self.shape_of(job.m, job.n, job.k), stall, ahead, None)
+        self._sample(s)
+
+    # -- closure-directed stimulus: a random choice among the bins not hit yet
+
+    def _unhit(self, name: str) -> list[Any]:
+        return [b for b, hits in coverage_db[name].detailed_coverage.items() if not hits]
+
+    def pick_flags(self, rng: np.random.Generator) -> int:
+        """Flags of a GEMM whose flag bin is not hit yet, else any."""
+        unhit = set(self._unhit("engine.flags"))
+        choices = [f for f in range(16) if flags_label(f) in unhit] or list(range(16))
+        return int(rng.choice(choices))
+
+    def pick_shape(self, kind: str, rng: np.random.Generator) -> tuple[bool, bool, bool]:
+        """(m, n, k) raggedness of a ``kind`` job whose shape bin is not hit yet, else any
+        reachable one; True = ragged."""
+        unhit = [shape for k, shape in self._unhit("engine.shape") if k == kind]
+        choices = unhit or self.shapes[kind]
+        shape = choices[int(rng.integers(len(choices)))]
+        m, n, k = (RAGGED in part for part in shape.split(", "))
+        return m, n, k
+
+    def pick_stall(self, kind: str, rng: np.random.Generator, default: float) -> float:
+        """A withholding probability for a ``kind`` job whose stall class is not hit yet,
+        else ``default``."""
+        unhit = [stall for k, stall in self._unhit("engine.stall") if k == kind]
+        return STALL_RATES[unhit[int(rng.integers(len(unhit)))]] if unhit else default
+
+    def pick_kind(self, ahead: int, rng: np.random.Generator) -> str:
+        """The kind of a job pushed behind ``ahead`` others: one whose occupancy bin is
+        not hit yet, else either."""
+        label = _ahead_label(min(ahead, self.depth))
+        unhit = [k for k, a in self._unhit("engine.occupancy") if a == label]
+        choices = unhit or list(KINDS)
+        return choices[int(rng.integers(len(choices)))]
+
+    def export(self, path: str | Path = COVERAGE_FILE) -> None:
+        _export("engine", path)
+
+
+def _sample_engine_job(sample: _JobSample) -> None:
+    """The sampled function (the cover items wrap it)."""
+
+
+_ENGINE: EngineCoverage | None = None
+
+
+def engine_coverage(cfg: ClusterConfig) -> EngineCoverage:
+    """The engine model of this process (one per simulation run: it collects the hits
+    of every cocotb test of the run); rebuilt empty for another configuration."""
+    global _ENGINE
+    if _ENGINE is None or _ENGINE.cfg != cfg:
+        _ENGINE = EngineCoverage(cfg)
+    return _ENGINE
+
+
+# ---------------------------------------------------------------------------------------- DMA
+
+
+def dma_reachability(cfg: ClusterConfig) -> dict[str, list[str]]:
+    """What the DMA configuration can reach.
+
+    Every direction, 1-D/2-D shape and error class is reachable in every configuration
+    (an L2 range error needs an end past ``2**l2_addr_bits``, which a 32-bit sum of
+    ``rows * l2_stride`` reaches even at 32 address bits). Word offsets inside a beat
+    (a start, length or stride that is no multiple of the beat) need a beat wider than a
+    word: ``dma_bits > 32``.
+    """
+    align = ["beat-aligned"] + (["word offsets"] if cfg.dma.dma_bits > 32 else [])
+    return {"direction": list(DMA_DIRECTIONS), "shape": ["1-D", "2-D"],
+            "outcome": list(DMA_OUTCOMES), "alignment": align}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _DmaSample:
+    direction: str
+    shape: str
+    outcome: str
+    alignment: str | None
+
+
+class DmaCoverage:
+    """The DMA's coverage model for one configuration (see the module docstring)."""
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        _drop("dma")
+        self.cfg = cfg
+        self.beat = cfg.dma.dma_bits // 8
+        self.reach = dma_reachability(cfg)
+        points = [
+            CoverPoint("dma.direction", xf=lambda s: s.direction, bins=self.reach["direction"]),
+            CoverPoint("dma.shape", xf=lambda s: s.shape, bins=self.reach["shape"]),
+            CoverPoint("dma.outcome", xf=lambda s: s.outcome, bins=self.reach["outcome"]),
+            CoverPoint("dma.align", xf=lambda s: s.alignment, bins=self.reach["alignment"]),
+        ]
+        crosses = [
+            CoverCross("dma.transfer", items=["dma.direction", "dma.shape", "dma.outcome"]),
+            CoverCross("dma.alignment", items=["dma.direction", "dma.align"]),
+        ]
+        self._sample = _apply(_sample_dma_transfer, points, crosses)
+
+    def classify(self, d: Any, code: int) -> _DmaSample:
+        direction = DMA_DIRECTIONS[d.direction]
+        two_d = d.rows > 1 and (d.l1_stride != d.row_bytes or d.l2_stride != d.row_bytes)
+        outcome = DMA_OUTCOMES[code]
+        alignment = None
+        if code == 0:
+            fields = (d.l1_addr, d.l2_addr, d.row_bytes, d.l1_stride, d.l2_stride)
+            alignment = "word offsets" if any(v % self.beat for v in fields) else "beat-aligned"
+        return _DmaSample(direction, "2-D" if two_d else "1-D", outcome, alignment)
+
+    def sample(self, d: Any, code: int) -> None:
+        """One completed descriptor and its class (0: it ran)."""
+        self._sample(self.classify(d, code))
+
+    def unhit_transfers(self) -> list[tuple[str, str, str]]:
+        return [b for b, hits in coverage_db["dma.transfer"].detailed_coverage.items() if not hits]
+
+    def export(self, path: str | Path = COVERAGE_FILE) -> None:
+        _export("dma", path)
+
+
+def _sample_dma_transfer(sample: _DmaSample) -> None:
+    """The sampled function (the cover items wrap it)."""
+
+
+_DMA: DmaCoverage | None = None
+
+
+def dma_coverage(cfg: ClusterConfig) -> DmaCoverage:
+    """The DMA model of this process, like :func:`engine_coverage`."""
+    global _DMA
+    if _DMA is None or _DMA.cfg != cfg:
+        _DMA = DmaCoverage(cfg)
+    return _DMA
+
+
+# ------------------------------------------------------------------------- export and reading
+
+
+def _export(prefix: str, path: str | Path) -> None:
+    # Only this model's items: another model in the same process stays out of the file.
+    others = {n: coverage_db.pop(n) for n in list(coverage_db) if not n.startswith(prefix)}
+    try:
+        coverage_db.export_to_xml(str(path))
+    finally:
+        coverage_db.update(others)
+
+
+#: The reported (and required) items of each model: the crosses and the points that are
+#: no cross's axis of their own.
+REQUIRED = {
+    "engine": ("kind", "flags", "shape", "stall", "occupancy", "error"),
+    "dma": ("transfer", "alignment"),
+}
+
+
+def _label(raw: str) -> str:
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+    if isinstance(value, tuple):
+        return " x ".join(map(str, value))
+    return str(value)
+
+
+def read_coverage(path: str | Path) -> dict[str, dict[str, int]]:
+    """An exported database: ``{item: {bin label: hits}}`` for the required items of
+    the model in it (``engine.flags``, ``dma.transfer``, ...)."""
+    root = ET.parse(path).getroot()
+    out: dict[str, dict[str, int]] = {}
+    for elem in root.iter():
+        name = elem.get("abs_name", "").removeprefix("top.")
+        model, _, item = name.partition(".")
+        if item in REQUIRED.get(model, ()):
+            out[name] = {_label(b.get("bin", "")): int(b.get("hits", "0")) for b in elem}
+    order = [f"{model}.{item}" for model, items in REQUIRED.items() for item in items]
+    return {name: out[name] for name in order if name in out}
+
+
+def missing_bins(cov: dict[str, dict[str, int]]) -> list[str]:
+    """``item: bin`` for every bin never hit."""
+    return [f"{item}: {b}" for item, bins in cov.items() for b, hits in bins.items() if not hits]
+
+
+def summary_line(cov: dict[str, dict[str, int]]) -> str:
+    """``58/58 bins (kind 2/2, flags 16/16, ...)``."""
+    parts = []
+    hit = total = 0
+    for item, bins in cov.items():
+        h = sum(1 for v in bins.values() if v)
+        hit, total = hit + h, total + len(bins)
+        parts.append(f"{item.partition('.')[2]} {h}/{len(bins)}")
+    return f"{hit}/{total} bins ({', '.join(parts)})"
+
+
+def bins_table(cov: dict[str, dict[str, int]]) -> Iterable[str]:
+    """Every bin with its hits, one a line (for a log or a report)."""
+    for item, bins in cov.items():
+        for b, hits in bins.items():
+            yield f"{item}: {b}: {hits}"
