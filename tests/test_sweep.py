@@ -125,6 +125,16 @@ def test_dask_gives_the_serial_rows(tmp_path: Path, serial_rows: list[dict], cli
     assert (tmp_path / "out" / "results.csv").read_text().count("\n") == N_POINTS + 1
 
 
+def test_scheduler_address_gives_the_serial_rows(
+    tmp_path: Path, serial_rows: list[dict], client
+) -> None:
+    """``--scheduler ADDRESS``: the sweep connects its own client to an existing cluster."""
+    address = client.scheduler.address
+    result = run_sweep(_spec(tmp_path), tmp_path / "out", scheduler=address, progress=False)
+    assert result.rows == serial_rows
+    assert client.status == "running"  # the sweep closed its own client only
+
+
 def _kill_a_busy_worker(client, stop: threading.Event) -> list[str]:
     """SIGKILL the process of the first worker seen running a sweep task."""
     pids = client.run(os.getpid)
