@@ -32,8 +32,10 @@ from tinyattn.hw.core_bus import (
     CoreBus,
     check_l1_window,
 )
+from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import failure_report, run_bench
+from tinyattn.verif.benches.cluster_bench import PUBLIC_LANES
 
 BENCH = "tinyattn.verif.benches.cluster_bench"
 
@@ -270,9 +272,33 @@ PLAN = {
 )
 def test_cluster(name: str, sim: str, seed: int) -> None:
     tests, env = PLAN[(name, sim)]
-    # The firmware tests' public PC probe: one Verilator build serves both benches.
+    cfg = CONFIGS[name]
+    # The firmware tests' public PC probe and the TCDM lanes the bench monitors.
     result = run_bench(
-        "cluster", CONFIGS[name], BENCH, sim, seed=seed, testcase=tests, env=env, public=PUBLIC
+        "cluster",
+        cfg,
+        BENCH,
+        sim,
+        seed=seed,
+        testcase=tests,
+        env=env,
+        public=(*PUBLIC, *PUBLIC_LANES),
     )
     assert result.ok, failure_report(result, seed)
     assert set(result.passed) == set(tests), result.passed
+    # The bench asserted the starvation bound on every TCDM port, every cycle; here: it
+    # did monitor all of them (cores, DMA lanes, engine lanes), and the DMA and the
+    # engine did use theirs.
+    n_ports = n_narrow(cfg) + cfg.engine.port_lanes
+    for test in tests:
+        lanes = result.metrics[f"lane_waits_{test}"]
+        assert len(lanes["longest"]) == n_ports, lanes["longest"].keys()
+        assert lanes["narrow_bound"] == narrow_wait_bound(cfg)
+        assert lanes["wide_bound"] == wide_wait_bound(cfg)
+        bounds = [narrow_wait_bound(cfg)] * n_narrow(cfg) + [wide_wait_bound(cfg)] * (
+            cfg.engine.port_lanes
+        )
+        for (port, longest), bound in zip(lanes["longest"].items(), bounds, strict=True):
+            assert longest <= bound, f"{test}: {port} waited {longest} > {bound}"
+    jobs = result.metrics["lane_waits_firmware_jobs"]["accepted"]
+    assert all(v > 0 for k, v in jobs.items() if "DMA" in k or "engine" in k), jobs

@@ -546,11 +546,12 @@ class ObiTarget:
 
 
 class _CheckState:
-    __slots__ = ("accepted", "outstanding", "responses", "waiting", "waiting_since")
+    __slots__ = ("accepted", "longest", "outstanding", "responses", "waiting", "waiting_since")
 
     def __init__(self) -> None:
         self.waiting: tuple[int, int, int, int] | None = None
         self.waiting_since = 0
+        self.longest = 0  # the longest wait for gnt seen (cycles)
         self.outstanding: deque[tuple[int, int]] = deque()  # (grant cycle, we)
         self.accepted = 0
         self.responses = 0
@@ -569,7 +570,8 @@ class ObiChecker:
     - with ``latency`` set, ``rvalid`` comes exactly ``latency`` cycles after
       ``gnt``;
     - with ``max_wait`` set (one int, or one per port), no request waits more
-      than that many cycles for ``gnt`` (see :attr:`ObiTransaction.wait`).
+      than that many cycles for ``gnt`` (see :attr:`ObiTransaction.wait`); the
+      longest wait seen per port is :attr:`longest_wait`.
 
     :meth:`finish` checks that no response is missing at the end of a test.
     """
@@ -652,6 +654,8 @@ class ObiChecker:
                 if port.gnt:
                     st.outstanding.append((cycle, port.we))
                     st.accepted += 1
+                    if st.waiting is not None and cycle - st.waiting_since > st.longest:
+                        st.longest = cycle - st.waiting_since
                     st.waiting = None
                 else:
                     if st.waiting is None:
@@ -680,6 +684,11 @@ class ObiChecker:
     def accepted(self) -> list[int]:
         """Accepted requests per port."""
         return [st.accepted for st in self.state]
+
+    @property
+    def longest_wait(self) -> list[int]:
+        """The longest wait for ``gnt`` seen per port (cycles, 0 = always granted at once)."""
+        return [st.longest for st in self.state]
 
 
 def drive_idle(ports: Iterable[ObiPort]) -> None:

@@ -53,6 +53,7 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.core_bus import L1_BASE, PERIPH_BASE, PERIPH_BITS
 from tinyattn.hw.dma import Direction, DmaError
+from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.hw.job import FLAG_RELU, Job, JobError, Op
 from tinyattn.hw.regmap import MappedRegister, MemoryMap, register_map
 from tinyattn.verif.benches.common import (
@@ -79,6 +80,7 @@ from tinyattn.verif.obi import (
     CycleLoop,
     ObiChecker,
     ObiInitiator,
+    ObiPort,
     ObiTransaction,
     drive_idle,
     obi_ports,
@@ -115,6 +117,41 @@ class IrqMonitor:
         self.level = level
 
 
+#: The reference of the background window for this simulation run (word offset ->
+#: value; absent words hold 0, the L1's initial contents), shared by the run's tests.
+_BACKGROUND_REF: dict[int, int] = {}
+
+
+def background_reference() -> dict[int, int]:
+    return _BACKGROUND_REF
+
+
+def interconnect_lanes(dut: Any, cfg: ClusterConfig) -> tuple[list[ObiPort], list[int]]:
+    """Every initiator port of the TCDM inside the cluster, with its starvation bound.
+
+    The narrow ports are the cores' (``0 .. n_cores-1``) and then the DMA's lanes; the
+    wide lanes are the engine's. The bounds are
+    :func:`~tinyattn.hw.interconnect.narrow_wait_bound` and
+    :func:`~tinyattn.hw.interconnect.wide_wait_bound` (docs/interconnect.md).
+    """
+    tcdm = dut.tcdm
+    n_cores = cfg.interconnect.n_cores
+    ports, bounds = [], []
+    for i in range(n_narrow(cfg)):
+        who = f"core {i}" if i < n_cores else f"DMA lane {i - n_cores}"
+        ports.append(ObiPort(tcdm, f"narrow__{i}", name=f"tcdm.narrow[{i}] ({who})"))
+        bounds.append(narrow_wait_bound(cfg))
+    for i in range(cfg.engine.port_lanes):
+        ports.append(ObiPort(tcdm, f"wide__{i}", name=f"tcdm.wide[{i}] (engine lane {i})"))
+        bounds.append(wide_wait_bound(cfg))
+    return ports, bounds
+
+
+#: What a Verilator build must make public for :func:`interconnect_lanes` (the launcher
+#: passes it to ``run_bench``; Icarus sees everything).
+PUBLIC_LANES = ("tinyattn_cluster.tcdm:narrow__*", "tinyattn_cluster.tcdm:wide__*")
+
+
 class Background:
     """Random traffic on core ports 1.. and its scoreboard.
 
@@ -122,7 +159,11 @@ class Background:
     ``rate`` per cycle: an L1 access (read, or write with random byte enables) to a random
     word of ``window`` (L1 byte offsets), or, with probability ``periph``, a read of a
     random ``CLUSTER`` register (a constant). Every grant updates (writes) or consults
-    (reads) a reference L1; bytes never written are learnt from the first read.
+    (reads) a reference of the window, :func:`background_reference`: it starts from the
+    L1's known initial contents (zero) and carries over from test to test of a run, as
+    the L1 does. Nothing is learnt from a read, so a stray write into the window (by a
+    job, the DMA or the interconnect), into a word never written included, fails the
+    next read there; :meth:`ClusterTB.finish` reads the whole window back.
     """
 
     def __init__(self, tb: ClusterTB, window: tuple[int, int]) -> None:
@@ -130,8 +171,7 @@ class Background:
         self.lo, self.hi = window
         self.rate = 0.0
         self.periph = 0.0
-        self.ref: dict[int, int] = {}  # word offset -> value
-        self.known: dict[int, int] = {}  # word offset -> mask of known bytes
+        self.ref = background_reference()  # word offset -> value (absent: 0)
         self.constants = [
             (PERIPH_BASE + r.address, r.register.reset)
             for r in tb.mm.registers
@@ -181,11 +221,10 @@ class Background:
         if kind == "w":
             word, mask = txn.tag[1], BE_MASKS[txn.be]
             self.ref[word] = (self.ref.get(word, 0) & ~mask) | (txn.wdata & mask)
-            self.known[word] = self.known.get(word, 0) | mask
             self.writes += 1
         elif kind == "r":
             word = txn.tag[1]
-            txn.tag = ["r", word, self.ref.get(word, 0), self.known.get(word, 0)]
+            txn.tag = ["r", word, self.ref.get(word, 0)]
 
     def _on_response(self, txn: ObiTransaction) -> None:
         kind = txn.tag[0]
@@ -197,18 +236,21 @@ class Background:
                 )
             self.periph_checked += 1
         elif kind == "r":
-            _, word, value, known = txn.tag
+            _, word, value = txn.tag
             got = txn.rdata
-            if got is None or (got ^ value) & known:
+            if got != value:
                 raise _fail(
                     f"background read of L1 {4 * word:#x} granted in cycle {txn.grant_cycle} "
-                    f"returned {got}, want {value:#010x} under byte mask {known:#010x}"
+                    f"returned {'X' if got is None else f'{got:#010x}'}, want {value:#010x}"
                 )
-            # Learn the bytes unknown so far, unless a write made them known since.
-            unknown = ~self.known.get(word, 0) & 0xFFFFFFFF
-            self.ref[word] = self.ref.get(word, 0) | (got & unknown)
-            self.known[word] = 0xFFFFFFFF
             self.reads_checked += 1
+
+    def read_back(self) -> None:
+        """Queue a read of every word of the window, spread over the background cores
+        (each checked against the reference as it returns)."""
+        for k, word in enumerate(range(self.lo // 4, self.hi // 4)):
+            init = self.initiators[k % len(self.initiators)]
+            init.submit(ObiTransaction(L1_BASE + 4 * word, False, tag=["r", word]))
 
     @property
     def busy(self) -> bool:
@@ -234,10 +276,11 @@ class Background:
 class ClusterTB:
     """Clock, reset, the core ports with their checker, the L2 model and the irq monitor."""
 
-    def __init__(self, dut: Any, cfg: ClusterConfig, seed: int) -> None:
+    def __init__(self, dut: Any, cfg: ClusterConfig, seed: int, name: str) -> None:
         self.dut = dut
         self.cfg = cfg
         self.seed = seed
+        self.name = name  # the test's, for its metrics
         self.rng = np.random.default_rng(seed)
         self.mm = register_map(cfg)
         self.size = cfg.memory.size_bytes
@@ -246,13 +289,26 @@ class ClusterTB:
         self.ports = obi_ports(dut, "cores", cfg.interconnect.n_cores - cfg.core.count)
         self.cpu = ObiInitiator(self.ports[0], collect=False)
         self.checker = ObiChecker(self.ports, latency=1)
+        # Every TCDM port inside the cluster (cores, DMA lanes, engine lanes): the OBI
+        # protocol and the starvation bound of docs/interconnect.md, every cycle.
+        # A Verilator build without PUBLIC_LANES cannot see them (the benchmark's shared
+        # build): the bench then says so, and the test launcher, which always builds
+        # with them, fails when the metrics lack the lanes.
+        try:
+            self.lanes, self.bounds = interconnect_lanes(dut, cfg)
+        except AttributeError as exc:
+            dut._log.warning("TCDM lanes not monitored (%s): build with PUBLIC_LANES", exc)
+            self.lanes, self.bounds = [], []
+        self.lane_checker = ObiChecker(self.lanes, latency=1, max_wait=self.bounds)
         self.l2_mem = PagedMemory(seed)
         self.l2 = L2Model(dut, cfg, self.l2_mem, np.random.default_rng(seed + 17))
         self.irq = IrqMonitor(dut)
         # Background traffic lives in the top of L1; jobs use the rest.
         self.bg_bytes = max(1024, self.size // 16)
         self.bg = Background(self, (self.size - self.bg_bytes, self.size))
-        self.loop.add(self.cpu, *self.bg.initiators, self.l2, self.irq, self.checker)
+        self.loop.add(
+            self.cpu, *self.bg.initiators, self.l2, self.irq, self.checker, self.lane_checker
+        )
 
     async def reset(self) -> None:
         drive_idle(self.ports)
@@ -280,9 +336,37 @@ class ClusterTB:
         )
 
     async def finish(self) -> None:
+        """Drain, read the whole background window back (checked), check every port."""
         await self.quiesce()
+        if self.bg.initiators:
+            for init in self.bg.initiators:  # no new random requests, no idle cycles
+                init.source, init.idle = None, 0.0
+            self.bg.read_back()
+            await self.loop.run_until(
+                lambda: not self.bg.busy,
+                timeout=20 * (self.bg.hi - self.bg.lo),
+                what=f"background window read back (seed {self.seed})",
+            )
         await self.loop.run(3)
         self.checker.finish()
+        self.lane_checker.finish()
+        if not self.lanes:
+            return
+        names = [p.name for p in self.lanes]
+        nb, wb = narrow_wait_bound(self.cfg), wide_wait_bound(self.cfg)
+        longest = dict(zip(names, self.lane_checker.longest_wait, strict=True))
+        self.dut._log.info(
+            "longest waits for gnt (bounds: narrow %d, wide %d): %s", nb, wb, longest
+        )
+        write_metrics(
+            f"lane_waits_{self.name}",
+            {
+                "narrow_bound": nb,
+                "wide_bound": wb,
+                "longest": longest,
+                "accepted": dict(zip(names, self.lane_checker.accepted, strict=True)),
+            },
+        )
 
 
 # ---------------------------------------------------------------------------- firmware
@@ -545,7 +629,7 @@ async def firmware_jobs(dut: Any) -> None:
     """Operands DMA'd in, GEMM + ATTENTION + GEMM via the registers, results DMA'd out."""
     cfg = bench_config()
     seed = bench_seed()
-    tb = ClusterTB(dut, cfg, seed)
+    tb = ClusterTB(dut, cfg, seed, "firmware_jobs")
     fw = Firmware(tb)
     await tb.reset()
     small = bool(env_int("TINYATTN_SMALL", 0))
@@ -627,7 +711,7 @@ async def address_map(dut: Any) -> None:
     """Constants, L1 edges, unmapped addresses (BUS_ERROR, irq), DMA and engine error events."""
     cfg = bench_config()
     seed = bench_seed() + 1
-    tb = ClusterTB(dut, cfg, seed)
+    tb = ClusterTB(dut, cfg, seed, "address_map")
     fw = Firmware(tb)
     await tb.reset()
     tb.bg.set(0.3, periph=0.5)  # contend for the peripheral port
@@ -721,7 +805,7 @@ async def perf_gemm(dut: Any) -> None:
     cfg = bench_config()
     seed = bench_seed() + 2
     e = cfg.engine
-    tb = ClusterTB(dut, cfg, seed)
+    tb = ClusterTB(dut, cfg, seed, "perf_gemm")
     fw = Firmware(tb)
     await tb.reset()
     await fw.boot()
