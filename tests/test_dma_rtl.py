@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from coverage_summary import check_coverage
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.sim.runner import failure_report, run_bench
@@ -66,13 +67,15 @@ def _case_class(case: str) -> str:
 
 @pytest.mark.sim
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_dma(name: str, sim: str, seed: int) -> None:
+def test_dma(name: str, sim: str, seed: int, record_property) -> None:
     cfg, transfers = CONFIGS[name]
     result = run_bench(
         "dma", cfg, BENCH, sim, seed=seed, env={"TINYATTN_TRANSFERS": str(transfers)}
     )
     assert result.ok, failure_report(result, seed)
     assert set(result.passed) == TESTS, result.passed
+    # Every reachable bin of the configuration's coverage model (verif/coverage.py).
+    check_coverage(record_property, result.test_dir, f"dma {name} {sim}", seed)
     floors = PERF_FLOORS[name]
     cases = {k: m for k, m in result.metrics["throughput"].items() if isinstance(m, dict)}
     assert len(cases) == 7, cases

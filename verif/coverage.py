@@ -20,8 +20,9 @@ Engine bins (one sample per completed job):
   for P.V, its head dimension is one chunk);
 - ``stall``: kind x the grant-withholding probability of the model L1 when the job was
   pushed: none (0), light (up to 0.35), heavy (above);
-- ``occupancy``: kind x the jobs already in the engine when it was pushed (running
-  plus queued: 0 .. ``job_queue_depth``);
+- ``occupancy``: kind x the engine's status when it was pushed: idle, or busy with
+  0 .. ``job_queue_depth - 1`` jobs queued (a push needs room in the queue; ``busy`` is
+  also high while jobs wait, so idle with jobs queued does not exist);
 - ``error``: the code of every rejected job (all six classes).
 
 DMA bins (one sample per completed descriptor): ``transfer`` = direction x 1-D/2-D x
@@ -65,6 +66,7 @@ __all__ = [
     "engine_reachability",
     "flags_label",
     "missing_bins",
+    "occupancy_label",
     "read_coverage",
     "stall_class",
     "summary_line",
@@ -128,8 +130,13 @@ def _shape_label(m: str, n: str, k: str) -> str:
     return f"m {m}, n {n}, k {k}"
 
 
-def _ahead_label(ahead: int) -> str:
-    return f"{ahead} ahead"
+def _busy_label(queued: int) -> str:
+    return f"busy, {queued} queued"
+
+
+def occupancy_label(busy: int, queued: int) -> str:
+    """The engine's status at a push: ``idle`` or ``busy, <n> queued``."""
+    return _busy_label(queued) if busy else "idle"
 
 
 def _fits(cfg: ClusterConfig, nbytes: int) -> bool:
@@ -168,7 +175,7 @@ class _JobSample:
     flags: str | None
     shape: str | None
     stall: str
-    ahead: int
+    occupancy: str
     error: str | None
 
 
@@ -190,7 +197,7 @@ class EngineCoverage:
             for kind in KINDS
         }
         self.depth = e.job_queue_depth
-        self.aheads = [_ahead_label(a) for a in range(self.depth + 1)]
+        self.occupancies = ["idle"] + [_busy_label(q) for q in range(self.depth)]
         self.errors = [err.name.lower() for err in JobError if err != JobError.NONE]
         points = [
             CoverPoint("engine.kind", xf=lambda s: s.kind, bins=list(KINDS)),
@@ -205,7 +212,7 @@ class EngineCoverage:
                 bins=[_shape_label(*c) for c in itertools.product((RAGGED, ALIGNED), repeat=3)],
             ),
             CoverPoint("engine.stall_bins", xf=lambda s: s.stall, bins=list(STALL_RATES)),
-            CoverPoint("engine.ahead", xf=lambda s: _ahead_label(s.ahead), bins=self.aheads),
+            CoverPoint("engine.queue", xf=lambda s: s.occupancy, bins=self.occupancies),
             CoverPoint("engine.error", xf=lambda s: s.error, bins=self.errors),
         ]
         shape_ign = [
@@ -219,9 +226,10 @@ class EngineCoverage:
                 "engine.shape", items=["engine.kind", "engine.shape_bins"], ign_bins=shape_ign
             ),
             CoverCross("engine.stall", items=["engine.kind", "engine.stall_bins"]),
-            CoverCross("engine.occupancy", items=["engine.kind", "engine.ahead"]),
+            CoverCross("engine.occupancy", items=["engine.kind", "engine.queue"]),
         ]
         self._sample = _apply(_sample_engine_job, points, crosses)
+        self._aimed_flags: set[int] = set()
 
     # -- sampling
 
@@ -234,16 +242,18 @@ class EngineCoverage:
             RAGGED if k % e.vec_len else ALIGNED,
         )
 
-    def sample(self, job: Any, error: int, withhold: float, ahead: int) -> None:
+    def sample(self, job: Any, error: int, withhold: float, occupancy: str) -> None:
         """One completed job: its descriptor, its error code, the withholding probability
-        and the jobs in the engine when it was pushed."""
+        and the engine's status when it was pushed (:func:`occupancy_label`)."""
         stall = stall_class(withhold)
         if error:
-            s = _JobSample(None, None, None, stall, ahead, JobError(error).name.lower())
+            s = _JobSample(None, None, None, stall, occupancy, JobError(error).name.lower())
         else:
             kind = "gemm" if job.op == Op.GEMM else "attention"
+            self._aimed_flags.discard(job.flags)
             flags = flags_label(job.flags) if kind == "gemm" else None
-            s = _JobSample(kind, flags, self.shape_of(job.m, job.n, job.k), stall, ahead, None)
+            shape = self.shape_of(job.m, job.n, job.k)
+            s = _JobSample(kind, flags, shape, stall, occupancy, None)
         self._sample(s)
 
     # -- closure-directed stimulus: a random choice among the bins not hit yet
@@ -252,10 +262,19 @@ class EngineCoverage:
         return [b for b, hits in coverage_db[name].detailed_coverage.items() if not hits]
 
     def pick_flags(self, rng: np.random.Generator) -> int:
-        """Flags of a GEMM whose flag bin is not hit yet, else any."""
+        """Flags of a GEMM whose flag bin is not hit yet, preferring those no job still
+        in flight aims at (jobs queued together are drawn before any completes), else
+        any."""
         unhit = set(self._unhit("engine.flags"))
-        choices = [f for f in range(16) if flags_label(f) in unhit] or list(range(16))
-        return int(rng.choice(choices))
+        choices = [f for f in range(16) if flags_label(f) in unhit]
+        fresh = [f for f in choices if f not in self._aimed_flags]
+        flags = int(rng.choice(fresh or choices or list(range(16))))
+        self._aimed_flags.add(flags)
+        return flags
+
+    def flags_open(self) -> bool:
+        """True while a flag bin is not hit."""
+        return bool(self._unhit("engine.flags"))
 
     def pick_shape(self, kind: str, rng: np.random.Generator) -> tuple[bool, bool, bool]:
         """(m, n, k) raggedness of a ``kind`` job whose shape bin is not hit yet, else any
@@ -272,13 +291,9 @@ class EngineCoverage:
         unhit = [stall for k, stall in self._unhit("engine.stall") if k == kind]
         return STALL_RATES[unhit[int(rng.integers(len(unhit)))]] if unhit else default
 
-    def pick_kind(self, ahead: int, rng: np.random.Generator) -> str:
-        """The kind of a job pushed behind ``ahead`` others: one whose occupancy bin is
-        not hit yet, else either."""
-        label = _ahead_label(min(ahead, self.depth))
-        unhit = [k for k, a in self._unhit("engine.occupancy") if a == label]
-        choices = unhit or list(KINDS)
-        return choices[int(rng.integers(len(choices)))]
+    def occupancy_open(self, occupancy: str) -> list[str]:
+        """The kinds whose bin at ``occupancy`` (:func:`occupancy_label`) is not hit yet."""
+        return [k for k, a in self._unhit("engine.occupancy") if a == occupancy]
 
     def export(self, path: str | Path = COVERAGE_FILE) -> None:
         _export("engine", path)

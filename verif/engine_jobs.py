@@ -22,7 +22,7 @@ from tinyattn.hw.job import (
 )
 from tinyattn.verif.engine_model import write_matrix
 
-__all__ = ["Allocator", "random_attention", "random_gemm"]
+__all__ = ["Allocator", "attention_dims", "gemm_dims", "random_attention", "random_gemm"]
 
 
 class Allocator:
@@ -45,6 +45,70 @@ class Allocator:
         """Room for an int8 (rows, cols) matrix; returns (addr, row stride)."""
         stride = ((cols + 3) & ~3) + 4 * int(self.rng.integers(0, 3))
         return self.take((rows - 1) * stride + cols), stride
+
+
+def _dim(
+    rng: np.random.Generator,
+    step: int,
+    granule: int,
+    top: int,
+    ragged: bool | None,
+    *,
+    one_tile: bool = False,
+) -> int:
+    """A random multiple of ``granule`` in ``granule..top``: ragged (no multiple of
+    ``step``) or aligned as asked when the range has one, else any; None: any. With
+    ``one_tile`` an aligned value is the smallest one (the cheapest)."""
+    values = np.arange(granule, top + 1, granule)
+    if ragged is not None:
+        wanted = values[(values % step != 0) == ragged]
+        if not ragged and one_tile:
+            wanted = wanted[:1]
+        values = wanted if wanted.size else values
+    return int(rng.choice(values))
+
+
+def gemm_dims(
+    cfg: ClusterConfig,
+    rng: np.random.Generator,
+    ragged: tuple[bool | None, bool | None, bool | None] = (None, None, None),
+    *,
+    tiles: int = 2,
+) -> tuple[int, int, int]:
+    """Random GEMM (m, n, k): up to ``tiles`` tiles and a ragged part more each way.
+
+    ``ragged`` asks for each of m (against ``tile_m``), n and k (against ``vec_len``)
+    to be ragged (True) or a whole number of tiles (False); None leaves it random.
+    """
+    e = cfg.engine
+    return (
+        _dim(rng, e.tile_m, 1, tiles * e.tile_m + 2, ragged[0]),
+        _dim(rng, e.vec_len, 4, tiles * e.vec_len + 4, ragged[1]),
+        _dim(rng, e.vec_len, 4, tiles * e.vec_len + 4, ragged[2]),
+    )
+
+
+def attention_dims(
+    cfg: ClusterConfig,
+    rng: np.random.Generator,
+    ragged: tuple[bool | None, bool | None, bool | None] = (None, None, None),
+    *,
+    tiles: int = 2,
+    max_keys: int | None = None,
+) -> tuple[int, int, int]:
+    """Random attention (queries, keys, head dimension) as :func:`gemm_dims` asks:
+    queries up to ``tiles`` query tiles and 2 more, keys multiples of ``n_pe`` up to
+    ``max_keys`` (default ``max_seq``; raggedness against ``vec_len``, the P.V chunk),
+    head dimension up to ``vec_len``. Aligned queries and keys are one tile (``tile_m``,
+    ``vec_len``): larger ones cost many cycles at the default configuration and add
+    nothing a ragged multi-tile job does not."""
+    e = cfg.engine
+    keys = min(max_keys or e.max_seq, e.max_seq)
+    return (
+        _dim(rng, e.tile_m, 1, tiles * e.tile_m + 2, ragged[0], one_tile=True),
+        _dim(rng, e.vec_len, e.n_pe, max(keys, e.n_pe), ragged[1], one_tile=True),
+        _dim(rng, e.vec_len, 4, e.vec_len, ragged[2]),
+    )
 
 
 def _shift_for(typical: float, mult: np.ndarray, target: float = 48.0) -> np.ndarray:

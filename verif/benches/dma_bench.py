@@ -50,6 +50,7 @@ from tinyattn.verif.benches.common import (
     write_metrics,
 )
 from tinyattn.verif.bits import pack, unpack
+from tinyattn.verif.coverage import DMA_DIRECTIONS, DMA_OUTCOMES, dma_coverage
 
 #: Cycles from a descriptor's acceptance to its ``done`` beyond one per beat, for an
 #: unstalled transfer with the minimum L2 latency (a functional contract of the RTL).
@@ -508,6 +509,9 @@ class DmaTB:
         self.cmd_blocked = 0  # cycles a descriptor was offered and not taken
         self.hold_cmd = False  # the command driver offers nothing new while set
         self.dropped = 0  # accepted descriptors dropped by clear (no done)
+        #: The coverage model (verif/coverage.py), sampled at every done, exported to the
+        #: run folder; one per run, so it collects the hits of every test.
+        self.coverage = dma_coverage(cfg)
 
     def fence(self) -> ReadFence:
         """Reads belong to the oldest accepted transfer not yet done (transfers run one
@@ -636,6 +640,8 @@ class DmaTB:
             )
         self.check_memories(f"after transfer {acc.index} ({acc.code.name}) {acc.desc}")
         self.dones.append(Done(acc.index, acc.desc, acc.code, self.cycle - acc.cycle, reported))
+        self.coverage.sample(acc.desc, acc.code)
+        self.coverage.export()
 
     def check_memories(self, when: str) -> None:
         """Both memories equal the reference, byte for byte."""
@@ -837,6 +843,35 @@ def _error_cases(cfg: ClusterConfig, beat: int) -> list[tuple[str, Descriptor, D
     ]
 
 
+def coverage_error_case(cfg: ClusterConfig, direction: str, shape: str, outcome: str) -> Descriptor:
+    """A bad descriptor of one (direction, 1-D/2-D, error class) bin of the coverage model
+    and of no earlier class (1-D: one row; 2-D: rows with a stride that is not the row
+    length)."""
+    l1 = cfg.memory.size_bytes
+    top = 1 << cfg.dma.l2_addr_bits
+    d = DMA_DIRECTIONS.index(direction)
+    two_d = shape == "2-D"
+    cases = {
+        "zero size": (
+            Descriptor(d, 0, 0, 0, 3, 8, 8) if two_d else Descriptor(d, 0, 0, 8, 0, 8, 8)
+        ),
+        "misaligned": (
+            Descriptor(d, 0, 0, 8, 2, 8, 6) if two_d else Descriptor(d, 0, 2, 8, 1, 8, 8)
+        ),
+        "L1 range": (
+            Descriptor(d, 0, 0, 4, 3, 4, l1 // 2 + 4)
+            if two_d
+            else Descriptor(d, 0, l1 - 4, 8, 1, 8, 8)
+        ),
+        "L2 range": (
+            Descriptor(d, top - 8, 0, 4, 2, 16, 4)
+            if two_d
+            else Descriptor(d, top - 4, 0, 8, 1, 8, 8)
+        ),
+    }
+    return cases[outcome]
+
+
 @cocotb.test()
 async def errors_and_clear(dut: Any) -> None:
     """Every bad descriptor gets its code from the hardware; sticky status; clear recovers."""
@@ -868,6 +903,24 @@ async def errors_and_clear(dut: Any) -> None:
     seen = set(reported.values())
     if seen != set(DmaError):
         raise tb.fail(f"error classes reported by the DMA: {sorted(seen)}")
+    # Coverage closure: a bad descriptor for each (direction, 1-D/2-D, class) bin the
+    # cases above left unhit, each checked like them (its own code at its done).
+    for direction, shape, outcome in tb.coverage.unhit_transfers():
+        if outcome == "done":
+            continue
+        bad = coverage_error_case(cfg, direction, shape, outcome)
+        code = DmaError(DMA_OUTCOMES.index(outcome))
+        got = tb.coverage.classify(bad, expected_error(bad, cfg))
+        assert (got.direction, got.shape, got.outcome) == (direction, shape, outcome), got
+        dut._log.info("coverage case %s %s %s: %s", direction, shape, outcome, bad)
+        tb.ack_next = True
+        await tb.step()
+        await tb.step()
+        index = tb.submit(bad)
+        await tb.drain(f"coverage case {direction} {shape} {outcome}: {bad}")
+        [done] = [d for d in tb.dones if d.index == index]
+        if done.reported != code:
+            raise tb.fail(f"{bad}: the DMA reported {done.reported!r}, want {code!r}")
     # Sticky: two errors of different classes without an acknowledgement in between; the
     # status keeps the first (checked at the second's done by the sticky model).
     first, second = cases[0][1], cases[7][1]

@@ -29,10 +29,20 @@ from tinyattn.verif.benches.common import (
     write_metrics,
 )
 from tinyattn.verif.bits import pack, unpack
-from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
+from tinyattn.verif.coverage import engine_coverage, occupancy_label
+from tinyattn.verif.engine_jobs import (
+    Allocator,
+    attention_dims,
+    gemm_dims,
+    random_attention,
+    random_gemm,
+)
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import job_inputs_outputs
 from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiTarget, obi_ports
+
+#: TINYATTN_WITHHOLD given: every job runs at that withholding probability.
+_WITHHOLD_SET = "TINYATTN_WITHHOLD" in os.environ
 
 
 class JobSource:
@@ -91,6 +101,59 @@ class PinDriver:
         pass
 
 
+class JobCoverage:
+    """Samples the coverage model (``verif/coverage.py``) at every job's ``done``.
+
+    A job is recorded when the source pushes it, with the grant-withholding probability
+    of the model L1 and the engine's status (idle, or busy with n jobs queued, as the
+    monitor sampled it in that cycle); its ``done`` (with its error code)
+    samples it, since jobs finish in queue order. A soft clear drops the jobs pending
+    after the cycle that follows it (a job that ended on the clear's own edge reports
+    its ``done`` then). The database goes to ``coverage.xml`` in the run folder after
+    every sample. Runs last in the cycle loop, after the source and the monitor.
+    """
+
+    def __init__(self, cfg: ClusterConfig, tb: EngineTB) -> None:
+        self.model = engine_coverage(cfg)
+        self.tb = tb
+        self.pending: deque[tuple[Job, float, str]] = deque()
+        self.pushed = len(tb.source.accepted)
+        self.events = len(tb.monitor.events)
+        self.flush_at: int | None = None
+
+    def directed_shape(self, kind: str, rng: np.random.Generator) -> tuple[bool, bool, bool] | None:
+        """(m, n, k) raggedness of a shape bin not hit yet (``pick_shape``); None (any
+        shape) with TINYATTN_SMALL, the smoke runs of slow simulators at large engines,
+        where an aligned job costs minutes."""
+        return None if env_int("TINYATTN_SMALL", 0) else self.model.pick_shape(kind, rng)
+
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        tb = self.tb
+        accepted = tb.source.accepted
+        if len(accepted) > self.pushed:
+            status = tb.monitor.status
+            occupancy = occupancy_label(status["busy"], status["queued"])
+            for _, job in accepted[self.pushed :]:
+                self.pending.append((job, float(tb.l1.withhold), occupancy))
+            self.pushed = len(accepted)
+        events = tb.monitor.events
+        if len(events) > self.events:
+            for _, error in events[self.events :]:
+                if self.pending:
+                    job, withhold, occupancy = self.pending.popleft()
+                    self.model.sample(job, error, withhold, occupancy)
+            self.events = len(events)
+            self.model.export()
+        if self.flush_at == cycle:
+            self.pending.clear()
+            self.flush_at = None
+        if tb.pins.next.get("clear"):
+            self.flush_at = cycle + 1
+
+
 class EngineTB:
     """Clock, reset, the model L1 with its checker, the job source and the event monitor."""
 
@@ -109,6 +172,18 @@ class EngineTB:
         self.monitor = EventMonitor(dut)
         self.pins = PinDriver(dut, clear=0)
         self.loop.add(self.l1, self.checker, self.source, self.monitor, self.pins)
+        self.coverage = JobCoverage(cfg, self)
+        self.loop.add(self.coverage)
+        #: The withholding probability TINYATTN_WITHHOLD set explicitly, else None (then
+        #: tests may pick one per job to reach every stall class of the coverage model).
+        self.fixed_withhold = env_float("TINYATTN_WITHHOLD", 0) if _WITHHOLD_SET else None
+
+    def direct_stall(self, kind: str) -> None:
+        """Set the model L1's withholding for the next ``kind`` job: a stall class of
+        the coverage model not hit yet, else the default (0.3); never when
+        TINYATTN_WITHHOLD or TINYATTN_SMALL is set."""
+        if self.fixed_withhold is None and not env_int("TINYATTN_SMALL", 0):
+            self.l1.withhold = self.coverage.model.pick_stall(kind, self.rng, 0.3)
 
     async def reset(self) -> None:
         self.dut.clear.value = 0
@@ -141,18 +216,17 @@ class EngineTB:
             )
 
 
-def _small_dims(cfg: ClusterConfig, rng: np.random.Generator) -> tuple[int, int, int]:
-    """Random GEMM dims: up to two tiles and a ragged third in each direction.
+def _small_dims(
+    cfg: ClusterConfig, rng: np.random.Generator, ragged: tuple[bool, bool, bool] | None = None
+) -> tuple[int, int, int]:
+    """Random GEMM dims: up to two tiles and a ragged third in each direction, each
+    ragged or aligned as ``ragged`` asks (m, n, k; see ``gemm_dims``).
 
     With TINYATTN_SMALL=1 (slow simulators at large configurations), up to one
     tile and a ragged second.
     """
-    e = cfg.engine
     tiles = 1 if env_int("TINYATTN_SMALL", 0) else 2
-    m = int(rng.integers(1, tiles * e.tile_m + 3))
-    n = 4 * int(rng.integers(1, (tiles * e.vec_len + 8) // 4))
-    k = 4 * int(rng.integers(1, (tiles * e.vec_len + 8) // 4))
-    return m, n, k
+    return gemm_dims(cfg, rng, ragged or (None, None, None), tiles=tiles)
 
 
 @cocotb.test()
@@ -164,8 +238,11 @@ async def gemm_random(dut: Any) -> None:
     await tb.reset()
     for i in range(env_int("TINYATTN_JOBS", 6)):
         tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
-        m, n, k = _small_dims(cfg, tb.rng)
-        job = random_gemm(tb.image, cfg, tb.rng, m=m, n=n, k=k, flags=i % 16 if i < 16 else None)
+        # Shape, flags and stall class: a random one among those the run has not hit yet.
+        m, n, k = _small_dims(cfg, tb.rng, tb.coverage.directed_shape("gemm", tb.rng))
+        flags = tb.coverage.model.pick_flags(tb.rng)
+        tb.direct_stall("gemm")
+        job = random_gemm(tb.image, cfg, tb.rng, m=m, n=n, k=k, flags=flags)
         want = tb.image.copy()
         assert run_job(want, job, cfg) == JobError.NONE
         [(cycles, err)] = await tb.run_jobs([job], timeout=200 * (m * n * k // 64 + 200))
@@ -187,19 +264,47 @@ async def gemm_queue(dut: Any) -> None:
     e = cfg.engine
     jobs = [
         random_gemm(
-            tb.image, cfg, tb.rng, m=e.tile_m + 1, n=e.vec_len, k=2 * e.vec_len, alloc=alloc
+            tb.image, cfg, tb.rng, m=e.tile_m + 1, n=e.vec_len, k=2 * e.vec_len, alloc=alloc,
+            flags=tb.coverage.model.pick_flags(tb.rng),
         )
         for _ in range(3)
-    ]
+    ]  # fmt: skip
     want = tb.image.copy()
     for job in jobs:
         assert run_job(want, job, cfg) == JobError.NONE
-    results = await tb.run_jobs(jobs, timeout=400_000)
+    # The third job comes once the second has left the queue (pushed while the engine
+    # is busy with nothing queued; the second was pushed with the first still queued).
+    results = await _run_last_late(tb, jobs, f"gemm_queue (seed {seed})", timeout=400_000)
     assert [err for _, err in results] == [0, 0, 0], results
     # The queue took the second job while the first ran.
     assert tb.source.accepted[1][0] < tb.monitor.events[-3][0], "second job not queued early"
     tb.check_image(want, "three queued jobs")
     tb.checker.finish()
+
+
+async def _run_last_late(
+    tb: EngineTB, jobs: list[Job], what: str, *, timeout: int
+) -> list[tuple[int, int]]:
+    """Queue ``jobs`` but the last, push the last once they have all left the engine's
+    queue (the engine busy with nothing queued), and wait for every done event; returns
+    (cycles, error) per job, as ``run_jobs``."""
+    first_event = len(tb.monitor.events)
+    start = tb.loop.cycle
+    tb.source.queue.extend(jobs[:-1])
+    await tb.loop.run_until(
+        lambda: (
+            not tb.source.queue and tb.source.current is None and not tb.monitor.status["queued"]
+        ),
+        timeout=timeout,
+        what=f"{what}: the first {len(jobs) - 1} jobs out of the queue",
+    )
+    tb.source.queue.append(jobs[-1])
+    await tb.loop.run_until(
+        lambda: len(tb.monitor.events) >= first_event + len(jobs),
+        timeout=timeout,
+        what=f"{what}: done events of {len(jobs)} jobs",
+    )
+    return [(c - start, err) for c, err in tb.monitor.events[first_event:]]
 
 
 def _att(good: Job, cfg: ClusterConfig) -> Job:
@@ -257,7 +362,9 @@ async def gemm_errors(dut: Any) -> None:
     tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
     await tb.reset()
     tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
-    good = random_gemm(tb.image, cfg, tb.rng, m=5, n=8, k=8, flags=0)
+    good = random_gemm(
+        tb.image, cfg, tb.rng, m=5, n=8, k=8, flags=tb.coverage.model.pick_flags(tb.rng)
+    )
     cases = invalid_jobs(cfg, good)
     before = tb.image.copy()
     results = await tb.run_jobs([job for _, job, _ in cases], timeout=100 * len(cases) + 100)
@@ -474,12 +581,20 @@ async def job_perf(dut: Any) -> None:
     tb.checker.finish()
 
 
-def _attention_dims(cfg: ClusterConfig, rng: np.random.Generator) -> tuple[int, int, int, int]:
+def _attention_dims(
+    cfg: ClusterConfig, rng: np.random.Generator, ragged: tuple[bool, bool, bool] | None = None
+) -> tuple[int, int, int, int]:
+    """Queries, keys, head dimension (ragged or aligned as ``ragged`` asks; see
+    ``attention_dims``) and 1-3 heads; TINYATTN_SMALL=1: one query tile, max_seq / 2."""
     e = cfg.engine
     small = env_int("TINYATTN_SMALL", 0)
-    m = int(rng.integers(1, (1 if small else 2) * e.tile_m + 3))
-    n = e.n_pe * int(rng.integers(1, e.max_seq // (2 if small else 1) // e.n_pe + 1))
-    k = 4 * int(rng.integers(1, e.vec_len // 4 + 1))
+    m, n, k = attention_dims(
+        cfg,
+        rng,
+        ragged or (None, None, None),
+        tiles=1 if small else 2,
+        max_keys=e.max_seq // (2 if small else 1),
+    )
     return m, n, k, int(rng.integers(1, 4))
 
 
@@ -492,7 +607,10 @@ async def attention_random(dut: Any) -> None:
     await tb.reset()
     for i in range(env_int("TINYATTN_JOBS", 6)):
         tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
-        m, n, k, heads = _attention_dims(cfg, tb.rng)
+        m, n, k, heads = _attention_dims(
+            cfg, tb.rng, tb.coverage.directed_shape("attention", tb.rng)
+        )
+        tb.direct_stall("attention")
         job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads)
         want = tb.image.copy()
         assert run_job(want, job, cfg) == JobError.NONE
@@ -519,12 +637,30 @@ async def mixed_queue(dut: Any) -> None:
     tb.image[:] = rng.integers(0, 256, tb.image.size, dtype=np.uint8)
     alloc = Allocator(tb.image.size, rng)
     jobs = []
-    for _ in range(env_int("TINYATTN_MIX", 4)):
-        if rng.random() < 0.5:
+    mix = env_int("TINYATTN_MIX", 4)
+    # The first job is pushed to an idle engine, the last once the queue is empty
+    # (_run_last_late), the others behind one queued job. Each kind: one whose occupancy
+    # bin is not hit yet, else a GEMM while a flag bin is not hit, else either; one of
+    # each kind at least (a job whose bin either kind has hit changes kind).
+    model = tb.coverage.model
+    slots = [occupancy_label(i > 0, 0 if i in (0, mix - 1) else 1) for i in range(mix)]
+    wanted: list[list[str]] = []
+    kinds: list[str] = []
+    for occupancy in slots:
+        placed = {k for k, o in zip(kinds, slots, strict=False) if o == occupancy}
+        wanted.append([k for k in model.occupancy_open(occupancy) if k not in placed])
+        free = ["gemm"] if model.flags_open() else ["gemm", "attention"]
+        kinds.append(str(rng.choice(wanted[-1] or free)))
+    if mix > 1 and len(set(kinds)) == 1:
+        j = next((i for i, w in enumerate(wanted) if len(w) != 1), 0)
+        kinds[j] = "attention" if kinds[j] == "gemm" else "gemm"
+    for i in range(mix):
+        if kinds[i] == "gemm":
             m = int(rng.integers(1, e.tile_m + 3))
             n = 4 * int(rng.integers(1, e.vec_len // 2 + 3))
             k = 4 * int(rng.integers(1, e.vec_len // 2 + 3))
-            jobs.append(random_gemm(tb.image, cfg, rng, m=m, n=n, k=k, alloc=alloc))
+            flags = tb.coverage.model.pick_flags(rng)
+            jobs.append(random_gemm(tb.image, cfg, rng, m=m, n=n, k=k, flags=flags, alloc=alloc))
         else:
             m = int(rng.integers(1, e.tile_m + 3))
             n = e.n_pe * int(rng.integers(1, max(2, 32 // e.n_pe) + 1))
@@ -536,7 +672,7 @@ async def mixed_queue(dut: Any) -> None:
     want = tb.image.copy()
     for job in jobs:
         assert run_job(want, job, cfg) == JobError.NONE
-    results = await tb.run_jobs(jobs, timeout=400_000)
+    results = await _run_last_late(tb, jobs, f"mixed queue (seed {seed})", timeout=400_000)
     assert [err for _, err in results] == [0] * len(jobs), f"{results} (seed {seed})"
     kinds = " ".join("G" if job.op == 1 else "A" for job in jobs)
     dut._log.info("mixed queue %s: %s", kinds, [c for c, _ in results])

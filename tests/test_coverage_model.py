@@ -1,0 +1,128 @@
+"""The functional coverage model (``verif/coverage.py``): reachability per configuration,
+sampling into the right bins, the exported database read back, and closure-directed picks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_dma_rtl import CONFIGS as DMA_CONFIGS
+from test_engine_rtl import CONFIGS as ENGINE_CONFIGS
+
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig
+from tinyattn.hw.dma import Direction, DmaError
+from tinyattn.hw.job import FLAG_AFFINE, FLAG_RELU, Job, JobError, Op
+from tinyattn.verif.coverage import (
+    DmaCoverage,
+    EngineCoverage,
+    dma_reachability,
+    engine_reachability,
+    missing_bins,
+    occupancy_label,
+    read_coverage,
+    summary_line,
+)
+from tinyattn.verif.engine_jobs import attention_dims, gemm_dims
+
+BOTH = ["ragged", "aligned"]
+
+
+@pytest.mark.parametrize("name", list(ENGINE_CONFIGS))
+def test_tested_engines_reach_every_class(name: str) -> None:
+    assert all(v == BOTH for v in engine_reachability(ENGINE_CONFIGS[name]).values())
+
+
+def test_reachability_follows_the_configuration() -> None:
+    # n_pe == vec_len: attention keys are multiples of vec_len, never ragged.
+    square = ClusterConfig(engine=EngineConfig(n_pe=16, vec_len=16, acc_bits=24, tile_m=8))
+    reach = engine_reachability(square)
+    assert reach["attention n"] == ["aligned"]
+    assert reach["gemm n"] == BOTH and reach["attention k"] == BOTH
+    # vec_len == 4: n and k (multiples of 4) are always whole chunks.
+    narrow = ClusterConfig(engine=EngineConfig(n_pe=4, vec_len=4, acc_bits=24, tile_m=8))
+    reach = engine_reachability(narrow)
+    assert reach["gemm n"] == reach["gemm k"] == reach["attention k"] == ["aligned"]
+    assert reach["gemm m"] == BOTH
+    model = EngineCoverage(narrow)
+    assert len(model.shapes["gemm"]) == 2 and len(model.shapes["attention"]) == 2
+    # A deeper queue: one more occupancy bin per kind.
+    deep = ClusterConfig(engine=EngineConfig(job_queue_depth=4))
+    assert EngineCoverage(deep).occupancies == ["idle"] + [f"busy, {q} queued" for q in range(4)]
+    # DMA: word offsets inside a beat need a beat wider than a word.
+    assert dma_reachability(DMA_CONFIGS["32b-4KiB"][0])["alignment"] == ["beat-aligned"]
+    wide = dma_reachability(ClusterConfig(dma=DmaConfig(dma_bits=64)))
+    assert wide["alignment"] == ["beat-aligned", "word offsets"]
+
+
+def test_engine_bins_and_export(tmp_path) -> None:
+    cfg = ENGINE_CONFIGS["4x16"]
+    model = EngineCoverage(cfg)
+    e = cfg.engine
+    gemm = Job(op=Op.GEMM, m=e.tile_m, n=12, k=2 * e.vec_len, flags=FLAG_RELU | FLAG_AFFINE)
+    model.sample(gemm, 0, 0.0, occupancy_label(0, 0))
+    attention = Job(op=Op.ATTENTION, m=3, n=e.vec_len, k=8, heads=2)
+    model.sample(attention, 0, 0.6, occupancy_label(1, 1))
+    model.sample(gemm, int(JobError.GRANULE), 0.3, "idle")  # rejected: only its error bin
+    path = tmp_path / "coverage.xml"
+    model.export(path)
+    cov = read_coverage(path)
+    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    assert hit == {
+        "engine.kind: gemm",
+        "engine.kind: attention",
+        "engine.flags: relu+affine",
+        "engine.shape: gemm x m aligned, n ragged, k aligned",
+        "engine.shape: attention x m ragged, n aligned, k ragged",
+        "engine.stall: gemm x none",
+        "engine.stall: attention x heavy",
+        "engine.occupancy: gemm x idle",
+        "engine.occupancy: attention x busy, 1 queued",
+        "engine.error: granule",
+    }
+    assert len(missing_bins(cov)) == 52 - 10
+    assert summary_line(cov).startswith("10/52 bins (kind 2/2, flags 1/16, shape 2/16,")
+
+
+def test_directed_picks_close_the_engine_bins() -> None:
+    """16 GEMMs and 8 attention jobs drawn by the picks hit every flag and shape bin."""
+    cfg = ENGINE_CONFIGS["8x32"]
+    model = EngineCoverage(cfg)
+    rng = np.random.default_rng(3)
+    flags = [model.pick_flags(rng) for _ in range(16)]  # drawn before any completes
+    assert sorted(flags) == list(range(16))
+    for f in flags:
+        ragged = model.pick_shape("gemm", rng)
+        m, n, k = gemm_dims(cfg, rng, ragged)
+        assert model.shape_of(m, n, k) == ", ".join(
+            f"{d} {'ragged' if r else 'aligned'}" for d, r in zip("mnk", ragged, strict=True)
+        )
+        model.sample(Job(op=Op.GEMM, m=m, n=n, k=k, flags=f), 0, 0.3, "idle")
+    for _ in range(8):
+        m, n, k = attention_dims(cfg, rng, model.pick_shape("attention", rng))
+        model.sample(Job(op=Op.ATTENTION, m=m, n=n, k=k, heads=1), 0, 0.3, "idle")
+    from cocotb_coverage.coverage import coverage_db
+
+    for item in ("engine.flags", "engine.shape"):
+        assert all(coverage_db[item].detailed_coverage.values()), item
+
+
+def test_dma_bins(tmp_path) -> None:
+    model = DmaCoverage(DMA_CONFIGS["64b-16KiB"][0])
+    from tinyattn.verif.benches.dma_bench import Descriptor
+
+    one_row = Descriptor(Direction.L2_TO_L1, 0, 0, 64, 1, 64, 64)
+    contiguous = Descriptor(Direction.L1_TO_L2, 4, 0, 64, 4, 64, 64)  # 1-D, a word offset
+    gapped = Descriptor(Direction.L1_TO_L2, 0, 0, 64, 4, 64, 72)  # 2-D
+    model.sample(one_row, 0)
+    model.sample(contiguous, 0)
+    model.sample(gapped, int(DmaError.L1_RANGE))
+    model.export(tmp_path / "coverage.xml")
+    cov = read_coverage(tmp_path / "coverage.xml")
+    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    assert hit == {
+        "dma.transfer: L2->L1 x 1-D x done",
+        "dma.transfer: L1->L2 x 1-D x done",
+        "dma.transfer: L1->L2 x 2-D x L1 range",
+        "dma.alignment: L2->L1 x beat-aligned",
+        "dma.alignment: L1->L2 x word offsets",
+    }
+    assert summary_line(cov) == "5/24 bins (transfer 3/20, alignment 2/4)"
