@@ -44,11 +44,16 @@ __all__ = [
 ]
 
 BENCH = "tinyattn.verif.benches.firmware_bench"
-#: Signals below the top that the bench reads (PicoRV32's program counter, on a fault).
+#: The TCDM ports inside the cluster (cores, DMA lanes, engine lanes), which the cluster
+#: bench's lane monitor watches (``verif/benches/cluster_bench.py::interconnect_lanes``).
+PUBLIC_LANES = ("tinyattn_cluster.tcdm:narrow__*", "tinyattn_cluster.tcdm:wide__*")
+#: Signals below the top that the benches read (PicoRV32's program counter, on a fault;
+#: the TCDM lanes). One list for every cluster bench, so they share one Verilator build.
 PUBLIC = (
     "picorv32:reg_pc",
     "tinyattn_cluster.regs:int_jobs_done",
     "tinyattn_cluster.engine:busy_cycles",
+    *PUBLIC_LANES,
 )
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 OBJDUMP = "riscv64-unknown-elf-objdump"

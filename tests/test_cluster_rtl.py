@@ -35,7 +35,6 @@ from tinyattn.hw.core_bus import (
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import failure_report, run_bench
-from tinyattn.verif.benches.cluster_bench import PUBLIC_LANES
 
 BENCH = "tinyattn.verif.benches.cluster_bench"
 
@@ -282,7 +281,7 @@ def test_cluster(name: str, sim: str, seed: int) -> None:
         seed=seed,
         testcase=tests,
         env=env,
-        public=(*PUBLIC, *PUBLIC_LANES),
+        public=PUBLIC,
     )
     assert result.ok, failure_report(result, seed)
     assert set(result.passed) == set(tests), result.passed

@@ -147,11 +147,6 @@ def interconnect_lanes(dut: Any, cfg: ClusterConfig) -> tuple[list[ObiPort], lis
     return ports, bounds
 
 
-#: What a Verilator build must make public for :func:`interconnect_lanes` (the launcher
-#: passes it to ``run_bench``; Icarus sees everything).
-PUBLIC_LANES = ("tinyattn_cluster.tcdm:narrow__*", "tinyattn_cluster.tcdm:wide__*")
-
-
 class Background:
     """Random traffic on core ports 1.. and its scoreboard.
 
@@ -291,13 +286,13 @@ class ClusterTB:
         self.checker = ObiChecker(self.ports, latency=1)
         # Every TCDM port inside the cluster (cores, DMA lanes, engine lanes): the OBI
         # protocol and the starvation bound of docs/interconnect.md, every cycle.
-        # A Verilator build without PUBLIC_LANES cannot see them (the benchmark's shared
-        # build): the bench then says so, and the test launcher, which always builds
-        # with them, fails when the metrics lack the lanes.
+        # A Verilator build must make them public (tinyattn.sim.cosim.PUBLIC_LANES, part
+        # of the PUBLIC every cluster bench builds with); without them the bench says so,
+        # and the test launcher fails when the metrics lack the lanes.
         try:
             self.lanes, self.bounds = interconnect_lanes(dut, cfg)
         except AttributeError as exc:
-            dut._log.warning("TCDM lanes not monitored (%s): build with PUBLIC_LANES", exc)
+            dut._log.warning("TCDM lanes not monitored (%s): see sim/cosim.PUBLIC", exc)
             self.lanes, self.bounds = [], []
         self.lane_checker = ObiChecker(self.lanes, latency=1, max_wait=self.bounds)
         self.l2_mem = PagedMemory(seed)
