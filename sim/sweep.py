@@ -486,28 +486,15 @@ def load_spec(path: str | Path) -> Spec:
 
 @functools.lru_cache(maxsize=4)
 def _prepared(model: str, layers: int, seq: int, seed: int, group: int) -> Any:
-    """The quantized model and its ids, once per worker process and ITAMax group.
+    """:func:`tinyattn.sw.deploy_flow.prepare` once per worker process and ITAMax group
+    (the point's ``n_pe``: the lowering refuses a model quantized for another group)."""
+    from tinyattn.sw.deploy_flow import prepare
 
-    As :func:`tinyattn.sw.deploy_flow.prepare` (same calibration and ids for a seed), but
-    quantized with the point's ``n_pe`` as ITAMax group, which ``prepare`` leaves at the
-    default engine's (the lowering refuses a model quantized for another group).
-    """
-    import numpy as np
-
-    from tinyattn.sw.deploy_flow import Prepared
-    from tinyattn.sw.lowering import unify_epilogues
-    from tinyattn.sw.report import CALIBRATION_SEQUENCES, load_source
-
-    m = load_source(model, seed=seed, layers=layers)
-    vocab = m.config.vocab_size
-    if not 1 <= seq <= m.config.max_position_embeddings:
-        raise ValueError(
-            f"workload.seq = {seq}: the model has {m.config.max_position_embeddings} positions"
-        )
-    calib = np.random.default_rng([seed, 1]).integers(0, vocab, (CALIBRATION_SEQUENCES, seq))
-    q = unify_epilogues(m.quantize(calib, per_channel_epilogue=False, group=group))
-    ids = np.random.default_rng([seed, 2]).integers(0, vocab, seq)
-    return Prepared(q, ids, np.zeros(seq, np.int64), model)
+    try:
+        return prepare(model, layers=layers, seq_len=seq, seed=seed, group=group)
+    except ValueError as exc:
+        # prepare names the CLI's option; here the spec's key is what to fix.
+        raise ValueError(str(exc).replace(f"--seq {seq}:", f"workload.seq = {seq}:", 1)) from None
 
 
 def _model_errors() -> tuple[type[BaseException], ...]:

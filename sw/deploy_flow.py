@@ -44,8 +44,13 @@ class Prepared:
     source: str
 
 
-def prepare(source: str, *, layers: int | None, seq_len: int, seed: int = 0) -> Prepared:
+def prepare(
+    source: str, *, layers: int | None, seq_len: int, seed: int = 0, group: int | None = None
+) -> Prepared:
     """Load ``source`` (keeping ``layers`` layers), calibrate on seeded ids, draw the input.
+
+    ``group`` is the ITAMax group of the engine that will run it, its ``n_pe`` (the
+    lowering refuses a model quantized for another); None keeps the quantizer's default.
 
     Raises ``ValueError`` (or the checkpoint's own error) with one line for a bad source,
     layer count or sequence length.
@@ -57,7 +62,8 @@ def prepare(source: str, *, layers: int | None, seq_len: int, seed: int = 0) -> 
             f"--seq {seq_len}: the model has {model.config.max_position_embeddings} positions"
         )
     calib = np.random.default_rng([seed, 1]).integers(0, vocab, (CALIBRATION_SEQUENCES, seq_len))
-    qmodel = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
+    options = {} if group is None else {"group": group}
+    qmodel = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, **options))
     rng = np.random.default_rng([seed, 2])
     ids = rng.integers(0, vocab, seq_len)
     types = np.zeros(seq_len, np.int64)

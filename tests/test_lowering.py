@@ -417,3 +417,18 @@ def test_unify_epilogues_keeps_the_quantizers_record(
     u = unify_epilogues(q)
     assert q.logit_fits and u.logit_fits == q.logit_fits
     assert list(u.adjustments) == list(q.adjustments)
+
+
+@pytest.mark.parametrize("n_pe", [8, 32])
+def test_prepare_quantizes_for_the_engine_it_is_given(n_pe: int) -> None:
+    """``tinyattn deploy/run --config`` with another ``n_pe``: prepare quantizes ITAMax for
+    that group, so the lowering takes the model (it refused it before)."""
+    from tinyattn.sw.deploy_flow import prepare
+    from tinyattn.sw.schedule import deploy
+
+    cfg = ClusterConfig(engine=EngineConfig(n_pe=n_pe))
+    prepared = prepare("synthetic", layers=1, seq_len=32, group=n_pe)
+    schedule = deploy(prepared.qmodel, cfg, 32)
+    assert schedule.program.macs.total > 0
+    with pytest.raises(LoweringError, match=f"group={n_pe}"):
+        deploy(prepare("synthetic", layers=1, seq_len=32).qmodel, cfg, 32)

@@ -613,10 +613,12 @@ def _check_model_args(args: argparse.Namespace) -> None:
         )
 
 
-def _prepare(args: argparse.Namespace) -> object:
+def _prepare(args: argparse.Namespace, cfg: ClusterConfig) -> object:
     from tinyattn.sw.deploy_flow import prepare
 
-    return prepare(args.model, layers=args.layers, seq_len=args.seq, seed=args.seed)
+    return prepare(
+        args.model, layers=args.layers, seq_len=args.seq, seed=args.seed, group=cfg.engine.n_pe
+    )
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -628,7 +630,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     _check_model_args(args)
     out = check_output(args.out, "--out", folder=True)
     _check_rv32_gcc()
-    prepared = _prepare(args)
+    prepared = _prepare(args, cfg)
     try:
         dep = write_deployment(prepared, cfg, out)  # type: ignore[arg-type]
     except FirmwareError as exc:  # no rv32 gcc, or the runtime does not fit
@@ -665,7 +667,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     png = check_output(args.png or default_png, "--png")
     _check_simulator(args.sim)
     _check_rv32_gcc()
-    prepared = _prepare(args)
+    prepared = _prepare(args, cfg)
     q = prepared.qmodel  # type: ignore[attr-defined]
     schedule = deploy(q, cfg, args.seq)
     print(
