@@ -35,22 +35,11 @@ from tinyattn.hw.core_bus import (
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import failure_report, run_bench
+from tinyattn.verif.bench_configs import CLUSTER_CONFIGS
 
 BENCH = "tinyattn.verif.benches.cluster_bench"
 
-SMALL = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    interconnect=InterconnectConfig(n_cores=3),
-    dma=DmaConfig(dma_bits=64),
-)
-#: A small engine with four cores: more background traffic and peripheral contention.
-SMALL4 = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    interconnect=InterconnectConfig(n_cores=4, max_stall=4),
-    dma=DmaConfig(dma_bits=64, queue_depth=3),
-)
+SMALL = CLUSTER_CONFIGS["small"]
 
 
 # ---------------------------------------------------------------------------- CoreBus
@@ -246,7 +235,7 @@ def test_cluster_without_external_core_ports() -> None:
 
 # ---------------------------------------------------------------------------- cocotb bench
 
-CONFIGS = {"small": SMALL, "small-4cores": SMALL4, "default": ClusterConfig()}
+CONFIGS = CLUSTER_CONFIGS
 #: (config, simulator) -> (tests, environment). Icarus is far slower on the default
 #: configuration: small jobs there.
 FIRMWARE_TESTS = ["address_map", "firmware_jobs"]

@@ -5,25 +5,13 @@ from __future__ import annotations
 import pytest
 from coverage_summary import check_coverage
 
-from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.sim.runner import failure_report, run_bench
+from tinyattn.verif.bench_configs import ENGINE_CONFIGS
 
 BENCH = "tinyattn.verif.benches.engine_bench"
 
-CONFIGS = {
-    # n_pe x vec_len, tile_m, L1: small ones for speed, the default for realism.
-    "4x16": ClusterConfig(
-        engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-        memory=MemoryConfig(n_banks=8, bank_words=512),
-        dma=DmaConfig(dma_bits=128),
-    ),
-    "8x32": ClusterConfig(
-        engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64),
-        memory=MemoryConfig(n_banks=16, bank_words=512),
-        dma=DmaConfig(dma_bits=128),
-    ),
-    "16x64": ClusterConfig(),
-}
+# n_pe x vec_len, tile_m, L1: small ones for speed, the default for realism.
+CONFIGS = ENGINE_CONFIGS
 ALL_TESTS = [
     "gemm_random",
     "gemm_queue",

@@ -19,30 +19,17 @@ from __future__ import annotations
 
 import pytest
 
-from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, InterconnectConfig, MemoryConfig
+from tinyattn.config import ClusterConfig
 from tinyattn.sim.bench_cluster import run_cluster_bench
 from tinyattn.sim.benchmarks import run_engine_bench
+from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
 pytestmark = pytest.mark.sim
 
-#: test_engine_rtl.py's engine configurations (the same netlists and builds).
-ENGINE_4X16 = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    dma=DmaConfig(dma_bits=128),
-)
-ENGINE_8X32 = ClusterConfig(
-    engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64),
-    memory=MemoryConfig(n_banks=16, bank_words=512),
-    dma=DmaConfig(dma_bits=128),
-)
-#: test_cluster_rtl.py's small cluster: 8 banks, 3 cores (one of them loads L1).
-CLUSTER_SMALL = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    interconnect=InterconnectConfig(n_cores=3),
-    dma=DmaConfig(dma_bits=64),
-)
+#: test_engine_rtl.py's and test_cluster_rtl.py's configurations (the same builds).
+ENGINE_4X16 = ENGINE_CONFIGS["4x16"]
+ENGINE_8X32 = ENGINE_CONFIGS["8x32"]
+CLUSTER_SMALL = CLUSTER_CONFIGS["small"]
 
 STALL_SEEDS = (1, 2, 3)
 

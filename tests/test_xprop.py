@@ -25,25 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, InterconnectConfig, MemoryConfig
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench, simulator_missing
+from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
 pytestmark = pytest.mark.sim
 
 #: The small configurations of test_engine_rtl.py ("4x16") and test_cluster_rtl.py
 #: ("small"): the same netlists (the X builds are their own simulator builds).
-ENGINE_SMALL = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    dma=DmaConfig(dma_bits=128),
-)
-CLUSTER_SMALL = ClusterConfig(
-    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64),
-    memory=MemoryConfig(n_banks=8, bank_words=512),
-    interconnect=InterconnectConfig(n_cores=3),
-    dma=DmaConfig(dma_bits=64),
-)
+ENGINE_SMALL = ENGINE_CONFIGS["4x16"]
+CLUSTER_SMALL = CLUSTER_CONFIGS["small"]
 
 ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
 CLUSTER_BENCH = "tinyattn.verif.benches.cluster_bench"
