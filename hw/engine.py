@@ -57,8 +57,8 @@ from .job import (
     PARAM_RECORD_BYTES,
     JobError,
     Op,
-    job_layout,
 )
+from .job_layout import job_layout
 from .obi import obi_signature
 from .wide_port import MAX_READS, WidePort
 
