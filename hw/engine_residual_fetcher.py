@@ -99,6 +99,12 @@ class ResidualFetcher(wiring.Component):
             m.d.sync += pending.eq(pending + 1)
         with m.Elif(taken & ~accepted):
             m.d.sync += pending.eq(pending - 1)
+        # The flush drops the rows held, and with them their claim on the room: else
+        # a clear with a tile's rows held left the next residual job no room at all
+        # (it waited for rows it could never fetch). Flushed only when the port is
+        # idle, so no row is still on its way.
+        with m.If(self.flush):
+            m.d.sync += pending.eq(0)
 
         with m.If(~self.ctrl.active):
             m.d.sync += row.eq(0)
