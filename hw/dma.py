@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -111,65 +112,6 @@ def l2_req_layout(cfg: ClusterConfig) -> data.StructLayout:
 def l2_rsp_layout(cfg: ClusterConfig) -> data.StructLayout:
     """One L2 response, for reads and writes alike (``rdata`` is ignored for writes)."""
     return data.StructLayout({"rdata": unsigned(cfg.dma.dma_bits)})
-
-
-class _Fifo:
-    """First-word-fall-through FIFO of flops, built inline in the parent module.
-
-    Same port names as :mod:`amaranth.lib.fifo` (``w_data``, ``w_en``, ``w_rdy``,
-    ``r_data``, ``r_en``, ``r_rdy``, ``level``). Inline rather than a submodule so the
-    netlist stays one Verilog module. ``r_data`` is stable while the head is not read,
-    which is what makes the OBI and L2 request ports stable until accepted. ``flush``
-    (optional) empties it in one cycle and wins over a write in the same cycle.
-    """
-
-    def __init__(
-        self, m: Module, name: str, width: int, depth: int, flush: Signal | None = None
-    ) -> None:
-        self.w_data = Signal(width, name=f"{name}_w_data")
-        self.w_en = Signal(name=f"{name}_w_en")
-        self.w_rdy = Signal(name=f"{name}_w_rdy")
-        self.r_data = Signal(width, name=f"{name}_r_data")
-        self.r_en = Signal(name=f"{name}_r_en")
-        self.r_rdy = Signal(name=f"{name}_r_rdy")
-        self.level = Signal(range(depth + 1), name=f"{name}_level")
-        slots = [Signal(width, name=f"{name}_slot{i}") for i in range(depth)]
-        do_w = self.w_en & self.w_rdy
-        do_r = self.r_en & self.r_rdy
-        m.d.comb += [self.w_rdy.eq(self.level != depth), self.r_rdy.eq(self.level != 0)]
-        m.d.sync += self.level.eq(self.level + do_w - do_r)
-        if depth == 1:
-            m.d.comb += self.r_data.eq(slots[0])
-            with m.If(do_w):
-                m.d.sync += slots[0].eq(self.w_data)
-        else:
-            wp = Signal(range(depth), name=f"{name}_wp")
-            rp = Signal(range(depth), name=f"{name}_rp")
-            # Padded to a power of two so the read mux covers every pointer value
-            # (lint: CASEINCOMPLETE); the padding entries are never selected.
-            padded = slots + [slots[-1]] * ((1 << len(rp)) - depth)
-            m.d.comb += self.r_data.eq(Array(padded)[rp])
-            with m.If(do_w):
-                m.d.sync += wp.eq(Mux(wp == depth - 1, 0, wp + 1))
-                for i, slot in enumerate(slots):
-                    with m.If(wp == i):
-                        m.d.sync += slot.eq(self.w_data)
-            with m.If(do_r):
-                m.d.sync += rp.eq(Mux(rp == depth - 1, 0, rp + 1))
-            if flush is not None:
-                with m.If(flush):
-                    m.d.sync += [wp.eq(0), rp.eq(0)]
-        if flush is not None:
-            with m.If(flush):
-                m.d.sync += self.level.eq(0)
-
-
-class _State(enum.IntEnum):
-    IDLE = 0  # waiting for a descriptor
-    CHECK = 1  # computing the extents of the popped descriptor
-    DECIDE = 2  # reject it (error + done) or start the walkers
-    RUN = 3  # transfer in progress; leaves when every response came back
-    DRAIN = 4  # after clear: completing requests already offered, dropping responses
 
 
 class Dma(wiring.Component):
@@ -291,16 +233,17 @@ class Dma(wiring.Component):
             return Cat(Const(0, LOGB), addr[LOGB:])
 
         # -- descriptor queue ---------------------------------------------------------
-        # Clear empties it through a synchronous reset of the FIFO's pointers.
-        q = _Fifo(m, "queue", descriptor_layout.size, cfg.dma.queue_depth, flush=self.clear)
+        # Clear empties it through a synchronous reset of the FIFO's pointers (which
+        # wins over a write in the same cycle).
+        q = SyncFIFO(width=descriptor_layout.size, depth=cfg.dma.queue_depth)
+        m.submodules.queue = ResetInserter(self.clear)(q)
         m.d.comb += [
-            q.w_data.eq(self.cmd.payload),
-            q.w_en.eq(self.cmd.valid & ~self.clear),
-            self.cmd.ready.eq(q.w_rdy & ~self.clear),
+            q.w_stream.payload.eq(self.cmd.payload),
+            q.w_stream.valid.eq(self.cmd.valid & ~self.clear),
+            self.cmd.ready.eq(q.w_stream.ready & ~self.clear),
             self.queue_level.eq(q.level),
         ]
 
-        state = Signal(range(len(_State)), init=_State.IDLE)
         desc = Signal(descriptor_layout)
         to_l2 = desc.direction == Direction.L1_TO_L2  # else L2 -> L1
         start = Signal()  # one-cycle pulse: the walkers load row 0
@@ -321,19 +264,19 @@ class Dma(wiring.Component):
         # L2 requests go through a 2-entry FIFO: its head is what l2_req shows, so the
         # payload is stable until accepted, also across a clear.
         req_layout = l2_req_layout(cfg)
-        l2_fifo = _Fifo(m, "l2_fifo", req_layout.size, 2)
-        l2_head = req_layout(l2_fifo.r_data)
+        m.submodules.l2_fifo = l2_fifo = SyncFIFO(width=req_layout.size, depth=2)
+        l2_head = req_layout(l2_fifo.r_stream.payload)
         l2_push = Signal(req_layout)
         m.d.comb += [
-            l2_fifo.w_data.eq(l2_push),
-            self.l2_req.valid.eq(l2_fifo.r_rdy),
+            l2_fifo.w_stream.payload.eq(l2_push),
+            self.l2_req.valid.eq(l2_fifo.r_stream.valid),
             self.l2_req.payload.eq(l2_head),
-            l2_fifo.r_en.eq(self.l2_req.ready),
+            l2_fifo.r_stream.ready.eq(self.l2_req.ready),
         ]
         l2_out = Signal(range(self.l2_outstanding + 1))  # pushed, response not yet taken
-        l2_room = (l2_out < self.l2_outstanding) & l2_fifo.w_rdy
+        l2_room = (l2_out < self.l2_outstanding) & l2_fifo.w_stream.ready
         l2_rsp_take = self.l2_rsp.valid & self.l2_rsp.ready
-        m.d.sync += l2_out.eq(l2_out + l2_fifo.w_en - l2_rsp_take)
+        m.d.sync += l2_out.eq(l2_out + l2_fifo.w_stream.valid - l2_rsp_take)
 
         # Per L1 lane: a request FIFO (its head drives the OBI port, so req and the
         # request stay stable until gnt), a read-response FIFO, and a credit counter of
@@ -345,34 +288,36 @@ class Dma(wiring.Component):
         )
         lane_req, lane_rsp, lane_push, lane_inflight, lane_room = [], [], [], [], []
         for j in range(N):
-            rq = _Fifo(m, f"lane{j}_req", lane_entry.size, self.lane_depth)
-            rs = _Fifo(m, f"lane{j}_rsp", 32, self.lane_credits)
+            rq = SyncFIFO(width=lane_entry.size, depth=self.lane_depth)
+            rs = SyncFIFO(width=32, depth=self.lane_credits)
+            m.submodules[f"lane{j}_req"] = rq
+            m.submodules[f"lane{j}_rsp"] = rs
             port = self.l1[j]
-            head = lane_entry(rq.r_data)
+            head = lane_entry(rq.r_stream.payload)
             push = Signal(lane_entry, name=f"lane{j}_push")
             inflight = Signal(range(self.lane_credits + 1), name=f"lane{j}_inflight")
             m.d.comb += [
-                rq.w_data.eq(push),
-                port.req.eq(rq.r_rdy),
+                rq.w_stream.payload.eq(push),
+                port.req.eq(rq.r_stream.valid),
                 port.addr.eq(Cat(Const(4 * j, LOGB), head.addr_hi)),
                 port.we.eq(head.we),
                 port.be.eq(0b1111),
                 port.wdata.eq(head.wdata),
-                rq.r_en.eq(port.gnt),
+                rq.r_stream.ready.eq(port.gnt),
                 # Only reads return data worth keeping; write responses just retire.
-                rs.w_data.eq(port.rdata),
-                rs.w_en.eq(port.rvalid & to_l2),
+                rs.w_stream.payload.eq(port.rdata),
+                rs.w_stream.valid.eq(port.rvalid & to_l2),
             ]
-            retire = Mux(to_l2, rs.r_en & rs.r_rdy, port.rvalid)
-            m.d.sync += inflight.eq(inflight + rq.w_en - retire)
+            retire = Mux(to_l2, rs.r_stream.ready & rs.r_stream.valid, port.rvalid)
+            m.d.sync += inflight.eq(inflight + rq.w_stream.valid - retire)
             lane_req.append(rq)
             lane_rsp.append(rs)
             lane_push.append(push)
             lane_inflight.append(inflight)
-            lane_room.append(rq.w_rdy & (inflight < self.lane_credits))
+            lane_room.append(rq.w_stream.ready & (inflight < self.lane_credits))
 
         # Which lanes each L1 read beat used, so the re-assembly knows what to wait for.
-        mask_fifo = _Fifo(m, "mask_fifo", N, self.lane_credits)
+        m.submodules.mask_fifo = mask_fifo = SyncFIFO(width=N, depth=self.lane_credits)
 
         def lanes_ready(mask: object) -> object:
             return Cat(*[~mask[j] | lane_room[j] for j in range(N)]).all()
@@ -380,9 +325,9 @@ class Dma(wiring.Component):
         bus_idle = Signal()
         m.d.comb += bus_idle.eq(
             (l2_out == 0)
-            & ~l2_fifo.r_rdy
-            & ~mask_fifo.r_rdy
-            & Cat(*[(lane_inflight[j] == 0) & ~lane_req[j].r_rdy for j in range(N)]).all()
+            & ~l2_fifo.r_stream.valid
+            & ~mask_fifo.r_stream.valid
+            & Cat(*[(lane_inflight[j] == 0) & ~lane_req[j].r_stream.valid for j in range(N)]).all()
         )
 
         # -- reader walker: one source beat request per cycle -------------------------
@@ -402,7 +347,7 @@ class Dma(wiring.Component):
                 word_mask(Mux(rd_first, woff(rd_row), 0), Mux(rd_last, woff(rd_end_m1), N - 1))
             ),
         ]
-        rd_ready = Mux(to_l2, lanes_ready(rd_mask) & mask_fifo.w_rdy, l2_room)
+        rd_ready = Mux(to_l2, lanes_ready(rd_mask) & mask_fifo.w_stream.ready, l2_room)
         rd_take = Signal()
         m.d.comb += rd_take.eq(rd_active & rd_ready & ~self.clear)
 
@@ -428,14 +373,17 @@ class Dma(wiring.Component):
         src_valid = Signal()
         src_data = Signal(W)
         src_ready = Signal()  # the writer takes the beat when src_valid & src_ready
-        mask_head = mask_fifo.r_data
+        mask_head = mask_fifo.r_stream.payload
         l1_beat_valid = (
-            mask_fifo.r_rdy & Cat(*[~mask_head[j] | lane_rsp[j].r_rdy for j in range(N)]).all()
+            mask_fifo.r_stream.valid
+            & Cat(*[~mask_head[j] | lane_rsp[j].r_stream.valid for j in range(N)]).all()
         )
         m.d.comb += [
             src_valid.eq(Mux(to_l2, l1_beat_valid, self.l2_rsp.valid)),
             src_data.eq(
-                Mux(to_l2, Cat(*[rs.r_data for rs in lane_rsp]), self.l2_rsp.payload.rdata)
+                Mux(
+                    to_l2, Cat(*[rs.r_stream.payload for rs in lane_rsp]), self.l2_rsp.payload.rdata
+                )
             ),
         ]
 
@@ -538,24 +486,24 @@ class Dma(wiring.Component):
         with m.If(to_l2):
             # Source L1 (read the lanes in rd_mask), destination L2 (write).
             m.d.comb += [
-                l2_fifo.w_en.eq(emit),
+                l2_fifo.w_stream.valid.eq(emit),
                 l2_push.addr.eq(d_cur),
                 l2_push.we.eq(1),
                 l2_push.be.eq(Cat(*[d_mask[j].replicate(4) for j in range(N)])),
                 l2_push.wdata.eq(d_data),
-                mask_fifo.w_data.eq(rd_mask),
-                mask_fifo.w_en.eq(rd_take),
+                mask_fifo.w_stream.payload.eq(rd_mask),
+                mask_fifo.w_stream.valid.eq(rd_take),
             ]
             for j in range(N):
                 m.d.comb += [
                     lane_push[j].addr_hi.eq(rd_cur[LOGB:]),
                     lane_push[j].we.eq(0),
-                    lane_req[j].w_en.eq(rd_take & rd_mask[j]),
+                    lane_req[j].w_stream.valid.eq(rd_take & rd_mask[j]),
                 ]
         with m.Else():
             # Source L2 (read), destination L1 (write the lanes in d_mask).
             m.d.comb += [
-                l2_fifo.w_en.eq(rd_take),
+                l2_fifo.w_stream.valid.eq(rd_take),
                 l2_push.addr.eq(rd_cur),
                 l2_push.we.eq(0),
                 l2_push.be.eq(Cat(*[rd_mask[j].replicate(4) for j in range(N)])),
@@ -565,18 +513,18 @@ class Dma(wiring.Component):
                     lane_push[j].addr_hi.eq(d_cur[LOGB:]),
                     lane_push[j].we.eq(1),
                     lane_push[j].wdata.eq(d_data.word_select(j, 32)),
-                    lane_req[j].w_en.eq(emit & d_mask[j]),
+                    lane_req[j].w_stream.valid.eq(emit & d_mask[j]),
                 ]
 
-        draining = state == _State.DRAIN
-        running = state == _State.RUN
+        draining = Signal()  # after clear: completing requests, dropping responses
+        running = Signal()  # transfer in progress
         # Response sinks: the writer (L2 read data), write acknowledgements, or a drain.
         m.d.comb += [
             self.l2_rsp.ready.eq(draining | (running & Mux(to_l2, 1, src_ready))),
-            mask_fifo.r_en.eq(draining | (to_l2 & take)),
+            mask_fifo.r_stream.ready.eq(draining | (to_l2 & take)),
         ]
         for j in range(N):
-            m.d.comb += lane_rsp[j].r_en.eq(draining | (to_l2 & take & mask_head[j]))
+            m.d.comb += lane_rsp[j].r_stream.ready.eq(draining | (to_l2 & take & mask_head[j]))
 
         # -- control: pop, check, run, complete ------------------------------------------
         rows_m1 = Signal(16)
@@ -604,43 +552,55 @@ class Dma(wiring.Component):
 
         with m.If(self.error_ack):
             m.d.sync += [self.error.eq(0), self.error_code.eq(0)]
-        # An If chain rather than a Switch: a case over a partly used state encoding
-        # is what Verilator's CASEINCOMPLETE flags.
-        with m.If(state == _State.IDLE):
-            m.d.comb += q.r_en.eq(1)
-            with m.If(q.r_rdy):
-                m.d.sync += [desc.eq(q.r_data), state.eq(_State.CHECK)]
-        with m.Elif(state == _State.CHECK):
-            # End (one past the last byte) of the rectangle on each side; registered
-            # so the two multipliers get a cycle of their own.
-            m.d.sync += [
-                l1_end.eq(desc.l1_addr + rows_m1 * desc.l1_stride + desc.row_bytes),
-                l2_end.eq(desc.l2_addr + rows_m1 * desc.l2_stride + desc.row_bytes),
-                state.eq(_State.DECIDE),
-            ]
-        with m.Elif(state == _State.DECIDE):
-            with m.If(code != DmaError.NONE):
+
+        def clear_to_drain() -> None:
+            # Clear wins over every transition of the state (later statements win).
+            with m.If(self.clear):
+                m.next = "DRAIN"
+
+        with m.FSM(name="ctrl") as fsm:
+            with m.State("IDLE"):  # waiting for a descriptor
+                m.d.comb += q.r_stream.ready.eq(1)
+                with m.If(q.r_stream.valid):
+                    m.d.sync += desc.eq(q.r_stream.payload)
+                    m.next = "CHECK"
+                clear_to_drain()
+            with m.State("CHECK"):
+                # End (one past the last byte) of the rectangle on each side; registered
+                # so the two multipliers get a cycle of their own.
                 m.d.sync += [
-                    self.done.eq(1),
-                    self.done_error.eq(1),
-                    state.eq(_State.IDLE),
+                    l1_end.eq(desc.l1_addr + rows_m1 * desc.l1_stride + desc.row_bytes),
+                    l2_end.eq(desc.l2_addr + rows_m1 * desc.l2_stride + desc.row_bytes),
                 ]
-                # The first error since the last ack/clear is kept; a new one wins over
-                # an ack in the same cycle.
-                with m.If(~self.error | self.error_ack):
-                    m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
-            with m.Else():
-                m.d.comb += start.eq(1)
-                m.d.sync += state.eq(_State.RUN)
-        with m.Elif(state == _State.RUN), m.If(~rd_active & ~wr_active & bus_idle):
-            m.d.sync += [self.done.eq(1), state.eq(_State.IDLE)]
-        with m.Elif(state == _State.DRAIN), m.If(bus_idle):
-            m.d.sync += state.eq(_State.IDLE)
+                m.next = "DECIDE"
+                clear_to_drain()
+            with m.State("DECIDE"):  # reject it (error + done) or start the walkers
+                with m.If(code != DmaError.NONE):
+                    m.d.sync += [self.done.eq(1), self.done_error.eq(1)]
+                    m.next = "IDLE"
+                    # The first error since the last ack/clear is kept; a new one wins
+                    # over an ack in the same cycle.
+                    with m.If(~self.error | self.error_ack):
+                        m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
+                with m.Else():
+                    m.d.comb += start.eq(1)
+                    m.next = "RUN"
+                clear_to_drain()
+            with m.State("RUN"):  # leaves when every response came back
+                m.d.comb += running.eq(1)
+                with m.If(~rd_active & ~wr_active & bus_idle):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                clear_to_drain()
+            with m.State("DRAIN"):  # after clear: completing requests already offered
+                m.d.comb += draining.eq(1)
+                with m.If(bus_idle):
+                    m.next = "IDLE"
+                clear_to_drain()
 
         # Clear wins over everything above, including a completion in the same cycle.
         with m.If(self.clear):
             m.d.sync += [
-                state.eq(_State.DRAIN),
                 rd_active.eq(0),
                 wr_active.eq(0),
                 self.done.eq(0),
@@ -650,5 +610,5 @@ class Dma(wiring.Component):
             ]
             m.d.comb += start.eq(0)
 
-        m.d.comb += self.busy.eq((state != _State.IDLE) | q.r_rdy)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | q.r_stream.valid)
         return m

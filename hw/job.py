@@ -25,6 +25,14 @@ The per-channel parameter record (little endian, 16 bytes)::
     word 1  mult   uint8 [7:0], shift [12:8], add int8 [23:16]
     word 2  gamma  int16 [15:0]        (FLAG_AFFINE)
     word 3  beta   int32               (FLAG_AFFINE)
+
+:data:`PARAM_RECORD_FIELDS` is the one description of that record: :func:`pack_params`
+and :func:`unpack_params` use it here, and the RTL's ``data.StructLayout`` of the record
+(:func:`tinyattn.hw.job_layout.param_record_layout`) is built from it.
+
+This module is plain Python (no Amaranth), so the golden job model and the firmware
+generator import it without the HDL; the Amaranth views of a job (its queue layout,
+the ``lib.enum`` of ops) are in :mod:`tinyattn.hw.job_layout`.
 """
 
 from __future__ import annotations
@@ -34,25 +42,37 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import unsigned
-from amaranth.lib import data
 
 from tinyattn.config import ClusterConfig
 
 __all__ = [
+    "FLAGS_ALL",
     "FLAG_AFFINE",
     "FLAG_PER_ROW",
     "FLAG_RELU",
     "FLAG_RESIDUAL",
     "PARAM_RECORD_BYTES",
+    "PARAM_RECORD_FIELDS",
     "Job",
     "JobError",
     "Op",
-    "job_layout",
+    "job_fields",
     "pack_params",
+    "unpack_params",
 ]
 
 PARAM_RECORD_BYTES = 16
+
+#: The per-channel parameter record: ``name -> (bit offset, width, signed)`` in the
+#: little-endian 128-bit record. Bits outside these fields are reserved (written 0).
+PARAM_RECORD_FIELDS: dict[str, tuple[int, int, bool]] = {
+    "bias": (0, 32, True),
+    "mult": (32, 8, False),
+    "shift": (40, 5, False),
+    "add": (48, 8, True),
+    "gamma": (64, 16, True),
+    "beta": (96, 32, True),
+}
 
 FLAG_RELU = 1 << 0
 FLAG_RESIDUAL = 1 << 1
@@ -80,42 +100,46 @@ class JobError(enum.IntEnum):
     OUT_OF_RANGE = 6  #: a tensor reaches beyond L1
 
 
-def job_layout(cfg: ClusterConfig) -> data.StructLayout:
-    """The job descriptor as the engine's job queue holds it."""
+def job_fields(cfg: ClusterConfig) -> dict[str, int | dict[str, int]]:
+    """Bit widths of the job descriptor as the engine's job queue holds it, in field order.
+
+    Every field is unsigned; ``qk`` and ``av`` are ``{"mult", "shift", "add"}`` groups
+    (``add`` holds a signed int8's bit pattern). The RTL's layout
+    (:func:`tinyattn.hw.job_layout.job_layout`) and the field checks of the golden
+    model are built from this.
+    """
     e = cfg.engine
-    addr = unsigned(cfg.memory.size_bytes.bit_length())  # one bit more: catches overflow
-    stride = unsigned(24)
-    dim = unsigned(max(16, e.max_dim.bit_length()))
-    requant = data.StructLayout({"mult": unsigned(8), "shift": unsigned(5), "add": unsigned(8)})
-    return data.StructLayout(
-        {
-            "op": unsigned(2),
-            "flags": unsigned(4),
-            "m": dim,
-            "n": dim,
-            "k": dim,
-            "heads": unsigned(8),
-            "a_addr": addr,
-            "b_addr": addr,
-            "c_addr": addr,
-            "d_addr": addr,
-            "p_addr": addr,
-            "a_stride": stride,
-            "b_stride": stride,
-            "c_stride": stride,
-            "d_stride": stride,
-            "a_hstride": stride,
-            "b_hstride": stride,
-            "c_hstride": stride,
-            "d_hstride": stride,
-            "qk": requant,  # attention: Q·Kᵀ requantization
-            "av": requant,  # attention: P·V requantization
-            "res_y_mult": unsigned(8),  # GEMM residual add
-            "res_r_mult": unsigned(8),
-            "res_shift": unsigned(5),
-            "aff_shift": unsigned(5),  # GEMM per-channel affine
-        }
-    )
+    addr = cfg.memory.size_bytes.bit_length()  # one bit more: catches overflow
+    stride = 24
+    dim = max(16, e.max_dim.bit_length())
+    requant = {"mult": 8, "shift": 5, "add": 8}
+    return {
+        "op": 2,
+        "flags": 4,
+        "m": dim,
+        "n": dim,
+        "k": dim,
+        "heads": 8,
+        "a_addr": addr,
+        "b_addr": addr,
+        "c_addr": addr,
+        "d_addr": addr,
+        "p_addr": addr,
+        "a_stride": stride,
+        "b_stride": stride,
+        "c_stride": stride,
+        "d_stride": stride,
+        "a_hstride": stride,
+        "b_hstride": stride,
+        "c_hstride": stride,
+        "d_hstride": stride,
+        "qk": dict(requant),  # attention: Q·Kᵀ requantization
+        "av": dict(requant),  # attention: P·V requantization
+        "res_y_mult": 8,  # GEMM residual add
+        "res_r_mult": 8,
+        "res_shift": 5,
+        "aff_shift": 5,  # GEMM per-channel affine
+    }
 
 
 @dataclass(frozen=True)
@@ -171,17 +195,34 @@ def pack_params(
     gamma: np.ndarray | None = None,
     beta: np.ndarray | None = None,
 ) -> bytes:
-    """Per-channel parameter records (see the module docstring), little endian."""
+    """Per-channel parameter records (:data:`PARAM_RECORD_FIELDS`), little endian.
+
+    Values are taken modulo their field width (two's complement for signed fields).
+    """
     n = len(bias)
-    gamma = np.zeros(n, np.int64) if gamma is None else np.asarray(gamma, np.int64)
-    beta = np.zeros(n, np.int64) if beta is None else np.asarray(beta, np.int64)
-    words = np.zeros((n, 4), dtype=np.uint32)
-    words[:, 0] = np.asarray(bias, np.int64) & 0xFFFFFFFF
-    words[:, 1] = (
-        (np.asarray(mult, np.int64) & 0xFF)
-        | ((np.asarray(shift, np.int64) & 0x1F) << 8)
-        | ((np.asarray(add, np.int64) & 0xFF) << 16)
-    )
-    words[:, 2] = gamma & 0xFFFF
-    words[:, 3] = beta & 0xFFFFFFFF
+    values = {
+        "bias": bias,
+        "mult": mult,
+        "shift": shift,
+        "add": add,
+        "gamma": np.zeros(n, np.int64) if gamma is None else gamma,
+        "beta": np.zeros(n, np.int64) if beta is None else beta,
+    }
+    words = np.zeros((n, PARAM_RECORD_BYTES // 4), dtype=np.uint64)
+    for name, (offset, width, _) in PARAM_RECORD_FIELDS.items():
+        field = np.asarray(values[name], np.int64).astype(np.uint64) & np.uint64((1 << width) - 1)
+        words[:, offset // 32] |= field << np.uint64(offset % 32)
     return words.astype("<u4").tobytes()
+
+
+def unpack_params(records: bytes | np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """The fields of ``count`` parameter records (int64 arrays; signed fields sign-extended)."""
+    raw = np.frombuffer(bytes(records[: count * PARAM_RECORD_BYTES]), dtype="<u4")
+    words = raw.reshape(count, PARAM_RECORD_BYTES // 4).astype(np.int64)
+    out = {}
+    for name, (offset, width, signed) in PARAM_RECORD_FIELDS.items():
+        field = (words[:, offset // 32] >> (offset % 32)) & ((1 << width) - 1)
+        if signed:
+            field = np.where(field >> (width - 1), field - (1 << width), field)
+        out[name] = field
+    return out

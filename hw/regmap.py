@@ -51,7 +51,8 @@ from . import job as _job
 from .core_bus import L1_BASE, PERIPH_BASE, PRIVATE_BASE
 from .dma import ALIGN_BYTES, Direction, Dma, DmaError
 from .engine import status_layout
-from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op, job_layout
+from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op
+from .job_layout import job_layout
 from .sequencer import SeqError, sequencer_control_signature
 
 __all__ = [
@@ -348,7 +349,7 @@ def engine_control_signature(cfg: ClusterConfig) -> wiring.Signature:
     """The register block's side of :class:`~tinyattn.hw.engine.Engine`'s control ports.
 
     The members of :data:`ENGINE_CONTROL`, flipped: ``jobs`` carries
-    :func:`~tinyattn.hw.job.job_layout`, ``status``
+    :func:`~tinyattn.hw.job_layout.job_layout`, ``status``
     :func:`~tinyattn.hw.engine.status_layout`. Declared here rather than read from
     ``Engine(cfg)``, which also rejects configurations it cannot elaborate (e.g.
     ``vec_len < 16``), so that the map exists for every valid ``ClusterConfig``;

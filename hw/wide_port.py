@@ -106,35 +106,35 @@ class WidePort(wiring.Component):
         room = Signal()
         m.d.comb += room.eq(1)
         for i in range(lanes):
-            with m.If(beat.mask[i] & ~req_q[i].w_rdy):
+            with m.If(beat.mask[i] & ~req_q[i].w_stream.ready):
                 m.d.comb += room.eq(0)
-        read_ok = (reads_out < MAX_READS) & order_q.w_rdy
+        read_ok = (reads_out < MAX_READS) & order_q.w_stream.ready
         accept = Signal()
         m.d.comb += [
             self.beats.ready.eq(room & (beat.we | read_ok)),
             accept.eq(self.beats.valid & self.beats.ready),
         ]
         for i in range(lanes):
-            entry = req_layout(req_q[i].w_data)
+            entry = req_layout(req_q[i].w_stream.payload)
             m.d.comb += [
                 entry.addr.eq(beat.addr + 4 * i),
                 entry.we.eq(beat.we),
                 entry.wdata.eq(beat.wdata[i]),
-                req_q[i].w_en.eq(accept & beat.mask[i]),
+                req_q[i].w_stream.valid.eq(accept & beat.mask[i]),
             ]
         m.d.comb += [
-            order_q.w_data.eq(beat.mask | (beat.tag << lanes)),
-            order_q.w_en.eq(accept & ~beat.we),
+            order_q.w_stream.payload.eq(beat.mask | (beat.tag << lanes)),
+            order_q.w_stream.valid.eq(accept & ~beat.we),
         ]
 
         # -- each lane: present its queue head; on grant remember what to expect.
         waiting = []
         for i in range(lanes):
             obi = self.lanes[i]
-            head = req_layout(req_q[i].r_data)
+            head = req_layout(req_q[i].r_stream.payload)
             # Only present a request when its response has a place to go, so req,
             # once raised, never has to drop before the grant.
-            present = req_q[i].r_rdy & pending_q[i].w_rdy
+            present = req_q[i].r_stream.valid & pending_q[i].w_stream.ready
             granted = present & obi.gnt
             m.d.comb += [
                 obi.req.eq(present),
@@ -142,33 +142,33 @@ class WidePort(wiring.Component):
                 obi.we.eq(head.we),
                 obi.be.eq(0b1111),
                 obi.wdata.eq(head.wdata),
-                req_q[i].r_en.eq(granted),
-                pending_q[i].w_data.eq(~head.we),
-                pending_q[i].w_en.eq(granted),
+                req_q[i].r_stream.ready.eq(granted),
+                pending_q[i].w_stream.payload.eq(~head.we),
+                pending_q[i].w_stream.valid.eq(granted),
                 # Responses come in order: the oldest pending tells what this one is.
-                pending_q[i].r_en.eq(obi.rvalid),
-                data_q[i].w_data.eq(obi.rdata),
-                data_q[i].w_en.eq(obi.rvalid & pending_q[i].r_data[0]),
+                pending_q[i].r_stream.ready.eq(obi.rvalid),
+                data_q[i].w_stream.payload.eq(obi.rdata),
+                data_q[i].w_stream.valid.eq(obi.rvalid & pending_q[i].r_stream.payload[0]),
             ]
             waiting.append(present & ~obi.gnt)
 
         # -- reassemble the oldest read beat once every lane of it has data.
-        head_mask = order_q.r_data[:lanes]
+        head_mask = order_q.r_stream.payload[:lanes]
         complete = Signal()
-        m.d.comb += complete.eq(order_q.r_rdy)
+        m.d.comb += complete.eq(order_q.r_stream.valid)
         for i in range(lanes):
-            with m.If(head_mask[i] & ~data_q[i].r_rdy):
+            with m.If(head_mask[i] & ~data_q[i].r_stream.valid):
                 m.d.comb += complete.eq(0)
         out = self.reads.payload
         for i in range(lanes):
             m.d.comb += [
-                out.rdata[i].eq(Mux(head_mask[i], data_q[i].r_data, 0)),
-                data_q[i].r_en.eq(complete & head_mask[i]),
+                out.rdata[i].eq(Mux(head_mask[i], data_q[i].r_stream.payload, 0)),
+                data_q[i].r_stream.ready.eq(complete & head_mask[i]),
             ]
         m.d.comb += [
-            out.tag.eq(order_q.r_data[lanes:]),
+            out.tag.eq(order_q.r_stream.payload[lanes:]),
             self.reads.valid.eq(complete),
-            order_q.r_en.eq(complete),
+            order_q.r_stream.ready.eq(complete),
         ]
         delivered = complete
         with m.If(accept & ~beat.we & ~delivered):
@@ -176,9 +176,12 @@ class WidePort(wiring.Component):
         with m.Elif(delivered & ~(accept & ~beat.we)):
             m.d.sync += reads_out.eq(reads_out - 1)
 
-        busy = [req_q[i].r_rdy | pending_q[i].r_rdy | data_q[i].r_rdy for i in range(lanes)]
+        busy = [
+            req_q[i].r_stream.valid | pending_q[i].r_stream.valid | data_q[i].r_stream.valid
+            for i in range(lanes)
+        ]
         m.d.comb += [
-            self.idle.eq(~order_q.r_rdy & ~_any(busy)),
+            self.idle.eq(~order_q.r_stream.valid & ~_any(busy)),
             self.waiting.eq(_any(waiting)),
         ]
         return m

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
-from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params
+from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params, unpack_params
 from tinyattn.verif import golden
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import check_job, read_matrix, run_job, write_matrix
@@ -30,10 +30,8 @@ def test_gemm_job_is_golden_gemm_and_touches_only_y() -> None:
     assert run_job(mem, job, CFG) == JobError.NONE
     x = read_matrix(before, job.a_addr, job.a_stride, 9, 36)
     wt = read_matrix(before, job.b_addr, job.b_stride, 20, 36)
-    recs = before[job.p_addr : job.p_addr + 20 * 16].view("<i4").reshape(20, 4)
-    w1 = recs[:, 1].astype(np.int64)
-    add = ((w1 >> 16) & 0xFF).astype(np.uint8).view(np.int8)
-    want = golden.gemm(x, wt.T, recs[:, 0], mult=w1 & 0xFF, shift=(w1 >> 8) & 0x1F, add=add,
+    p = unpack_params(before[job.p_addr : job.p_addr + 20 * 16], 20)
+    want = golden.gemm(x, wt.T, p["bias"], mult=p["mult"], shift=p["shift"], add=p["add"],
                        acc_bits=24)  # fmt: skip
     assert np.array_equal(read_matrix(mem, job.c_addr, job.c_stride, 9, 20), want)
     changed = np.flatnonzero(mem != before)

@@ -19,7 +19,8 @@ from tinyattn.cli import main
 from tinyattn.config import ClusterConfig, ConfigError, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.dma import Direction, Dma, DmaError, descriptor_layout
 from tinyattn.hw.engine import Engine
-from tinyattn.hw.job import FLAGS_ALL, JobError, Op, job_layout
+from tinyattn.hw.job import FLAGS_ALL, JobError, Op
+from tinyattn.hw.job_layout import job_layout
 from tinyattn.hw.regblock import RegBlock, connect_dma, connect_engine
 from tinyattn.hw.regmap import (
     DMA_CONTROL,

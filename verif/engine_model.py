@@ -28,7 +28,8 @@ from tinyattn.hw.job import (
     Job,
     JobError,
     Op,
-    job_layout,
+    job_fields,
+    unpack_params,
 )
 from tinyattn.verif import golden
 
@@ -82,11 +83,10 @@ def job_extents(job: Job) -> dict[str, tuple[int, int]]:
 def _field_ranges(cfg: ClusterConfig) -> dict[str, tuple[int, int, str]]:
     """``field -> (lo, hi, what)`` for every scalar of a :class:`Job` (``"qk.add"`` ...)."""
     out: dict[str, tuple[int, int, str]] = {}
-    for name, field in job_layout(cfg):
-        parts = getattr(field.shape, "members", None)
-        for sub, shape in parts.items() if parts else [("", field.shape)]:
+    for name, width in job_fields(cfg).items():
+        parts = width if isinstance(width, dict) else {"": width}
+        for sub, bits in parts.items():
             key = f"{name}.{sub}" if sub else name
-            bits = shape.width
             if sub == "add":  # the signed int8 offset, stored as its bit pattern
                 out[key] = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1, f"signed {bits}-bit")
             else:
@@ -97,7 +97,7 @@ def _field_ranges(cfg: ClusterConfig) -> dict[str, tuple[int, int, str]]:
 def check_job_fields(job: Job, cfg: ClusterConfig) -> None:
     """``ValueError`` unless every field of ``job`` is an integer its register can hold.
 
-    The ranges are the bit widths of :func:`tinyattn.hw.job.job_layout` for ``cfg``
+    The ranges are the bit widths of :func:`tinyattn.hw.job.job_fields` for ``cfg``
     (``qk``/``av`` ``add`` is a signed int8). The message names the field, the value
     and the allowed range.
     """
@@ -210,19 +210,7 @@ def write_matrix(mem: np.ndarray, addr: int, stride: int, values: np.ndarray) ->
 
 
 def _read_params(mem: np.ndarray, addr: int, count: int) -> dict[str, np.ndarray]:
-    words = mem[addr : addr + count * PARAM_RECORD_BYTES].view("<u4").reshape(count, 4)
-    words = words.astype(np.int64)
-    w1 = words[:, 1]
-    return {
-        "bias": np.where(words[:, 0] >= 1 << 31, words[:, 0] - (1 << 32), words[:, 0]),
-        "mult": w1 & 0xFF,
-        "shift": (w1 >> 8) & 0x1F,
-        "add": np.array([_s8(int(v)) for v in (w1 >> 16) & 0xFF], dtype=np.int64),
-        "gamma": np.where(
-            words[:, 2] & 0x8000, (words[:, 2] & 0xFFFF) - (1 << 16), words[:, 2] & 0xFFFF
-        ),
-        "beta": np.where(words[:, 3] >= 1 << 31, words[:, 3] - (1 << 32), words[:, 3]),
-    }
+    return unpack_params(mem[addr : addr + count * PARAM_RECORD_BYTES], count)
 
 
 def run_job(mem: np.ndarray, job: Job, cfg: ClusterConfig) -> JobError:

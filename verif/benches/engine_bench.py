@@ -19,7 +19,8 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.engine import status_layout
-from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, Job, JobError, Op, job_layout
+from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, Job, JobError, Op
+from tinyattn.hw.job_layout import job_layout
 from tinyattn.verif.benches.common import (
     bench_config,
     bench_seed,

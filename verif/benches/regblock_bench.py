@@ -32,7 +32,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.job import job_layout
+from tinyattn.hw.job_layout import job_layout
 from tinyattn.hw.regblock import RegBlock
 from tinyattn.hw.regmap import Access, Field, MappedRegister, MemoryMap, parse_key
 from tinyattn.verif.benches.common import (

@@ -1,0 +1,153 @@
+"""The engine's parameter fetcher: each GEMM tile's per-channel records into a register file."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+from .engine_port import ReadTag, request_signature, response_signature, word_mask
+from .engine_walker import UnitWalker, job_context_signature
+from .job import FLAG_PER_ROW, PARAM_RECORD_BYTES
+from .job_layout import JobOp, param_record_layout
+from .wide_port import MAX_READS
+
+__all__ = ["ParamFetcher", "records_layout"]
+
+
+def records_layout(cfg: ClusterConfig) -> data.ArrayLayout:
+    """The record file: two slots of ``max(tile_m, vec_len)`` parameter records.
+
+    A GEMM tile has ``vec_len`` channels, or ``tile_m`` rows with ``FLAG_PER_ROW``;
+    tile ``t``'s records are in slot ``t % 2``, record ``i`` for its channel (row) ``i``.
+    """
+    e = cfg.engine
+    entries = max(e.tile_m, e.vec_len)
+    return data.ArrayLayout(data.ArrayLayout(param_record_layout(), entries), 2)
+
+
+class ParamFetcher(wiring.Component):
+    """Loads each GEMM tile's parameter records, up to two tiles ahead of the writer.
+
+    Attention jobs take their requantization from the job itself; this part is idle then.
+
+    Ports
+    -----
+    ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
+    freed : In(20)
+        Output units the writer has finished (their slot is free). Tile ``t`` is
+        fetched once ``t < freed + 2``.
+    issuer_unit : In(16)
+        The output unit the issuer is on: a tile's records are urgent while the issuer
+        waits for them, and may wait for X rows when they are for a later tile.
+    loaded : Out(20)
+        Tiles whose records are all in the record file.
+    records : Out(:func:`records_layout`)
+        The record file, read by the issuer (bias, requantization) and the writer
+        (affine). A record changes only while its slot is not in use.
+    request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
+        Records of the issuer's tile, ``records_per_beat`` (``vec_len / 16``) a beat,
+        tagged :attr:`ReadTag.PARAMS`.
+    request_ahead : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
+        The same requests while they are for a later tile (the arbiter ranks this
+        stream below X).
+    response : In(:func:`~tinyattn.hw.engine_port.response_signature`)
+    """
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self._cfg = cfg
+        super().__init__(
+            {
+                "ctrl": In(job_context_signature(cfg)),
+                "freed": In(20),
+                "issuer_unit": In(16),
+                "loaded": Out(20),
+                "records": Out(records_layout(cfg)),
+                "request": Out(request_signature(cfg)),
+                "request_ahead": Out(request_signature(cfg)),
+                "response": In(response_signature(cfg)),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self._cfg
+        e = cfg.engine
+        lanes = e.port_lanes
+        records_per_beat = lanes // 4
+        entries = max(e.tile_m, e.vec_len)
+        record_bits = PARAM_RECORD_BYTES * 8
+        job = self.ctrl.job
+        m = Module()
+        m.submodules.walker = walker = UnitWalker(cfg)
+        wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        per_row = (job.flags & FLAG_PER_ROW) != 0
+
+        # What each outstanding read is for, in issue order.
+        dest_layout = data.StructLayout({"slot": 1, "first": range(entries), "last": 1})
+        m.submodules.dest = dest = SyncFIFOBuffered(width=dest_layout.size, depth=MAX_READS + 1)
+
+        first = Signal(range(entries + records_per_beat))  # the next beat's first record
+        count = Mux(per_row, walker.rows, walker.cols)
+        base = Mux(per_row, walker.m0, walker.n0)
+        left = Signal(range(entries + 1))
+        m.d.comb += left.eq(count - first)
+        words = Mux(left >= records_per_beat, lanes, left * 4)
+        last_beat = first + records_per_beat >= count
+
+        valid = (
+            self.ctrl.go
+            & (job.op != JobOp.ATTENTION)
+            & ~walker.done
+            & (walker.index < self.freed + 2)
+            & dest.w_stream.ready
+        )
+        ahead = walker.index != self.issuer_unit
+        accepted = Signal()
+        dest_in = Signal(dest_layout)
+        for request, is_ahead in ((self.request, ~ahead), (self.request_ahead, ahead)):
+            m.d.comb += [
+                request.valid.eq(valid & is_ahead),
+                request.payload.addr.eq(job.p_addr + (base + first) * PARAM_RECORD_BYTES),
+                request.payload.we.eq(0),
+                request.payload.mask.eq(word_mask(m, words, lanes)),
+                request.payload.tag.eq(ReadTag.PARAMS),
+            ]
+        m.d.comb += [
+            accepted.eq(
+                (self.request.valid & self.request.ready)
+                | (self.request_ahead.valid & self.request_ahead.ready)
+            ),
+            dest_in.slot.eq(walker.index[0]),
+            dest_in.first.eq(first),
+            dest_in.last.eq(last_beat),
+            dest.w_stream.payload.eq(dest_in),
+            dest.w_stream.valid.eq(accepted),
+        ]
+        with m.If(accepted):
+            with m.If(last_beat):
+                m.d.sync += first.eq(0)
+                m.d.comb += walker.step.eq(1)
+            with m.Else():
+                m.d.sync += first.eq(first + records_per_beat)
+
+        # Read data: record j of the beat lands at first + j (first is a multiple of
+        # records_per_beat, so each register has a few fixed sources).
+        response = self.response
+        dest_out = dest_layout(dest.r_stream.payload)
+        m.d.comb += dest.r_stream.ready.eq(response.valid)
+        with m.If(response.valid):
+            for j in range(records_per_beat):
+                record = response.payload[j * record_bits : (j + 1) * record_bits]
+                for slot in range(2):
+                    for i in range(0, entries, records_per_beat):
+                        with m.If((dest_out.slot == slot) & (dest_out.first == i)):
+                            m.d.sync += self.records[slot][i + j].eq(record)
+            with m.If(dest_out.last):
+                m.d.sync += self.loaded.eq(self.loaded + 1)
+
+        with m.If(~self.ctrl.active):
+            m.d.sync += [first.eq(0), self.loaded.eq(0)]
+        return m

@@ -1,0 +1,180 @@
+"""Where a part of the engine is in the running job: the job's sequence of units.
+
+Every part of the engine (fetchers, issuer, writer) walks the same sequence of units at
+its own pace; :class:`UnitWalker` is one part's position in it. The parts that share a
+buffer meet through monotonic counters of units or chunks, never through each other's
+walker, so each walker is private to its part.
+
+Also :func:`job_context_signature`, the signature every part receives the running job by.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+from .job_layout import JobOp, job_layout
+
+__all__ = ["UnitWalker", "ceil_div_pow2", "job_context_signature"]
+
+
+def ceil_div_pow2(value: object, divisor: int) -> object:
+    """``ceil(value / divisor)`` for a power-of-two ``divisor``."""
+    shift = divisor.bit_length() - 1
+    return (value + divisor - 1) >> shift
+
+
+def job_context_signature(cfg: ClusterConfig) -> wiring.Signature:
+    """The running job as the engine hands it to its parts (engine side: all ``Out``).
+
+    ``job``
+        The running job's descriptor (:func:`~tinyattn.hw.job_layout.job_layout`),
+        valid while ``active``.
+    ``active``
+        A job is running. While it is low every part returns to its start state
+        (counters and positions 0), ready for the next job.
+    ``go``
+        ``active`` and no soft clear draining: parts may issue new work. During a
+        clear, work already issued completes (``active`` stays high) but nothing new starts.
+    """
+    return wiring.Signature(
+        {
+            "job": Out(job_layout(cfg)),
+            "active": Out(1),
+            "go": Out(1),
+        }
+    )
+
+
+class UnitWalker(wiring.Component):
+    """One part's position in the running job's sequence of units.
+
+    GEMM: tiles of ``tile_m`` rows x ``vec_len`` channels, ``m0`` outer and ``n0``
+    inner. ATTENTION: heads, then query tiles, then the QK and PV units of each.
+
+    Ports
+    -----
+    ctrl : In(:func:`job_context_signature`)
+        The walker starts from the first unit while ``ctrl.active`` is low.
+    step : In(1)
+        Move to the next unit at the next clock edge.
+    m0, n0, head : Out
+        The unit's first row, first output channel (GEMM) and head (ATTENTION).
+    is_qk, is_pv : Out(1)
+        An attention unit's phase: QK (logits) or PV (output rows).
+    outputs : Out(1)
+        The unit writes output rows (GEMM tiles, PV units).
+    index : Out(16)
+        Units stepped over since the job started.
+    out_index : Out(16)
+        Output-writing units stepped over; its low bit is the unit's YBUF and
+        parameter slot.
+    done : Out(1)
+        Every unit of the job has been stepped over.
+    rows : Out
+        Rows of the unit (``tile_m`` but at the job's bottom edge).
+    cols : Out
+        Output columns of the unit: channels (GEMM), keys (QK) or head dimension (PV).
+    chunks : Out(16)
+        ``vec_len`` chunks of the unit's reduction axis.
+    last_words : Out
+        32-bit words of the last chunk.
+    blocks : Out
+        Blocks of ``n_pe`` output columns.
+    """
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self._cfg = cfg
+        e = cfg.engine
+        dims = job_layout(cfg).members["m"]
+        self._cols_range = range(max(e.vec_len, e.max_seq) + 1)
+        # Exactly the shape of the expression, so ``blocks - 1`` wraps as it would.
+        blocks_shape = ceil_div_pow2(Signal(self._cols_range), e.n_pe).shape()
+        super().__init__(
+            {
+                "ctrl": In(job_context_signature(cfg)),
+                "step": In(1),
+                "m0": Out(dims),
+                "n0": Out(dims),
+                "head": Out(8),
+                "is_qk": Out(1),
+                "is_pv": Out(1),
+                "outputs": Out(1),
+                "index": Out(16),
+                "out_index": Out(16),
+                "done": Out(1),
+                "rows": Out(range(e.tile_m + 1)),
+                "cols": Out(self._cols_range),
+                "chunks": Out(16),
+                "last_words": Out(range(e.port_lanes + 1)),
+                "blocks": Out(blocks_shape),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        e = self._cfg.engine
+        job = self.ctrl.job
+        m = Module()
+
+        attention = job.op == JobOp.ATTENTION
+        phase = Signal()  # attention: 0 = QK, 1 = PV
+
+        def chunks_and_last(dim: object) -> tuple[Signal, Signal]:
+            chunks = Signal(16)
+            last = Signal(range(e.port_lanes + 1))
+            m.d.comb += [
+                chunks.eq(ceil_div_pow2(dim, e.vec_len)),
+                last.eq((((dim - 1) & (e.vec_len - 1)) >> 2) + 1),
+            ]
+            return chunks, last
+
+        k_chunks, k_last_words = chunks_and_last(job.k)
+        n_chunks, n_last_words = chunks_and_last(job.n)
+
+        left_m = job.m - self.m0
+        left_n = job.n - self.n0
+        gemm_cols = Mux(left_n > e.vec_len, e.vec_len, left_n)
+        m.d.comb += [
+            self.rows.eq(Mux(left_m > e.tile_m, e.tile_m, left_m)),
+            self.is_qk.eq(attention & ~phase),
+            self.is_pv.eq(attention & phase),
+            self.outputs.eq(~self.is_qk),
+            self.cols.eq(Mux(self.is_qk, job.n, Mux(self.is_pv, job.k, gemm_cols))),
+            self.chunks.eq(Mux(self.is_qk, 1, Mux(self.is_pv, n_chunks, k_chunks))),
+            self.last_words.eq(
+                Mux(self.is_qk, job.k >> 2, Mux(self.is_pv, n_last_words, k_last_words))
+            ),
+            self.blocks.eq(ceil_div_pow2(self.cols, e.n_pe)),
+        ]
+
+        last_n = self.n0 + e.vec_len >= job.n
+        last_m = self.m0 + e.tile_m >= job.m
+        last_head = self.head == job.heads - 1
+        with m.If(self.step):
+            m.d.sync += [
+                self.index.eq(self.index + 1),
+                self.out_index.eq(self.out_index + self.outputs),
+            ]
+            with m.If(attention):
+                m.d.sync += [
+                    phase.eq(~phase),
+                    self.m0.eq(Mux(phase, Mux(last_m, 0, self.m0 + e.tile_m), self.m0)),
+                    self.head.eq(Mux(phase & last_m, self.head + 1, self.head)),
+                    self.done.eq(phase & last_m & last_head),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    self.n0.eq(Mux(last_n, 0, self.n0 + e.vec_len)),
+                    self.m0.eq(Mux(last_n, self.m0 + e.tile_m, self.m0)),
+                    self.done.eq(last_n & last_m),
+                ]
+        # Between jobs (later statements win).
+        with m.If(~self.ctrl.active):
+            m.d.sync += [
+                s.eq(0)
+                for s in (self.m0, self.n0, self.head, phase, self.index, self.out_index, self.done)
+            ]
+        return m

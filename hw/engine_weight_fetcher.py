@@ -1,0 +1,136 @@
+"""The engine's weight fetcher: weight blocks from L1 into the compute core's two banks."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from tinyattn.config import ClusterConfig
+
+from .compute_core import weight_layout
+from .engine_port import ReadTag, request_signature, response_signature, word_mask
+from .engine_walker import UnitWalker, job_context_signature
+from .wide_port import MAX_READS
+
+__all__ = ["WeightFetcher"]
+
+
+class WeightFetcher(wiring.Component):
+    """Loads block after block of weight vectors into the core's banks, two blocks ahead.
+
+    A *block* is the weight vectors of ``n_pe`` output columns for one ``vec_len``
+    chunk of the reduction axis: rows of Wᵀ (GEMM), key rows (QK) or rows of Vᵀ (PV).
+    Block ``b`` goes to bank ``b % 2``; blocks are counted from the job's start.
+
+    Ports
+    -----
+    ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
+    used : In(20)
+        Blocks the issuer has finished with. Block ``b`` is fetched once
+        ``b < used + 2`` (its bank is free).
+    loaded : Out(20)
+        Blocks completely written into their bank.
+    request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
+        One weight vector (one beat) a request, tagged :attr:`ReadTag.WEIGHTS`.
+    response : In(:func:`~tinyattn.hw.engine_port.response_signature`)
+        The read data of the requests, in order.
+    weights : Out(stream of :func:`~tinyattn.hw.compute_core.weight_layout`)
+        To the core's ``weights`` (whose ``ready`` is always 1).
+    """
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        self._cfg = cfg
+        super().__init__(
+            {
+                "ctrl": In(job_context_signature(cfg)),
+                "used": In(20),
+                "loaded": Out(20),
+                "request": Out(request_signature(cfg)),
+                "response": In(response_signature(cfg)),
+                "weights": Out(stream.Signature(weight_layout(cfg.engine))),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        e = self._cfg.engine
+        n_pe, lanes, vec_len = e.n_pe, e.port_lanes, e.vec_len
+        job = self.ctrl.job
+        m = Module()
+        m.submodules.walker = walker = UnitWalker(self._cfg)
+        wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+
+        # What each outstanding read is for, in issue order.
+        dest_layout = data.StructLayout({"unit": range(n_pe), "bank": 1, "last": 1})
+        m.submodules.dest = dest = SyncFIFOBuffered(width=dest_layout.size, depth=MAX_READS + 1)
+
+        chunk = Signal(16)  # chunk of the reduction axis within the unit
+        block_in_chunk = Signal(range(max(vec_len, e.max_seq) // n_pe))
+        unit = Signal(range(n_pe))  # core unit (weight vector) within the block
+        block = Signal(20)  # blocks requested since the job started
+
+        units = Mux(
+            walker.cols - block_in_chunk * n_pe > n_pe, n_pe, walker.cols - block_in_chunk * n_pe
+        )
+        words = Mux(chunk == walker.chunks - 1, walker.last_words, lanes)
+        last_unit = unit == units - 1
+        row = block_in_chunk * n_pe + unit
+        addr = Mux(
+            walker.is_qk,
+            job.b_addr + walker.head * job.b_hstride + row * job.b_stride,
+            Mux(
+                walker.is_pv,
+                job.d_addr + walker.head * job.d_hstride + row * job.d_stride + chunk * vec_len,
+                job.b_addr + (walker.n0 + row) * job.b_stride + chunk * vec_len,
+            ),
+        )
+        request = self.request
+        accepted = request.valid & request.ready
+        dest_in = Signal(dest_layout)
+        m.d.comb += [
+            request.valid.eq(
+                self.ctrl.go & ~walker.done & (block < self.used + 2) & dest.w_stream.ready
+            ),
+            request.payload.addr.eq(addr),
+            request.payload.we.eq(0),
+            request.payload.mask.eq(word_mask(m, words, lanes)),
+            request.payload.tag.eq(ReadTag.WEIGHTS),
+            dest_in.unit.eq(unit),
+            dest_in.bank.eq(block[0]),
+            dest_in.last.eq(last_unit),
+            dest.w_stream.payload.eq(dest_in),
+            dest.w_stream.valid.eq(accepted),
+        ]
+        # Walk unit by unit, block by block, chunk by chunk, then to the next unit.
+        with m.If(accepted):
+            with m.If(last_unit):
+                m.d.sync += [unit.eq(0), block.eq(block + 1)]
+                with m.If(block_in_chunk == walker.blocks - 1):
+                    m.d.sync += block_in_chunk.eq(0)
+                    with m.If(chunk == walker.chunks - 1):
+                        m.d.sync += chunk.eq(0)
+                        m.d.comb += walker.step.eq(1)
+                    with m.Else():
+                        m.d.sync += chunk.eq(chunk + 1)
+                with m.Else():
+                    m.d.sync += block_in_chunk.eq(block_in_chunk + 1)
+            with m.Else():
+                m.d.sync += unit.eq(unit + 1)
+
+        # Read data: straight into the core's bank.
+        response = self.response
+        dest_out = dest_layout(dest.r_stream.payload)
+        m.d.comb += [
+            self.weights.valid.eq(response.valid),
+            self.weights.payload.w.eq(response.payload),
+            self.weights.payload.unit.eq(dest_out.unit),
+            self.weights.payload.bank.eq(dest_out.bank),
+            dest.r_stream.ready.eq(response.valid),
+        ]
+        with m.If(response.valid & dest_out.last):
+            m.d.sync += self.loaded.eq(self.loaded + 1)
+
+        with m.If(~self.ctrl.active):
+            m.d.sync += [s.eq(0) for s in (chunk, block_in_chunk, unit, block, self.loaded)]
+        return m
