@@ -73,6 +73,10 @@ def _interconnect(*configs: str) -> tuple[str, ...]:
 
 
 _CORE = ("tests/test_compute_core_rtl.py::test_compute_core[icarus-4x8]",)
+_ENGINE = (
+    "tests/test_engine_rtl.py::test_engine[verilator-4x16]",
+    "tests/test_engine_rtl.py::test_engine[icarus-4x16]",
+)
 _ITAMAX = (
     "tests/test_itamax_unit.py::test_itamax_unit_matches_golden[4-8-64-20]",
     "tests/test_itamax_unit.py::test_itamax_unit_matches_golden[4-3-16-128]",
@@ -116,6 +120,63 @@ MUTANTS: tuple[Mutant, ...] = (
         "m.d.comb += load[-1].eq(~valid[-1] | self.results.ready)",
         "m.d.comb += load[-1].eq(1)",
         _CORE,
+    ),
+    # -- engine ------------------------------------------------------------------------
+    Mutant(
+        "ragged-mask-off-by-one",
+        "a ragged output tile writes one word more than its columns",
+        "hw/engine_writer.py",
+        "request.payload.mask.eq(word_mask(m, (walker.cols + 3) >> 2, e.port_lanes)),",
+        "request.payload.mask.eq(word_mask(m, (walker.cols + 4) >> 2, e.port_lanes)),",
+        _ENGINE,
+    ),
+    Mutant(
+        "clear-keeps-queue",
+        "a soft clear does not flush the job queue",
+        "hw/engine.py",
+        "m.submodules.queue = ResetInserter(internal_reset)(queue)",
+        "m.submodules.queue = queue",
+        _ENGINE,
+    ),
+    Mutant(
+        "clear-ignored",
+        "the engine ignores a soft clear",
+        "hw/engine.py",
+        "        with m.If(self.clear):\n            m.d.sync += clearing.eq(1)\n",
+        "        with m.If(self.clear & 0):\n            m.d.sync += clearing.eq(1)\n",
+        _ENGINE,
+    ),
+    Mutant(
+        "residual-no-rounding",
+        "the residual add drops its rounding term",
+        "hw/engine_writer.py",
+        "(job.res_y_mult * y_in[c] + job.res_r_mult * res_in[c] + half_res) >> job.res_shift",
+        "(job.res_y_mult * y_in[c] + job.res_r_mult * res_in[c]) >> job.res_shift",
+        _ENGINE,
+    ),
+    Mutant(
+        "affine-no-rounding",
+        "the per-channel affine drops its rounding term",
+        "hw/engine_writer.py",
+        "af.eq((record.gamma * v1 + record.beta + half_aff) >> job.aff_shift)",
+        "af.eq((record.gamma * v1 + record.beta) >> job.aff_shift)",
+        _ENGINE,
+    ),
+    Mutant(
+        "range-check-one-word-short",
+        "the range check lets a tensor's last word lie past L1",
+        "hw/engine_job_checker.py",
+        "last = addr + (rows - 1) * stride + row_bytes - 1",
+        "last = addr + (rows - 1) * stride + row_bytes - 5",
+        _ENGINE,
+    ),
+    Mutant(
+        "granule-check-halved",
+        "n and k need only be even, not multiples of 4",
+        "hw/engine_job_checker.py",
+        "(job.n[:2] != 0)",
+        "(job.n[:1] != 0)",
+        _ENGINE,
     ),
     # -- ITAMax (the streaming softmax) ----------------------------------------------
     Mutant(
@@ -254,6 +315,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "hw/dma.py",
         "desc.l1_addr | desc.l2_addr | desc.row_bytes | desc.l1_stride | desc.l2_stride",
         "desc.l1_addr | desc.l2_addr | desc.row_bytes | desc.l1_stride",
+        _dma("32b-4KiB"),
+    ),
+    Mutant(
+        "dma-error-priority-swapped",
+        "the DMA reports an L1 range error before a misalignment",
+        "hw/dma.py",
+        "        with m.Elif(misaligned):\n            m.d.comb += code.eq(DmaError.MISALIGNED)\n"
+        "        with m.Elif(l1_bad):\n            m.d.comb += code.eq(DmaError.L1_RANGE)\n",
+        "        with m.Elif(l1_bad):\n            m.d.comb += code.eq(DmaError.L1_RANGE)\n"
+        "        with m.Elif(misaligned):\n            m.d.comb += code.eq(DmaError.MISALIGNED)\n",
         _dma("32b-4KiB"),
     ),
     Mutant(
@@ -461,8 +532,20 @@ def _failure(junit: Path) -> tuple[str, str] | None:
 _LOG_LINE = re.compile(r"\d[\d.]*\s*ns\s")
 
 
+_SIM_LOG = re.compile(r"log: (\S+sim\.log)")
+
+
 def _complaint(text: str) -> str:
-    """The bench's message: up to three lines after the first exception name, as one."""
+    """The bench's message: up to three lines after the first exception name, as one.
+
+    When the launcher's report only names the failed tests and the simulator's log,
+    the message comes from that log.
+    """
+    log = _SIM_LOG.search(text)
+    if log and Path(log.group(1)).is_file():
+        logged = Path(log.group(1)).read_text(errors="replace")
+        if _COMPLAINT.search(logged):
+            text = logged
     found = _COMPLAINT.search(text)
     rest = text[found.end() :] if found else text
     lines = []

@@ -328,9 +328,16 @@ def invalid_jobs(cfg: ClusterConfig, good: Job) -> list[tuple[str, Job, JobError
         ("k = 0", good.replace(k=0), JobError.ZERO_DIM),
         ("n > max_dim", good.replace(n=e.max_dim + 4), JobError.DIM_LIMIT),
         ("k % 4", good.replace(k=good.k - 2), JobError.GRANULE),
+        ("n % 4", good.replace(n=good.n - 2), JobError.GRANULE),
         ("a_addr % 4", good.replace(a_addr=good.a_addr + 2), JobError.MISALIGNED),
         ("c_stride % 4", good.replace(c_stride=good.c_stride + 1), JobError.MISALIGNED),
         ("Y beyond L1", good.replace(c_addr=size - 4), JobError.OUT_OF_RANGE),
+        # The exact edge: Y's last word is the first word past L1.
+        (
+            "Y one word beyond L1",
+            good.replace(c_addr=size + 4 - (good.m - 1) * good.c_stride - good.n),
+            JobError.OUT_OF_RANGE,
+        ),
         ("W beyond L1", good.replace(b_stride=size // 2), JobError.OUT_OF_RANGE),
         ("attention with a flag", _att(good, cfg).replace(flags=FLAG_RELU), JobError.UNKNOWN_OP),
         ("heads = 0", _att(good, cfg).replace(heads=0), JobError.ZERO_DIM),
