@@ -181,9 +181,9 @@ def test_buffer_bytes_is_what_the_engine_instantiates() -> None:
         for sub, name, _ in f.subfragments:
             todo.append(sub)
             memory = getattr(sub, "origins", (None,))[0]
-            if name in ("xbuf", "accbuf", "ybuf", "logits"):
+            if name in ("xbuf", "acc", "ybuf", "logits"):
                 found[name] = Shape.cast(memory.shape).width * memory.depth
-    assert set(found) == {"xbuf", "accbuf", "ybuf", "logits"}
+    assert set(found) == {"xbuf", "acc", "ybuf", "logits"}
     e = cfg.engine
     acc_pad = e.tile_m * e.vec_len * (32 - e.acc_bits)  # acc_bits 24 is stored as 24 bits
     assert sum(found.values()) == e.buffer_bytes * 8 - acc_pad
