@@ -222,9 +222,10 @@ def test_readme_states_the_exit_status() -> None:
 
 @pytest.mark.slow
 def test_simulating_commands_run(tmp_path: Path) -> None:
-    """The commands that simulate (lint, run-firmware, run), as pasted; the build cache
-    is the usual one, so that builds are shared with the rest of the suite."""
+    """The commands that simulate or sweep (lint, run-firmware, run, sweep), as pasted;
+    the build cache is the usual one, so that builds are shared with the rest of the suite."""
     (tmp_path / "tests").symlink_to(ROOT / "tests")
+    (tmp_path / "docs").symlink_to(ROOT / "docs")  # the sweep's spec
     (tmp_path / "my.toml").write_text("[engine]\nn_pe = 8\nvec_len = 16\n")
     blink = re.search(r"```c\n/\* blink\.c \*/\n(.*?)```", README, re.S)
     assert blink is not None
