@@ -409,6 +409,22 @@ MUTANTS: tuple[Mutant, ...] = (
         _REGBLOCK,
     ),
     Mutant(
+        "pending-push-lost",
+        "an engine push against a full queue is dropped instead of held",
+        "hw/regblock.py",
+        '        with m.Elif(internal["engine_push"]):\n            m.d.sync += e_pending.eq(1)\n',
+        '        with m.Elif(internal["engine_push"]):\n            m.d.sync += e_pending.eq(0)\n',
+        _REGBLOCK,
+    ),
+    Mutant(
+        "engine-error-event-missed",
+        "a job that ends with an error raises no error event",
+        "hw/regblock.py",
+        'internal["engine_error"].eq(eng.done & (eng.status.error != 0)),',
+        'internal["engine_error"].eq(0),',
+        _REGBLOCK,
+    ),
+    Mutant(
         "irq-ignores-enable",
         "irq follows a status bit whose enable is off",
         "hw/regblock.py",

@@ -642,10 +642,11 @@ _VERIFICATION = """\
     mirrored while they change, the MACS latch, W1P pulses, pending pushes against full
     queues (held writes, nothing lost, CLEAR, the engine's drain), events and `irq`, and
     1500 random operations with back-pressure and random bus idle cycles;
-  - each of 15 mutants of `hw/regblock.py` made the bench fail. They covered W1C
-    priority, byte enables of RW and W1P fields, the write hold, a lost pending push,
-    CLEAR not dropping a push, the drain hold, the MACS latch, BUS_ERROR, irq enables,
-    the counters, engine errors and write-response data."""
+  - each of the 13 mutants of `hw/regblock.py` in `tinyattn mutants` makes the bench
+    fail (`docs/verification.md`, "Mutation testing"). They cover W1C priority, byte
+    enables of RW and W1P fields, the write hold, a lost pending push, CLEAR not
+    dropping a push, the drain hold, the MACS latch, BUS_ERROR, irq enables, the
+    counters, engine errors and write-response data."""
 
 
 # ---------------------------------------------------------------------------- SystemRDL
