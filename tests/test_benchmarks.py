@@ -63,7 +63,7 @@ printf '=== design hierarchy ===\\n   Number of cells:            {cells}\\n' >>
 
 
 def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> Path:
-    from tinyattn.sim import benchmarks
+    from tinyattn.sim.benchmarks import engine as benchmarks
 
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 
 from tinyattn.config import ClusterConfig
-from tinyattn.sim.bench_cluster import run_cluster_bench
 from tinyattn.sim.benchmarks import run_engine_bench
+from tinyattn.sim.benchmarks.cluster import run_cluster_bench
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
 pytestmark = pytest.mark.sim

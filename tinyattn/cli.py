@@ -379,8 +379,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(benchmarks.format_table(engine, ["stall_cycles", "bound"]))
             records += engine
         if args.what in ("interconnect", "all"):
-            from tinyattn.sim.bench_cluster import run_cluster_bench
-            from tinyattn.sim.bench_interconnect import run_interconnect_bench
+            from tinyattn.sim.benchmarks.cluster import run_cluster_bench
+            from tinyattn.sim.benchmarks.interconnect import run_interconnect_bench
 
             print(f"interconnect benchmark: config {cfg.stable_hash()}, on {args.sim}")
             sys.stdout.flush()
@@ -398,7 +398,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(benchmarks.format_table(cluster, ["background"]))
             records += cluster
         if args.what in ("firmware", "all"):
-            from tinyattn.sim.bench_firmware import run_firmware_bench
+            from tinyattn.sim.benchmarks.firmware import run_firmware_bench
 
             print(f"firmware on the control core: config {cfg.stable_hash()}, on {args.sim}")
             sys.stdout.flush()

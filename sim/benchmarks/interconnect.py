@@ -41,7 +41,7 @@ from typing import Any
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 
-from .runner import failure_report, run_bench
+from ..runner import failure_report, run_bench
 
 __all__ = ["PERF_TESTS", "format_records", "main", "run_interconnect_bench"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from tinyattn.config import ClusterConfig
 
-from .runner import failure_report, run_bench
-from .verilog import verilog_for
+from ..runner import failure_report, run_bench
+from ..verilog import verilog_for
 
 __all__ = [
     "ENGINE_CASES",

@@ -42,9 +42,9 @@ from typing import Any
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import FLAG_RELU, PARAM_RECORD_BYTES
 
-from .benchmarks import format_table
-from .cosim import PUBLIC
-from .runner import failure_report, run_bench
+from ..cosim import PUBLIC
+from ..runner import failure_report, run_bench
+from .engine import format_table
 
 __all__ = ["DEFAULT_GEMM", "format_records", "gemm_l1_bytes", "main", "run_cluster_bench"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from tinyattn.config import ClusterConfig
 
-from .cosim import run_firmware
+from ..cosim import run_firmware
 
 __all__ = ["run_firmware_bench"]
 
