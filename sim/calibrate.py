@@ -9,8 +9,9 @@
 - :func:`measure_firmware` runs ``verif/firmware/fw_costs.c`` on the cluster: ``ta_cycles()``
   around single calls of the runtime's helpers, the source of the firmware constants of
   :class:`tinyattn.sw.tiler.CostModel`.
-- :func:`run_model_bench` is the ``tinyattn bench model`` group: the 2-layer fixture at
-  S = 128 on the RTL under Verilator, bit-exact, measured against predicted.
+
+The model benchmarks that use the comparison (``tinyattn bench model`` and ``mobilebert``)
+are :mod:`tinyattn.sim.benchmarks.model`.
 
 ``python -m tinyattn.sim.calibrate --firmware`` prints the firmware measurements.
 """
@@ -20,10 +21,8 @@ from __future__ import annotations
 import argparse
 import re
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,23 +31,16 @@ from tinyattn.sw.schedule import Schedule, execute_schedule
 from tinyattn.sw.tiler import KIND_ATTENTION, KIND_FILL, KIND_GATHER, KIND_GEMM
 
 __all__ = [
-    "CLOCK_HZ",
-    "REFERENCE_INFERENCES_PER_S",
     "Comparison",
     "ComparisonRow",
     "compare",
     "measure_firmware",
     "op_kind",
     "predict_with_ids",
-    "run_mobilebert_bench",
-    "run_model_bench",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 FW_COSTS = ROOT / "verif" / "firmware" / "fw_costs.c"
-FIXTURE = ROOT / "tests" / "fixtures" / "mobilebert-2l"
-#: The clock at which inferences per second are stated (a 500 MHz-equivalent clock).
-CLOCK_HZ = 500e6
 RECORD_KINDS = {KIND_GEMM: "gemm", KIND_ATTENTION: "attention", KIND_GATHER: "gather",
                 KIND_FILL: "fill"}  # fmt: skip
 _LINE = re.compile(r"^(\w+) (\d+) (\d+)$", re.M)
@@ -156,136 +148,14 @@ def measure_firmware(cfg: ClusterConfig | None = None, sim: str = "verilator") -
     return {name: int(lo) for name, lo, _ in _LINE.findall(run.console)}
 
 
-def _fixture_ids(seed: int, vocab: int, types: int) -> tuple[np.ndarray, np.ndarray]:
-    # As tests/test_model_rtl.py draws them.
-    rng = np.random.default_rng([seed, 128, 11])
-    return rng.integers(0, vocab, 128), rng.integers(0, types, 128)
-
-
-def run_model_bench(
-    cfg: ClusterConfig | None = None, *, sim: str = "verilator", seed: int = 1
-) -> tuple[list[dict[str, Any]], Comparison]:
-    """The 2-layer fixture at S = 128 on the RTL (bit-exact), measured against predicted.
-
-    One record per op kind and one for the total; the total carries the end-to-end
-    utilization of the engine's peak and inferences per second at :data:`CLOCK_HZ`.
-    """
-    from tinyattn.sim.model_run import run_model
-    from tinyattn.sw.lowering import unify_epilogues
-    from tinyattn.sw.mobilebert import MobileBert
-
-    cfg = cfg or ClusterConfig()
-    model = MobileBert.from_pretrained(FIXTURE)
-    calib = np.random.default_rng(100).integers(0, 512, (4, 128))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
-    ids, types = _fixture_ids(seed, q.config.vocab_size, q.config.type_vocab_size)
-    t0 = time.monotonic()
-    out = run_model(q, cfg, ids, types, sim)  # raises ModelMismatchError unless bit-exact
-    wall = time.monotonic() - t0
-    sched = out.schedule
-    cmp = compare(sched, out.record_cycles, predict_with_ids(sched, ids, types))
-    records: list[dict[str, Any]] = [
-        {
-            "name": f"model {r.kind}",
-            "records": r.records,
-            "cycles": r.measured,
-            "predicted": r.predicted,
-            "error": round(r.error, 4),
-        }
-        for r in cmp.ops
-    ]
-    macs = sched.program.macs.total
-    ideal = macs / cfg.engine.macs_per_cycle
-    records.append(
-        {
-            "name": "model mobilebert-2l S=128",
-            "records": cmp.total.records,
-            "cycles": out.cycles,
-            "predicted": cmp.total.predicted,
-            "predicted_static": sched.total.total,
-            "error": round(cmp.total.error, 4),
-            "ideal_cycles": round(ideal),
-            "utilization": ideal / out.cycles,
-            "inferences_per_s": CLOCK_HZ / out.cycles,
-            "engine_busy_cycles": out.run.counters.get("engine_busy_cycles"),
-            "wall_s": round(wall, 1),
-        }
-    )
-    return records, cmp
-
-
-#: The reference system's published figure (Wiese et al., 8-bit MobileBERT end to end).
-REFERENCE_INFERENCES_PER_S = 32.5
-
-
-def run_mobilebert_bench(
-    cfg: ClusterConfig | None = None,
-    *,
-    sim: str = "verilator",
-    layers: int = 24,
-    seq_len: int = 128,
-    seed: int = 0,
-) -> tuple[list[dict[str, Any]], Comparison]:
-    """The synthetic ``mobilebert-uncased`` (``layers`` layers) at ``seq_len`` on the RTL.
-
-    Deployed as ``tinyattn run synthetic`` does, run with the Verilog L2, and checked bit
-    for bit against ``QuantizedMobileBert.forward`` (every hidden state). The records are
-    one per op kind (summed over the layers) and the total, with the utilization of the
-    engine's peak, inferences/s at :data:`CLOCK_HZ` and the reference system's figure.
-    """
-    from tinyattn.sim.model_run import run_model
-    from tinyattn.sw.deploy_flow import prepare
-
-    cfg = cfg or ClusterConfig()
-    prepared = prepare("synthetic", layers=layers, seq_len=seq_len, seed=seed)
-    t0 = time.monotonic()
-    out = run_model(prepared.qmodel, cfg, prepared.input_ids, prepared.token_type_ids, sim)
-    wall = time.monotonic() - t0
-    sched = out.schedule
-    predicted = predict_with_ids(sched, prepared.input_ids, prepared.token_type_ids)
-    cmp = compare(sched, out.record_cycles, predicted)
-    records: list[dict[str, Any]] = [
-        {
-            "name": f"mobilebert {r.kind}",
-            "records": r.records,
-            "cycles": r.measured,
-            "predicted": r.predicted,
-            "error": round(r.error, 4),
-        }
-        for r in cmp.ops
-    ]
-    ideal = sched.program.macs.total / cfg.engine.macs_per_cycle
-    records.append(
-        {
-            "name": f"mobilebert {layers} layers S={seq_len}",
-            "records": cmp.total.records,
-            "cycles": out.cycles,
-            "predicted": cmp.total.predicted,
-            "error": round(cmp.total.error, 4),
-            "ideal_cycles": round(ideal),
-            "utilization": ideal / out.cycles,
-            "inferences_per_s": CLOCK_HZ / out.cycles,
-            "reference_inferences_per_s": REFERENCE_INFERENCES_PER_S,
-            "engine_busy_cycles": out.run.counters.get("engine_busy_cycles"),
-            "sim_cycles_per_s": round(out.run.cycles_per_second),
-            "wall_s": round(wall, 1),
-        }
-    )
-    return records, cmp
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--firmware", action="store_true", help="run verif/firmware/fw_costs.c")
-    p.add_argument("--model", action="store_true", help="run the 2-layer fixture and compare")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     args = p.parse_args(argv)
     if args.firmware:
         for name, cycles in measure_firmware(sim=args.sim).items():
             print(f"{name:<20} {cycles:>6}")
-    if args.model:
-        _, cmp = run_model_bench(sim=args.sim)
-        print(cmp.format())
     return 0
 
 

@@ -6,7 +6,7 @@ metrics to report:
 
 - ``predict``: the tiler's cost model only (no simulator): MobileBERT deployed for the
   point's configuration, its predicted cycles in total and per layer;
-- ``engine``: the engine benchmark (:func:`tinyattn.sim.benchmarks.run_engine_bench`) under
+- ``engine``: the engine benchmark (:func:`tinyattn.sim.benchmarks.engine.run_engine_bench`) under
   a simulator, measured cycles against the ideal;
 - ``run``: ``tinyattn run`` (N layers of MobileBERT through the firmware on the cluster RTL),
   measured cycles, checked bit for bit against the integer model.
@@ -130,7 +130,7 @@ class Workload:
     seq: int = 128
     seed: int = 0
     sim: str = "verilator"
-    #: Engine cases: ``(name, kind, m, n, k, heads)`` (``benchmarks.ENGINE_CASES`` format).
+    #: Engine cases: ``(name, kind, m, n, k, heads)`` (``benchmarks.engine.ENGINE_CASES`` format).
     cases: tuple[tuple[str, str, int, int, int, int], ...] = ()
     stalls: tuple[float, ...] = (0.0,)
 
@@ -429,9 +429,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
 
 
 def _cases(value: Any) -> tuple[tuple[str, str, int, int, int, int], ...]:
-    """``workload.cases``: names of ``benchmarks.ENGINE_CASES`` or tables
+    """``workload.cases``: names of ``benchmarks.engine.ENGINE_CASES`` or tables
     ``{kind, m, n, k, heads}``; default all the reference cases."""
-    from tinyattn.sim.benchmarks import ENGINE_CASES
+    from tinyattn.sim.benchmarks.engine import ENGINE_CASES
 
     known = {c[0]: c for c in ENGINE_CASES}
     if value is None:
@@ -575,7 +575,7 @@ def evaluate_point(
 
 
 def _engine(cfg: ClusterConfig, w: Workload, clock_hz: float) -> dict[str, Any]:
-    from tinyattn.sim.benchmarks import engine_bench_config, run_engine_bench
+    from tinyattn.sim.benchmarks.engine import engine_bench_config, run_engine_bench
 
     records = run_engine_bench(
         engine_bench_config(cfg), sim=w.sim, stalls=w.stalls, cases=w.cases, seed=w.seed or 1

@@ -1,4 +1,5 @@
-"""Benchmark plumbing (no simulation): bound, table, JSON records and the yosys run."""
+"""Benchmark plumbing (no simulation): bound, table, JSON records, the registry of
+``tinyattn bench`` names, the report and the yosys run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tinyattn.config import ClusterConfig, EngineConfig
-from tinyattn.sim.benchmarks import ENGINE_CASES, attention_bound, format_table, write_json
+from tinyattn.sim.benchmarks import BENCHMARKS, selected
+from tinyattn.sim.benchmarks.engine import ENGINE_CASES, attention_bound
+from tinyattn.sim.benchmarks.output import BenchmarkReport, format_table, write_json
 
 
 def test_attention_bound() -> None:
@@ -51,6 +54,44 @@ def test_table_and_json(tmp_path: Path) -> None:
     assert all({"name", "cycles", "ideal_cycles", "utilization"} <= set(r) for r in back)
 
 
+def test_registry_names_resolve_to_runners() -> None:
+    """Every name of ``tinyattn bench`` resolves to runner functions ``(cfg, sim, report)``;
+    ``all`` is every benchmark but the 2-layer model one, in the registry's order."""
+    import inspect
+
+    assert list(BENCHMARKS) == ["engine", "interconnect", "firmware", "model", "mobilebert"]
+    assert [b.name for b in selected("all")] == ["engine", "interconnect", "firmware", "mobilebert"]
+    assert [b.name for b in selected("model")] == ["model"]
+    for benchmark in BENCHMARKS.values():
+        runners = benchmark.runners()
+        assert len(runners) == len(benchmark.runner_paths)
+        for runner in runners:
+            assert list(inspect.signature(runner).parameters) == ["cfg", "sim", "report"]
+    with pytest.raises(KeyError, match="unknown benchmark 'gpu': choose from engine, "):
+        selected("gpu")
+
+
+def test_report_groups_records_and_finishes_background_work(capsys) -> None:
+    report = BenchmarkReport()
+    done: list[str] = []
+    report.when_finished(lambda: done.append("first"), cancel=lambda: done.append("no"))
+    report.table("engine", [{"name": "a", "cycles": 10, "ideal_cycles": 8, "utilization": 0.8}])
+    report.add("model", [{"name": "b", "cycles": 5}])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["name", "cycles", "ideal_cycles", "utilization"]
+    assert out[2].split() == ["a", "10", "8", "80.0%"] and len(out) == 3  # add() prints nothing
+    assert [r["group"] for r in report.records] == ["engine", "model"]
+    assert [r["name"] for r in report.group("model")] == ["b"]
+    report.finish()
+    report.abort()  # nothing left to cancel
+    assert done == ["first"]
+    aborted = BenchmarkReport()
+    aborted.when_finished(lambda: done.append("never"), cancel=lambda: done.append("cancelled"))
+    aborted.abort()
+    aborted.finish()
+    assert done == ["first", "cancelled"]
+
+
 FAKE_YOSYS = """#!/bin/sh
 # Stands in for yosys: counts its runs, writes a log like `synth; stat` would.
 echo run >> "{runs}"
@@ -63,7 +104,7 @@ printf '=== design hierarchy ===\\n   Number of cells:            {cells}\\n' >>
 
 
 def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> Path:
-    from tinyattn.sim.benchmarks import engine as benchmarks
+    from tinyattn.sim.benchmarks import synthesis
 
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
@@ -75,12 +116,12 @@ def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> 
     verilog = tmp_path / "top" / "tinyattn_engine.v"
     verilog.parent.mkdir(exist_ok=True)
     verilog.write_text("module tinyattn_engine; endmodule\n")
-    monkeypatch.setattr(benchmarks, "verilog_for", lambda top, cfg: verilog)
+    monkeypatch.setattr(synthesis, "verilog_for", lambda top, cfg: verilog)
     return runs
 
 
 def test_synthesis_counts_the_top_and_reuses_its_log(tmp_path: Path, monkeypatch) -> None:
-    from tinyattn.sim.benchmarks import Synthesis, cells_per_mac
+    from tinyattn.sim.benchmarks.synthesis import Synthesis, cells_per_mac
 
     runs = _fake_yosys(tmp_path, monkeypatch, cells=716_800)
     cfg = ClusterConfig()
@@ -96,7 +137,7 @@ def test_synthesis_counts_the_top_and_reuses_its_log(tmp_path: Path, monkeypatch
 
 
 def test_synthesis_failure_names_the_top_and_the_error(tmp_path: Path, monkeypatch) -> None:
-    from tinyattn.sim.benchmarks import Synthesis
+    from tinyattn.sim.benchmarks.synthesis import Synthesis
 
     _fake_yosys(tmp_path, monkeypatch, fail="syntax error near line 3")
     with pytest.raises(RuntimeError, match=r"yosys failed on engine.*syntax error near line 3"):

@@ -1,7 +1,7 @@
 """The calibrated cost model times the runtime's work as hand-computed, and the comparison sums.
 
 No simulator runs here: the RTL comparison is ``tinyattn bench model``
-(:func:`tinyattn.sim.calibrate.run_model_bench`).
+(:func:`tinyattn.sim.benchmarks.model.run_model_bench`).
 """
 
 from __future__ import annotations

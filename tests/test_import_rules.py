@@ -14,6 +14,10 @@
 - ``verif/golden.py``, the arithmetic contract, imports only NumPy and the standard library.
 - ``sw/`` never imports ``tinyattn.sim`` (the driver generator must not need the simulator
   harness; the build cache it shares is :mod:`tinyattn.cache`).
+- ``sim/benchmarks/__init__.py`` (the registry of ``tinyattn bench`` names, which
+  ``tinyattn/cli.py`` imports at startup) imports only the standard library when it runs;
+  the benchmark modules, and through them the simulator harness, load when a benchmark
+  runs. Imports under ``if TYPE_CHECKING:`` are exempt from this rule only.
 
 Imports inside functions count as well as module-level ones.
 """
@@ -47,7 +51,8 @@ PACKAGES = set(FOLDERS.values())
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute module name) of every import in ``path``; relative ones resolved
     against ``path``'s package (``hw/x.py``'s ``from .y import z`` is ``tinyattn.hw.y``)."""
-    package = FOLDERS[path.relative_to(ROOT).parts[0]]
+    folders = path.relative_to(ROOT).parts[:-1]  # sim/benchmarks/x.py: tinyattn.sim.benchmarks
+    package = ".".join([FOLDERS[folders[0]], *folders[1:]])
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -141,3 +146,26 @@ def test_sw_never_imports_sim() -> None:
     }
     broken = sorted(f"sw/{f}:{line}: {m}" for (f, m), line in found.items())
     assert not broken, "sw/ must not import tinyattn.sim:\n" + "\n".join(broken)
+
+
+def test_benchmark_registry_imports_only_the_standard_library() -> None:
+    path = ROOT / "sim" / "benchmarks" / "__init__.py"
+    tree = ast.parse(path.read_text(), str(path))
+    type_checking = {
+        id(inner)
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    bad = [
+        f"sim/benchmarks/__init__.py:{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and id(node) not in type_checking
+        and not all(_is_stdlib(alias.name) for alias in node.names)
+        and not (isinstance(node, ast.ImportFrom) and _is_stdlib(node.module or ""))
+    ]
+    assert not bad, (
+        "the benchmark registry is imported by the command line at startup and may import "
+        "only the standard library (runners load by name):\n" + "\n".join(bad)
+    )

@@ -6,8 +6,8 @@ asserted without a timed test. The shapes are small so the floors cost seconds; 
 issue's targets (95% plain GEMM, 85% with 10% grant stalls, 85% with background traffic)
 are met with the margins below except where a row says otherwise. Measured figures,
 margins and the reasons are in docs/verification.md ("Performance floors"); the
-measurement code is ``make bench``'s own (``sim/benchmarks.py::run_engine_bench``,
-``sim/bench_cluster.py::run_cluster_bench``), called here with small cases.
+measurement code is ``make bench``'s own (``sim/benchmarks/engine.py::run_engine_bench``,
+``sim/benchmarks/cluster.py::run_cluster_bench``), called here with small cases.
 
 The seeds are fixed here (not ``TINYATTN_SEED``): a floor holds for the seeds it was
 measured at. Each floor is about one point (about 20 cycles in 2048) under the lowest
@@ -20,8 +20,8 @@ from __future__ import annotations
 import pytest
 
 from tinyattn.config import ClusterConfig
-from tinyattn.sim.benchmarks import run_engine_bench
 from tinyattn.sim.benchmarks.cluster import run_cluster_bench
+from tinyattn.sim.benchmarks.engine import run_engine_bench
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
 pytestmark = pytest.mark.sim

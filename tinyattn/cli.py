@@ -18,13 +18,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import tinyattn
 from tinyattn.config import ClusterConfig, ConfigError
-
-if TYPE_CHECKING:  # the simulation stack loads only for the commands that need it
-    from tinyattn.sim.benchmarks import Synthesis
+from tinyattn.sim.benchmarks import BENCHMARKS  # names only: runners load when run
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -342,149 +340,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tinyattn.sim import benchmarks
+    from tinyattn.sim.benchmarks import selected
+    from tinyattn.sim.benchmarks.output import BenchmarkReport, write_json
 
     cfg = _load_config(args.config)
     # Every benchmark runs the engine, and all but `engine` the whole cluster.
     cfg.check_for("cluster")
     json_out = check_output(args.json, "--json") if args.json else None
     _check_simulator(args.sim)
-    records: list[dict] = []
-    synthesis = None
+    report = BenchmarkReport(synthesize=not args.no_synth)
     try:
-        if args.what in ("engine", "all"):
-            e = cfg.engine
-            print(
-                f"engine benchmark: {e.n_pe} x {e.vec_len} = {e.macs_per_cycle} MAC/cycle, "
-                f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {args.sim}"
-            )
-            sys.stdout.flush()
-            bench_cfg = benchmarks.engine_bench_config(cfg)
-            if bench_cfg != cfg:
-                print(
-                    f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the "
-                    "benchmark: the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
-                )
-            if not args.no_synth:
-                # The area of the configuration asked for (the larger L1 is the
-                # benchmark's memory, not part of the engine). yosys runs beside the
-                # simulations; its result is collected at the end.
-                try:
-                    synthesis = benchmarks.Synthesis(cfg, "engine")
-                except RuntimeError as exc:
-                    print(f"area: not measured ({exc})")
-            engine = benchmarks.run_engine_bench(bench_cfg, sim=args.sim)
-            for r in engine:
-                r["group"] = "engine"
-            print(benchmarks.format_table(engine, ["stall_cycles", "bound"]))
-            records += engine
-        if args.what in ("interconnect", "all"):
-            from tinyattn.sim.benchmarks.cluster import run_cluster_bench
-            from tinyattn.sim.benchmarks.interconnect import run_interconnect_bench
-
-            print(f"interconnect benchmark: config {cfg.stable_hash()}, on {args.sim}")
-            sys.stdout.flush()
-            icn = run_interconnect_bench(cfg, sim=args.sim)
-            for r in icn:
-                r["group"] = "interconnect"
-            print(benchmarks.format_table(icn, ["mean_wait", "max_wait"]))
-            records += icn
-
-            print("engine GEMM in the cluster, with background traffic from the other cores")
-            sys.stdout.flush()
-            cluster = run_cluster_bench(cfg, sim=args.sim)
-            for r in cluster:
-                r["group"] = "cluster"
-            print(benchmarks.format_table(cluster, ["background"]))
-            records += cluster
-        if args.what in ("firmware", "all"):
-            from tinyattn.sim.benchmarks.firmware import run_firmware_bench
-
-            print(f"firmware on the control core: config {cfg.stable_hash()}, on {args.sim}")
-            sys.stdout.flush()
-            firmware = run_firmware_bench(cfg, sim=args.sim)
-            for r in firmware:
-                r["group"] = "firmware"
-            print(
-                benchmarks.format_table(
-                    firmware, ["submit_cycles", "cycles_per_second", "code_bytes"]
-                )
-            )
-            records += firmware
-        if args.what == "model":
-            from tinyattn.sim.calibrate import CLOCK_HZ, run_model_bench
-
-            print(
-                f"model: the 2-layer MobileBERT fixture at S=128, config {cfg.stable_hash()}, "
-                f"on {args.sim}: measured (rdcycle per record) against the tiler's prediction"
-            )
-            sys.stdout.flush()
-            model, comparison = run_model_bench(cfg, sim=args.sim)
-            for r in model:
-                r["group"] = "model"
-            print(comparison.format())
-            t = model[-1]
-            print(
-                f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
-                f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
-                f"{t['inferences_per_s']:,.0f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
-                f"(static prediction {t['predicted_static']:,} cycles)"
-            )
-            records += model
-        if args.what in ("mobilebert", "all"):
-            from tinyattn.sim.calibrate import CLOCK_HZ, run_mobilebert_bench
-
-            print(
-                f"mobilebert: the synthetic 24-layer mobilebert-uncased at S=128, config "
-                f"{cfg.stable_hash()}, on {args.sim}: bit-exact, measured per op kind against "
-                "the tiler's prediction"
-            )
-            sys.stdout.flush()
-            bert, comparison = run_mobilebert_bench(cfg, sim=args.sim)
-            for r in bert:
-                r["group"] = "mobilebert"
-            print(comparison.format())
-            t = bert[-1]
-            print(
-                f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
-                f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
-                f"{t['inferences_per_s']:,.1f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
-                f"(reference system: {t['reference_inferences_per_s']} inferences/s); "
-                f"simulated in {t['wall_s']:.0f} s"
-            )
-            records += bert
-        if synthesis is not None:
-            _report_area(synthesis, cfg, records)
+        for benchmark in selected(args.what):
+            for runner in benchmark.runners():
+                runner(cfg, args.sim, report)
+        report.finish()
     except BaseException:
-        if synthesis is not None:
-            synthesis.cancel()
+        report.abort()
         raise
     if json_out is not None:
         _ensure_folder(json_out.parent, "--json")
         try:
-            benchmarks.write_json(json_out, records)
+            write_json(json_out, report.records)
         except OSError as exc:
             raise UsageError(f"--json {json_out}: cannot write: {exc.strerror}") from None
         print(f"wrote {json_out}")
     return EXIT_OK
-
-
-def _report_area(synthesis: Synthesis, cfg: ClusterConfig, records: list[dict]) -> None:
-    """Wait for the engine's synthesis, print its area and add it to the engine records."""
-    print(f"waiting for yosys (log: {synthesis.log}) ...")
-    sys.stdout.flush()
-    try:
-        area = synthesis.result()
-    except RuntimeError as exc:
-        print(f"area: not measured ({exc})")
-        return
-    print(
-        f"area (yosys synth of the engine, config {cfg.stable_hash()}): "
-        f"{area['cells']} cells, {area['cells_per_mac']} cells per MAC"
-    )
-    for r in records:
-        if r["group"] == "engine":
-            r["cells"], r["cells_per_mac"] = area["cells"], area["cells_per_mac"]
 
 
 def cmd_run_firmware(args: argparse.Namespace) -> int:
@@ -932,9 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
         "utilization and inferences/s at 500 MHz. mobilebert: the same for the synthetic "
         "24-layer MobileBERT (a few minutes of simulation).",
     )
-    p.add_argument(
-        "what", choices=("engine", "interconnect", "firmware", "model", "mobilebert", "all")
-    )
+    p.add_argument("what", choices=(*BENCHMARKS, "all"))
     config_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument(

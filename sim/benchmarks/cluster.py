@@ -26,17 +26,13 @@ Record fields:
     the background requests actually granted per core and cycle over the job, and
     their waits for ``gnt`` in cycles.
 
-Command line: ``python -m tinyattn.sim.bench_cluster [--config FILE] [--sim S]
-[--mkn M K N] [--json FILE]``.
+Command line: ``tinyattn bench interconnect`` (after the interconnect benchmark,
+:mod:`.interconnect`); :func:`run_cluster_bench` takes other shapes.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tinyattn.config import ClusterConfig
@@ -44,9 +40,9 @@ from tinyattn.hw.job import FLAG_RELU, PARAM_RECORD_BYTES
 
 from ..cosim import PUBLIC
 from ..runner import failure_report, run_bench
-from .engine import format_table
+from .output import BenchmarkReport
 
-__all__ = ["DEFAULT_GEMM", "format_records", "gemm_l1_bytes", "main", "run_cluster_bench"]
+__all__ = ["DEFAULT_GEMM", "gemm_l1_bytes", "report_cluster", "run_cluster_bench"]
 
 BENCH = "tinyattn.verif.benches.cluster_bench"
 #: (m, k, n): X (128, 256) . W (256, 128), 82 KiB of operands and result, which fits
@@ -109,36 +105,8 @@ def run_cluster_bench(
     return records
 
 
-def format_records(cfg: ClusterConfig, records: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of ``records`` under a line naming the configuration."""
-    e = cfg.engine
-    head = (
-        f"cluster {cfg.stable_hash()}: engine {e.n_pe}x{e.vec_len} ({e.macs_per_cycle} MAC/cycle), "
-        f"{cfg.memory.size_bytes // 1024} KiB L1 in {cfg.memory.n_banks} banks, "
-        f"{cfg.interconnect.n_cores} cores (max_stall {cfg.interconnect.max_stall}), "
-        f"{cfg.dma.dma_bits}-bit DMA"
-    )
-    table = format_table(records, ["background", "job_cycles", "job_utilization", "bg_rate"])
-    return head + "\n" + table
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyattn.sim.bench_cluster", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--config", metavar="FILE", help="cluster configuration (TOML)")
-    parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-    parser.add_argument("--mkn", type=int, nargs=3, default=DEFAULT_GEMM, metavar=("M", "K", "N"))
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE", help="also write the records as JSON")
-    args = parser.parse_args(argv)
-    cfg = ClusterConfig.load(args.config) if args.config else ClusterConfig()
-    records = run_cluster_bench(cfg, sim=args.sim, gemm=tuple(args.mkn), seed=args.seed)
-    print(format_records(cfg, records))
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def report_cluster(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
+    """The cluster half of ``tinyattn bench interconnect``: :data:`DEFAULT_GEMM` under
+    :data:`DEFAULT_BACKGROUNDS`."""
+    report.say("engine GEMM in the cluster, with background traffic from the other cores")
+    report.table("cluster", run_cluster_bench(cfg, sim=sim), ["background"])

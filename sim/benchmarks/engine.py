@@ -1,33 +1,32 @@
-"""Benchmarks: measured cycles against the ideal, as a table and as JSON records.
+"""Engine benchmark: the issue's GEMM and attention workloads on the engine alone.
 
-Every record has at least ``name``, ``cycles``, ``ideal_cycles`` and
-``utilization``. Timing lives here, never in tests.
+Runs the ``job_perf`` test of ``tinyattn.verif.benches.engine_bench`` once per case of
+:data:`ENGINE_CASES` and grant-stall probability, against the ``engine`` top with an
+L1 large enough for the operands (:func:`engine_bench_config`). Record fields:
+``name``, ``cycles`` (engine busy cycles of the job), ``ideal_cycles`` (MACs / peak),
+``utilization``, the bench's counters (``stall_cycles``, ...), ``sim`` and, for
+attention, ``bound`` (:func:`attention_bound`). With synthesis on, the records gain
+``cells`` and ``cells_per_mac`` of the configuration asked for (:mod:`.synthesis`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
-import shutil
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tinyattn.config import ClusterConfig
 
 from ..runner import failure_report, run_bench
-from ..verilog import verilog_for
+from .output import BenchmarkReport
+from .synthesis import Synthesis
 
 __all__ = [
     "ENGINE_CASES",
-    "Synthesis",
-    "cells_per_mac",
+    "attention_bound",
     "engine_bench_config",
-    "format_table",
+    "report_engine",
     "run_engine_bench",
-    "write_json",
 ]
 
 ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
@@ -108,91 +107,46 @@ def run_engine_bench(
     return records
 
 
-class Synthesis:
-    """A ``yosys synth; stat`` run of one top, started in the background.
-
-    The run's log lands beside the top's Verilog (``yosys-<top>.log``) and is reused
-    while the sources are unchanged, so only the first call pays for synthesis (tens
-    of minutes for the default engine). Raises ``RuntimeError`` naming the missing
-    tool when yosys is not installed.
-    """
-
-    def __init__(self, cfg: ClusterConfig, top: str) -> None:
-        yosys = shutil.which("yosys")
-        if yosys is None:
-            raise RuntimeError("yosys is not installed: `make bench` installs it with apt")
-        self.cfg, self.top = cfg, top
-        verilog = verilog_for(top, cfg)
-        self.log = verilog.parent / f"yosys-{top}.log"
-        self._stderr = verilog.parent / f"yosys-{top}.stderr"
-        self._proc: subprocess.Popen | None = None
-        if not self._finished_log():
-            script = f"read_verilog {verilog}; synth -top tinyattn_{top}; stat"
-            with self._stderr.open("w") as err:
-                self._proc = subprocess.Popen(
-                    [yosys, "-q", "-l", str(self.log), "-p", script],
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                )
-
-    def _finished_log(self) -> bool:
-        return self.log.exists() and "Number of cells" in self.log.read_text(errors="replace")
-
-    def result(self) -> dict[str, Any]:
-        """Wait for the run; returns ``top``, ``cells``, ``macs_per_cycle``, ``cells_per_mac``."""
-        if self._proc is not None and self._proc.wait() != 0:
-            tail = self._stderr.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"yosys failed on {self.top} (log {self.log}): {tail}")
-        counts = [int(c) for c in re.findall(r"Number of cells:\s+(\d+)", self.log.read_text())]
-        if not counts:
-            raise RuntimeError(f"yosys wrote no cell count for {self.top}: see {self.log}")
-        cells = counts[-1]  # the top module's total, reported last
-        macs = self.cfg.engine.macs_per_cycle
-        return {
-            "top": self.top,
-            "cells": cells,
-            "macs_per_cycle": macs,
-            "cells_per_mac": round(cells / macs, 1),
-        }
-
-    def cancel(self) -> None:
-        """Stop a run still going (its partial log is not reused)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def cells_per_mac(cfg: ClusterConfig, top: str) -> dict[str, Any]:
-    """Synthesize ``top`` with Debian's yosys and count cells per MAC (see :class:`Synthesis`)."""
-    return Synthesis(cfg, top).result()
-
-
-def format_table(records: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    """A fixed-width text table: name, cycles, ideal, utilization and ``extra`` columns."""
-    cols = ["name", "cycles", "ideal_cycles", "utilization", *extra]
-    rows = [[_fmt(r.get(c, "")) for c in cols] for r in records]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    line = "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w)
-        for i, (c, w) in enumerate(zip(cols, widths, strict=True))
+def report_engine(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
+    """The ``engine`` benchmark: :func:`run_engine_bench` at the benchmark's L1, and the
+    area of ``cfg``'s engine when ``report.synthesize`` (yosys runs beside the simulations)."""
+    e = cfg.engine
+    report.say(
+        f"engine benchmark: {e.n_pe} x {e.vec_len} = {e.macs_per_cycle} MAC/cycle, "
+        f"tile_m {e.tile_m}, config {cfg.stable_hash()}, on {sim}"
     )
-    out = [line, "-" * len(line)]
-    for row in rows:
-        out.append(
-            "  ".join(
-                v.ljust(w) if i == 0 else v.rjust(w)
-                for i, (v, w) in enumerate(zip(row, widths, strict=True))
-            )
+    bench_cfg = engine_bench_config(cfg)
+    if bench_cfg != cfg:
+        report.say(
+            f"L1 enlarged to {bench_cfg.memory.size_bytes // 1024} KiB for the "
+            "benchmark: the 128x512x128 GEMM's operands (146 KiB) must be L1-resident"
         )
-    return "\n".join(out)
+    if report.synthesize:
+        # The area of the configuration asked for (the larger L1 is the benchmark's
+        # memory, not part of the engine); collected when every benchmark has run.
+        try:
+            synthesis = Synthesis(cfg, "engine")
+        except RuntimeError as exc:
+            report.say(f"area: not measured ({exc})")
+        else:
+            report.when_finished(
+                lambda: _report_area(synthesis, cfg, report), cancel=synthesis.cancel
+            )
+    records = run_engine_bench(bench_cfg, sim=sim)
+    report.table("engine", records, ["stall_cycles", "bound"])
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.1%}" if v <= 1.5 else f"{v:.1f}"
-    return str(v)
-
-
-def write_json(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
-    """Write ``records`` as a JSON list, keys sorted, for diffing between runs."""
-    Path(path).write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")
+def _report_area(synthesis: Synthesis, cfg: ClusterConfig, report: BenchmarkReport) -> None:
+    """Wait for the engine's synthesis, print its area and add it to the engine records."""
+    report.say(f"waiting for yosys (log: {synthesis.log}) ...")
+    try:
+        area = synthesis.result()
+    except RuntimeError as exc:
+        report.say(f"area: not measured ({exc})")
+        return
+    report.say(
+        f"area (yosys synth of the engine, config {cfg.stable_hash()}): "
+        f"{area['cells']} cells, {area['cells_per_mac']} cells per MAC"
+    )
+    for r in report.group("engine"):
+        r["cells"], r["cells_per_mac"] = area["cells"], area["cells_per_mac"]

@@ -31,8 +31,9 @@ from typing import Any
 from tinyattn.config import ClusterConfig
 
 from ..cosim import run_firmware
+from .output import BenchmarkReport
 
-__all__ = ["run_firmware_bench"]
+__all__ = ["report_firmware", "run_firmware_bench"]
 
 
 def run_firmware_bench(
@@ -71,3 +72,13 @@ def run_firmware_bench(
             "code_bytes": sizes.text + sizes.data + sizes.bss,
         }
     ]
+
+
+def report_firmware(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
+    """The ``firmware`` benchmark: :func:`run_firmware_bench` at its default repeat count."""
+    report.say(f"firmware on the control core: config {cfg.stable_hash()}, on {sim}")
+    report.table(
+        "firmware",
+        run_firmware_bench(cfg, sim=sim),
+        ["submit_cycles", "cycles_per_second", "code_bytes"],
+    )

@@ -25,25 +25,20 @@ Record fields: ``name``, ``cycles`` (measured, to the last grant),
 ``max_wait`` (cycles from ``req`` to ``gnt`` over the ports the scenario
 measures), and ``per_port`` (``granted``, ``mean_wait``, ``max_wait`` per port).
 
-Command line: ``python -m tinyattn.sim.bench_interconnect [--config FILE] [--sim S]
-[--cycles N] [--json FILE]``.
+Command line: ``tinyattn bench interconnect`` (with the cluster benchmark,
+:mod:`.cluster`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 
 from ..runner import failure_report, run_bench
+from .output import BenchmarkReport
 
-__all__ = ["PERF_TESTS", "format_records", "main", "run_interconnect_bench"]
+__all__ = ["PERF_TESTS", "report_interconnect", "run_interconnect_bench"]
 
 BENCH = "tinyattn.verif.benches.interconnect_bench"
 #: The bench's cocotb tests, in the order of the returned records.
@@ -72,40 +67,7 @@ def run_interconnect_bench(
     return [result.metrics[name] for name in PERF_TESTS]
 
 
-def format_records(cfg: ClusterConfig, records: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table of ``records`` with the configuration and the wait bounds."""
-    lines = [
-        f"tcdm {cfg.memory.n_banks} banks, {n_narrow(cfg)} narrow ports "
-        f"({cfg.interconnect.n_cores} cores + {cfg.dma.dma_bits // 32} DMA lanes), "
-        f"{cfg.engine.port_lanes} wide lanes, max_stall {cfg.interconnect.max_stall}; "
-        f"wait bounds: narrow {narrow_wait_bound(cfg)}, wide {wide_wait_bound(cfg)} cycles",
-        f"{'scenario':<18}{'cycles':>8}{'ideal':>8}{'util':>8}{'mean wait':>11}{'max wait':>10}",
-    ]
-    for r in records:
-        lines.append(
-            f"{r['name']:<18}{r['cycles']:>8}{r['ideal_cycles']:>8}{r['utilization']:>8.1%}"
-            f"{r['mean_wait']:>11.2f}{r['max_wait']:>10}"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyattn.sim.bench_interconnect", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--config", metavar="FILE", help="cluster configuration (TOML)")
-    parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-    parser.add_argument("--cycles", type=int, default=2000, help="ideal length of each scenario")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE", help="also write the records as JSON")
-    args = parser.parse_args(argv)
-    cfg = ClusterConfig.load(args.config) if args.config else ClusterConfig()
-    records = run_interconnect_bench(cfg, sim=args.sim, cycles=args.cycles, seed=args.seed)
-    print(format_records(cfg, records))
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def report_interconnect(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
+    """The interconnect half of ``tinyattn bench interconnect``: the three scenarios."""
+    report.say(f"interconnect benchmark: config {cfg.stable_hash()}, on {sim}")
+    report.table("interconnect", run_interconnect_bench(cfg, sim=sim), ["mean_wait", "max_wait"])

@@ -32,7 +32,7 @@ Tests
   enabled); then a rejected DMA descriptor and a rejected engine job raise their
   error flags and codes, and ``ERROR_ACK`` / ``W1C`` clear them.
 - ``perf_gemm``: one GEMM, loaded by DMA, run once per background load in
-  ``TINYATTN_BACKGROUNDS``; records cycles and utilization (``sim/bench_cluster.py``).
+  ``TINYATTN_BACKGROUNDS``; records cycles and utilization (``sim/benchmarks/cluster.py``).
 
 Knobs (environment): ``TINYATTN_ROUNDS``, ``TINYATTN_BACKGROUND`` (probability that a
 free background core issues a request in a cycle), ``TINYATTN_SMALL`` (smaller jobs for

@@ -29,7 +29,7 @@ Tests
   (``W - 1``).
 - ``conflict_free``: each port owns a bank; every request is granted at once.
 - ``perf_uniform``, ``perf_single_bank``, ``perf_wide_stream``: throughput and
-  waits for ``tinyattn.sim.bench_interconnect`` (checked like the others).
+  waits for ``tinyattn.sim.benchmarks.interconnect`` (checked like the others).
 
 Knobs (environment): ``TINYATTN_CYCLES`` (random traffic / hammer phase
 length / perf size), ``TINYATTN_IDLE`` (comma-separated idle probabilities
@@ -526,7 +526,7 @@ async def conflict_free(dut: Any) -> None:
     write_metrics("conflict_free", {"cycles": cycles, "ports": len(inits), "seed": seed})
 
 
-# -- performance scenarios (for tinyattn.sim.bench_interconnect) ---------------------------
+# -- performance scenarios (for tinyattn.sim.benchmarks.interconnect) ----------------------
 
 
 def _perf_record(

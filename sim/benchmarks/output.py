@@ -1,0 +1,102 @@
+"""The one writer of benchmark results: fixed-width tables, JSON records and the run's report.
+
+Every record is a dict with at least ``name``, ``cycles``, ``ideal_cycles`` and
+``utilization``; :class:`BenchmarkReport` adds ``group`` (the table it was printed in).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["BenchmarkReport", "Record", "format_table", "write_json"]
+
+#: One measurement: ``name``, ``cycles``, ``ideal_cycles``, ``utilization`` and more.
+Record = dict[str, Any]
+
+
+def format_table(records: Sequence[Record], extra: Sequence[str] = ()) -> str:
+    """A fixed-width text table: name, cycles, ideal, utilization and ``extra`` columns."""
+    cols = ["name", "cycles", "ideal_cycles", "utilization", *extra]
+    rows = [[_fmt(r.get(c, "")) for c in cols] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    line = "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cols, widths, strict=True))
+    )
+    out = [line, "-" * len(line)]
+    for row in rows:
+        out.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.1%}" if v <= 1.5 else f"{v:.1f}"
+    return str(v)
+
+
+def write_json(path: str | Path, records: Sequence[Record]) -> None:
+    """Write ``records`` as a JSON list, keys sorted, for diffing between runs."""
+    Path(path).write_text(json.dumps(list(records), indent=2, sort_keys=True) + "\n")
+
+
+class BenchmarkReport:
+    """What one ``tinyattn bench`` run prints and records, in the order the benchmarks run.
+
+    ``synthesize`` says whether benchmarks may start area measurements (yosys). Work a
+    benchmark leaves running in the background (the engine's synthesis) registers with
+    :meth:`when_finished`: :meth:`finish` collects it after every benchmark ran, so it
+    overlaps the simulations; :meth:`abort` stops it when a benchmark fails.
+    """
+
+    def __init__(self, *, synthesize: bool = True, out: TextIO | None = None) -> None:
+        self.synthesize = synthesize
+        self.records: list[Record] = []
+        self._out = out
+        self._finishers: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+    def say(self, text: str) -> None:
+        """Print ``text`` now (flushed: the simulations that follow take minutes)."""
+        out = self._out or sys.stdout
+        print(text, file=out)
+        out.flush()
+
+    def add(self, group: str, records: Sequence[Record]) -> None:
+        """Record ``records`` under ``group`` without printing them."""
+        for r in records:
+            r["group"] = group
+        self.records += records
+
+    def table(self, group: str, records: Sequence[Record], extra: Sequence[str] = ()) -> None:
+        """Record ``records`` under ``group`` and print them as a table with ``extra`` columns."""
+        self.add(group, records)
+        self.say(format_table(records, extra))
+
+    def group(self, group: str) -> list[Record]:
+        """The records added so far under ``group``."""
+        return [r for r in self.records if r["group"] == group]
+
+    def when_finished(self, finish: Callable[[], None], *, cancel: Callable[[], None]) -> None:
+        """Call ``finish`` from :meth:`finish`, or ``cancel`` from :meth:`abort`."""
+        self._finishers.append((finish, cancel))
+
+    def finish(self) -> None:
+        """Collect the background work, in the order it was registered."""
+        while self._finishers:
+            finish, _ = self._finishers.pop(0)
+            finish()
+
+    def abort(self) -> None:
+        """Stop the background work still registered."""
+        while self._finishers:
+            _, cancel = self._finishers.pop(0)
+            cancel()
