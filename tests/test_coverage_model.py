@@ -1,12 +1,15 @@
 """The functional coverage model (``verif/coverage.py``): reachability per configuration,
-sampling into the right bins, the exported database read back, and closure-directed picks."""
+sampling into the right bins, the exported database read back, closure-directed picks, and
+the launcher's failure naming the unhit bins, the configuration and the seed."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from coverage_summary import check_coverage
 from test_dma_rtl import CONFIGS as DMA_CONFIGS
 from test_engine_rtl import CONFIGS as ENGINE_CONFIGS
+from test_interconnect_rtl import CONFIGS as TCDM_CONFIGS
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig
 from tinyattn.hw.dma import Direction, DmaError
@@ -14,8 +17,10 @@ from tinyattn.hw.job import FLAG_AFFINE, FLAG_RELU, Job, JobError, Op
 from tinyattn.verif.coverage import (
     DmaCoverage,
     EngineCoverage,
+    InterconnectCoverage,
     dma_reachability,
     engine_reachability,
+    interconnect_reachability,
     missing_bins,
     occupancy_label,
     read_coverage,
@@ -126,3 +131,69 @@ def test_dma_bins(tmp_path) -> None:
         "dma.alignment: L1->L2 x word offsets",
     }
     assert summary_line(cov) == "5/24 bins (transfer 3/20, alignment 2/4)"
+
+
+def test_interconnect_reachability_follows_the_ports() -> None:
+    # b2: 2 narrow ports (1 core, 1 DMA lane) and 1 wide lane: no wide collision, and a
+    # lone wide lane waits at most once (its bound is 1), so never "waited" below it.
+    reach = interconnect_reachability(TCDM_CONFIGS["b2-c1-d32-v4-s1"][0])
+    assert reach["collision"] == [("narrow", "2"), ("narrow+wide", "2"), ("narrow+wide", "3+")]
+    assert reach["conflict"] == ["wide won", "narrow won"]
+    assert ("wide", "waited") not in reach["wait"] and len(reach["wait"]) == 5
+    # b4: 3 narrow ports, 2 wide lanes: a wide pair but no wide crowd of 3.
+    reach = interconnect_reachability(TCDM_CONFIGS["b4-c2-d32-v8-s2"][0])
+    assert ("wide", "2") in reach["collision"] and ("wide", "3+") not in reach["collision"]
+    assert len(reach["collision"]) == 5 and len(reach["wait"]) == 6
+    # The default: 24 narrow ports, 16 wide lanes: every bin.
+    reach = interconnect_reachability(ClusterConfig())
+    assert len(reach["collision"]) == 6 and len(reach["wait"]) == 6
+
+
+def test_interconnect_bins_and_export(tmp_path) -> None:
+    cfg = TCDM_CONFIGS["b4-c2-d32-v8-s2"][0]  # bounds: narrow 3 * 3 - 1 = 8, wide 2 + 0 = 2
+    model = InterconnectCoverage(cfg)
+    model.sample_bank(1, 0, "narrow")  # one requester: no collision
+    model.sample_bank(0, 0, None)
+    model.sample_bank(2, 0, "narrow")
+    model.sample_bank(1, 1, "wide")
+    model.sample_bank(2, 1, "narrow")
+    model.sample_wait("narrow", 0)
+    model.sample_wait("narrow", 8)
+    model.sample_wait("wide", 1)
+    with pytest.raises(ValueError, match=r"a wide wait of 3 cycles is outside 0\.\.2"):
+        model.sample_wait("wide", 3)
+    with pytest.raises(ValueError, match="granted to None"):
+        model.sample_bank(1, 1, None)
+    model.export(tmp_path / "coverage.xml")
+    cov = read_coverage(tmp_path / "coverage.xml")
+    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    assert hit == {
+        "interconnect.collision: narrow x 2",
+        "interconnect.collision: narrow+wide x 2",
+        "interconnect.collision: narrow+wide x 3+",
+        "interconnect.conflict: wide won",
+        "interconnect.conflict: narrow won",
+        "interconnect.wait: narrow x at once",
+        "interconnect.wait: narrow x at the bound",
+        "interconnect.wait: wide x waited",
+    }
+    assert summary_line(cov) == "8/13 bins (collision 3/5, conflict 2/2, wait 3/6)"
+
+
+def test_an_unhit_bin_fails_naming_configuration_and_seed(tmp_path) -> None:
+    model = InterconnectCoverage(TCDM_CONFIGS["b2-c1-d32-v4-s1"][0])
+    model.sample_bank(1, 1, "wide")
+    model.export(tmp_path / "coverage.xml")
+    recorded: list[tuple[str, object]] = []
+    with pytest.raises(pytest.fail.Exception) as failure:
+        check_coverage(
+            lambda k, v: recorded.append((k, v)), tmp_path, "interconnect b2-c1-d32-v4-s1 x", 7
+        )
+    message = str(failure.value)
+    assert message.startswith("interconnect b2-c1-d32-v4-s1 x (seed 7): 8 reachable")
+    assert "interconnect.conflict: narrow won" in message
+    assert "interconnect.collision: narrow+wide x 2" not in message  # hit
+    assert recorded == [
+        ("functional_coverage", "interconnect b2-c1-d32-v4-s1 x, seed 7: 2/10 bins "
+         "(collision 1/3, conflict 1/2, wait 0/5)")
+    ]  # fmt: skip

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from coverage_summary import check_coverage
 
 from tinyattn.config import (
     ClusterConfig,
@@ -15,7 +18,7 @@ from tinyattn.hw.interconnect import n_narrow
 from tinyattn.sim.runner import failure_report, run_bench
 
 BENCH = "tinyattn.verif.benches.interconnect_bench"
-TESTS = ["random_traffic", "hammer", "conflict_free"]
+TESTS = ["random_traffic", "hammer", "conflict_free", "pairs"]
 
 
 def _cfg(banks: int, words: int, cores: int, stall: int, dma: int, vec_len: int) -> ClusterConfig:
@@ -54,7 +57,10 @@ def slow_cycles(cfg: ClusterConfig) -> int:
     return -(-SLOW_PORT_CYCLES * 102 // 100 // _ports(cfg))
 
 
-def _run(name: str, sim: str, seed: int, cycles: int, tests: list[str], **env: str) -> dict:
+def _run(
+    name: str, sim: str, seed: int, cycles: int, tests: list[str], **env: str
+) -> tuple[dict, Path]:
+    """Run ``tests`` of the bench; their metrics and the run folder."""
     cfg = CONFIGS[name][0]
     result = run_bench(
         "tcdm",
@@ -68,14 +74,17 @@ def _run(name: str, sim: str, seed: int, cycles: int, tests: list[str], **env: s
     assert result.ok, failure_report(result, seed)
     assert set(result.passed) == set(tests), result.passed
     assert result.metrics["random_traffic"]["ports"] == _ports(cfg)
-    return result.metrics
+    return result.metrics, result.test_dir
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_interconnect(name: str, sim: str, seed: int) -> None:
+def test_interconnect(name: str, sim: str, seed: int, record_property) -> None:
     cfg = CONFIGS[name][0]
-    metrics = _run(name, sim, seed, CONFIGS[name][1], TESTS)
+    metrics, test_dir = _run(name, sim, seed, CONFIGS[name][1], TESTS)
+    # Every reachable bin of the configuration's coverage model (verif/coverage.py):
+    # collisions at a bank, wide against narrow and who won, waits up to the bound.
+    check_coverage(record_property, test_dir, f"interconnect {name} {sim}", seed)
     # The bounds the bench enforced every cycle, against the formulas of
     # docs/interconnect.md written out here (N narrow ports, W wide lanes, S max_stall).
     n, w, s = n_narrow(cfg), cfg.engine.port_lanes, cfg.interconnect.max_stall
@@ -96,9 +105,10 @@ def test_interconnect_long(name: str, sim: str, seed: int) -> None:
     requests per configuration and simulator, then every word of the L1 read back
     (hammer and conflict_free run in the fast variant)."""
     cfg = CONFIGS[name][0]
-    traffic = _run(
+    metrics, _ = _run(
         name, sim, seed, slow_cycles(cfg), ["random_traffic"], TINYATTN_READBACK_ALL="1"
-    )["random_traffic"]
+    )
+    traffic = metrics["random_traffic"]
     assert traffic["words_read_back"] == traffic["words_in_l1"], traffic
     assert traffic["port_cycles"] >= SLOW_PORT_CYCLES, traffic["port_cycles"]
     assert traffic["requests"] >= SLOW_REQUESTS, traffic["requests"]

@@ -1,14 +1,17 @@
-"""Functional coverage of the engine's jobs and the DMA's transfers (cocotb-coverage).
+"""Functional coverage of the engine's jobs, the DMA's transfers and the interconnect's
+bank conflicts (cocotb-coverage).
 
 The model is built per configuration: a bin exists only when the configuration can
-reach it (see :func:`engine_reachability` and :func:`dma_reachability`), so "every bin
-hit" is a requirement a launcher can assert. The bins are
-:class:`cocotb_coverage.coverage.CoverPoint` and ``CoverCross`` items in the library's
-global ``coverage_db``, under ``engine.`` and ``dma.``; a bench samples them where a job
-or a descriptor **completes** (its ``done``), with what was true when it was pushed, and
-exports the database (``coverage.xml``) into its run folder. The pytest launcher reads
-that file back with :func:`read_coverage` and :func:`missing_bins`; nothing here imports
-cocotb, so the launcher side runs in plain pytest.
+reach it (see :func:`engine_reachability`, :func:`dma_reachability` and
+:func:`interconnect_reachability`), so "every bin hit" is a requirement a launcher can
+assert. The bins are :class:`cocotb_coverage.coverage.CoverPoint` and ``CoverCross``
+items in the library's global ``coverage_db``, under ``engine.``, ``dma.`` and
+``interconnect.``; a bench samples the engine and DMA items where a job or a descriptor
+**completes** (its ``done``), with what was true when it was pushed, the interconnect
+items every cycle, and exports the database (``coverage.xml``) into its run folder.
+The pytest launcher reads that file back with :func:`read_coverage` and
+:func:`missing_bins`; nothing here imports cocotb, so the launcher side runs in plain
+pytest.
 
 Engine bins (one sample per completed job):
 
@@ -28,6 +31,16 @@ Engine bins (one sample per completed job):
 DMA bins (one sample per completed descriptor): ``transfer`` = direction x 1-D/2-D x
 outcome (done, or the error class), and ``alignment`` = direction x beat-aligned / word
 offsets, for the transfers that ran.
+
+Interconnect bins (sampled every cycle at every bank, and at every grant):
+
+- ``collision``: the requesters of one bank in one cycle, by side (narrow ports only,
+  wide lanes only, both) x how many (2, 3 or more);
+- ``conflict``: who won a bank that narrow ports and wide lanes requested in the same
+  cycle: the wide side, or the narrow side (only once the bank's stall counter reached
+  ``max_stall``);
+- ``wait``: side x the wait of a granted request: granted at once, waited, or waited
+  exactly the side's worst-case bound (the near miss: one cycle more is a failure).
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ import numpy as np
 from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.hw.job import (
     FLAG_AFFINE,
     FLAG_PER_ROW,
@@ -59,12 +73,15 @@ __all__ = [
     "COVERAGE_FILE",
     "DmaCoverage",
     "EngineCoverage",
+    "InterconnectCoverage",
     "bins_table",
     "dma_coverage",
     "dma_reachability",
     "engine_coverage",
     "engine_reachability",
     "flags_label",
+    "interconnect_coverage",
+    "interconnect_reachability",
     "missing_bins",
     "occupancy_label",
     "read_coverage",
@@ -396,6 +413,148 @@ def dma_coverage(cfg: ClusterConfig) -> DmaCoverage:
     return _DMA
 
 
+# ------------------------------------------------------------------------------- interconnect
+
+SIDES = ("narrow", "wide")
+#: Who requested a bank in a collision: narrow ports only, wide lanes only, or both.
+COLLISION_SIDES = ("narrow", "wide", "narrow+wide")
+#: How many requesters a collision has (one requester is no collision).
+CROWDS = ("2", "3+")
+CONFLICT_WINNERS = ("wide won", "narrow won")
+WAIT_CLASSES = ("at once", "waited", "at the bound")
+
+
+def interconnect_reachability(cfg: ClusterConfig) -> dict[str, list[Any]]:
+    """What the interconnect configuration can reach, with ``N = n_narrow`` narrow ports
+    and ``W = port_lanes`` wide lanes (every configuration has ``N >= 2``, ``W >= 1``).
+
+    - ``collision``: (side, crowd) when that side has as many ports: narrow needs
+      ``N >= 2`` for 2 and ``N >= 3`` for 3+, wide ``W >= 2`` and ``W >= 3``, both sides
+      together ``N + W`` (all ports may address one bank).
+    - ``conflict``: both winners (the narrow side wins after ``max_stall`` consecutive
+      wide wins, ``max_stall >= 1``).
+    - ``wait``: per side, at once and at the bound always (the bounds are tight:
+      ``docs/interconnect.md``); waited (1 up to the bound less one) when the bound is at
+      least 2: always for a narrow port (``N * (S + 1) - 1 >= 3``), for a wide lane when
+      ``W >= 2`` (a lane alone waits only for the narrow side, once).
+    """
+    sizes = {"narrow": n_narrow(cfg), "wide": cfg.engine.port_lanes}
+    sizes["narrow+wide"] = sizes["narrow"] + sizes["wide"]
+    collision = [
+        (side, crowd)
+        for side in COLLISION_SIDES
+        for crowd in CROWDS
+        if sizes[side] >= (2 if crowd == "2" else 3)
+    ]
+    bounds = {"narrow": narrow_wait_bound(cfg), "wide": wide_wait_bound(cfg)}
+    wait = [(side, c) for side in SIDES for c in WAIT_CLASSES if c != "waited" or bounds[side] >= 2]
+    return {"collision": collision, "conflict": list(CONFLICT_WINNERS), "wait": wait}
+
+
+@dataclass(frozen=True)
+class _CollisionSample:
+    side: str
+    crowd: str
+
+
+@dataclass(frozen=True)
+class _WaitSample:
+    side: str
+    wait: str
+
+
+class InterconnectCoverage:
+    """The interconnect's coverage model for one configuration (see the module docstring)."""
+
+    def __init__(self, cfg: ClusterConfig) -> None:
+        _drop("interconnect")
+        self.cfg = cfg
+        self.reach = interconnect_reachability(cfg)
+        self.bounds = {"narrow": narrow_wait_bound(cfg), "wide": wide_wait_bound(cfg)}
+        every_collision = itertools.product(COLLISION_SIDES, CROWDS)
+        every_wait = itertools.product(SIDES, WAIT_CLASSES)
+        self._collision = _apply(
+            _sample_collision,
+            [
+                CoverPoint("interconnect.sides", xf=lambda s: s.side, bins=list(COLLISION_SIDES)),
+                CoverPoint("interconnect.crowd", xf=lambda s: s.crowd, bins=list(CROWDS)),
+            ],
+            [
+                CoverCross(
+                    "interconnect.collision",
+                    items=["interconnect.sides", "interconnect.crowd"],
+                    ign_bins=[b for b in every_collision if b not in self.reach["collision"]],
+                )
+            ],
+        )
+        self._conflict = _apply(
+            _sample_conflict,
+            [CoverPoint("interconnect.conflict", xf=lambda w: w, bins=list(CONFLICT_WINNERS))],
+            [],
+        )
+        self._wait = _apply(
+            _sample_wait,
+            [
+                CoverPoint("interconnect.side", xf=lambda s: s.side, bins=list(SIDES)),
+                CoverPoint("interconnect.wait_class", xf=lambda s: s.wait, bins=list(WAIT_CLASSES)),
+            ],
+            [
+                CoverCross(
+                    "interconnect.wait",
+                    items=["interconnect.side", "interconnect.wait_class"],
+                    ign_bins=[b for b in every_wait if b not in self.reach["wait"]],
+                )
+            ],
+        )
+
+    def sample_bank(self, narrow: int, wide: int, winner: str | None) -> None:
+        """One bank in one cycle: its ``narrow`` and ``wide`` requesters (counts) and the
+        side granted (``"narrow"``, ``"wide"``; None when nobody requested)."""
+        crowd = narrow + wide
+        if crowd < 2:
+            return
+        side = "narrow+wide" if narrow and wide else ("narrow" if narrow else "wide")
+        self._collision(_CollisionSample(side, "2" if crowd == 2 else "3+"))
+        if narrow and wide:
+            if winner not in SIDES:
+                raise ValueError(f"a contended bank was granted to {winner!r}, not a side")
+            self._conflict(f"{winner} won")
+
+    def sample_wait(self, side: str, wait: int) -> None:
+        """One grant: the requesting ``side`` and its wait in cycles (0: granted at once)."""
+        bound = self.bounds[side]
+        if not 0 <= wait <= bound:
+            raise ValueError(f"a {side} wait of {wait} cycles is outside 0..{bound}")
+        c = "at once" if wait == 0 else ("at the bound" if wait == bound else "waited")
+        self._wait(_WaitSample(side, c))
+
+    def export(self, path: str | Path = COVERAGE_FILE) -> None:
+        _export("interconnect", path)
+
+
+def _sample_collision(sample: _CollisionSample) -> None:
+    """The sampled function (the cover items wrap it)."""
+
+
+def _sample_conflict(winner: str) -> None:
+    """The sampled function (the cover items wrap it)."""
+
+
+def _sample_wait(sample: _WaitSample) -> None:
+    """The sampled function (the cover items wrap it)."""
+
+
+_INTERCONNECT: InterconnectCoverage | None = None
+
+
+def interconnect_coverage(cfg: ClusterConfig) -> InterconnectCoverage:
+    """The interconnect model of this process, like :func:`engine_coverage`."""
+    global _INTERCONNECT
+    if _INTERCONNECT is None or _INTERCONNECT.cfg != cfg:
+        _INTERCONNECT = InterconnectCoverage(cfg)
+    return _INTERCONNECT
+
+
 # ------------------------------------------------------------------------- export and reading
 
 
@@ -413,6 +572,7 @@ def _export(prefix: str, path: str | Path) -> None:
 REQUIRED = {
     "engine": ("kind", "flags", "shape", "stall", "occupancy", "error"),
     "dma": ("transfer", "alignment"),
+    "interconnect": ("collision", "conflict", "wait"),
 }
 
 

@@ -11,7 +11,9 @@ per port. The reference starts from the banks' known initial contents (zero)
 and carries over from test to test of a run, as the banks do; it never learns
 a byte from a read, so a write that lands in a word no granted write touched
 fails the next read there. It also checks that no bank is granted twice in a
-cycle.
+cycle. :class:`BankCoverage` samples the interconnect's coverage model
+(``verif/coverage.py``: same-bank collisions, wide-against-narrow conflicts and their
+winner, waits up to the bound) every cycle and exports it into the run folder.
 
 Tests
 -----
@@ -28,6 +30,9 @@ Tests
   narrow ports alone (longest wait exactly ``N - 1``) and wide lanes alone
   (``W - 1``).
 - ``conflict_free``: each port owns a bank; every request is granted at once.
+- ``pairs``: directed collisions of exactly two requesters at a bank (two narrow
+  ports, two wide lanes, one of each), which the crowded tests above reach only by
+  chance at the large configurations; they complete the coverage model.
 - ``perf_uniform``, ``perf_single_bank``, ``perf_wide_stream``: throughput and
   waits for ``tinyattn.sim.benchmarks.interconnect`` (checked like the others).
 
@@ -62,6 +67,7 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
+from tinyattn.verif.coverage import interconnect_coverage
 from tinyattn.verif.obi import (
     BE_MASKS,
     CycleLoop,
@@ -269,6 +275,49 @@ class WideFeeder:
         pass
 
 
+class BankCoverage:
+    """Samples the interconnect coverage model every cycle (after the scoreboard).
+
+    Per bank: how many narrow ports and wide lanes request it and which side is granted;
+    per grant: the port's wait, from the first cycle of its ``req`` (the same count the
+    checker bounds). The database goes to ``coverage.xml`` in the run folder at the end
+    of every test (:meth:`export`).
+    """
+
+    def __init__(self, cfg: ClusterConfig, ports: Sequence[ObiPort], n_narrow: int) -> None:
+        self.model = interconnect_coverage(cfg)
+        self.ports = list(ports)
+        self.sides = ["narrow"] * n_narrow + ["wide"] * (len(self.ports) - n_narrow)
+        self.n_banks = cfg.memory.n_banks
+        #: Per port: the cycle its pending request started, None when it has none.
+        self.since: list[int | None] = [None] * len(self.ports)
+
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        requests: dict[int, list[int]] = {}  # bank -> [narrow, wide, granted side index]
+        for i, port in enumerate(self.ports):
+            if not port.req:
+                continue
+            side = self.sides[i]
+            bank = (port.addr >> 2) % self.n_banks
+            counts = requests.setdefault(bank, [0, 0, -1])
+            counts[side == "wide"] += 1
+            if self.since[i] is None:
+                self.since[i] = cycle
+            if port.gnt:
+                counts[2] = side == "wide"
+                self.model.sample_wait(side, cycle - self.since[i])
+                self.since[i] = None
+        for narrow, wide, granted in requests.values():
+            winner = None if granted < 0 else ("wide" if granted else "narrow")
+            self.model.sample_bank(narrow, wide, winner)
+
+    def export(self) -> None:
+        self.model.export()
+
+
 class TcdmTB:
     """Owns the clock, reset, one initiator per port, the checker and the scoreboard."""
 
@@ -293,9 +342,10 @@ class TcdmTB:
         )
         self.checker = ObiChecker(self.ports, latency=1, max_wait=self.bounds)
         self.board = TcdmScoreboard(cfg, self.ports, seed)
+        self.coverage = BankCoverage(cfg, self.ports, self.n_narrow)
         self.loop = CycleLoop(dut.clk)
         # The checker first: a protocol error is reported before its consequences.
-        self.loop.add(self.checker, self.board, *self.inits)
+        self.loop.add(self.checker, self.board, self.coverage, *self.inits)
 
     async def reset(self) -> None:
         await start_clock_and_reset(self.dut)
@@ -315,9 +365,11 @@ class TcdmTB:
         await self.loop.run_until(lambda: not self.busy(), timeout=100_000, what=what)
 
     def check_accounting(self) -> None:
-        """Every request granted once and answered once, seen alike by checker and models."""
+        """Every request granted once and answered once, seen alike by checker and models;
+        then the coverage of the run so far is exported (every test ends here)."""
         self.checker.finish()
         self.board.finish()
+        self.coverage.export()
         counts = zip(self.inits, self.checker.accepted, self.board.granted, strict=True)
         for init, accepted, granted in counts:
             name = init.port.name
@@ -524,6 +576,50 @@ async def conflict_free(dut: Any) -> None:
         )
     tb.check_accounting()
     write_metrics("conflict_free", {"cycles": cycles, "ports": len(inits), "seed": seed})
+
+
+@cocotb.test()
+async def pairs(dut: Any) -> None:
+    """Two requesters at one bank, back to back, for each pair of sides the ports allow.
+
+    Two narrow ports, two wide lanes, then a narrow port and a wide lane (random ones,
+    at a random bank), each pair alone for ``max_stall + 2`` rounds: the wide lane wins
+    until the bank's stall counter lets the narrow port in. Exactly two requesters, the
+    collision bin the crowded tests reach only by chance at the large configurations.
+    """
+    cfg, seed = bench_config(), bench_seed()
+    tb = TcdmTB(dut, cfg, seed + 6)
+    await tb.reset()
+    s = cfg.interconnect.max_stall
+    pairs = {
+        "narrow": (tb.narrow_inits, tb.narrow_inits),
+        "wide": (tb.wide_inits, tb.wide_inits),
+        "narrow+wide": (tb.narrow_inits, tb.wide_inits),
+    }
+    for init in tb.inits:
+        init.idle = 0.0
+    run = []
+    for name, (first_side, second_side) in pairs.items():
+        first = tb.rng.choice(first_side)
+        others = [i for i in second_side if i is not first]
+        if not others:  # one wide lane: no wide pair
+            continue
+        second = tb.rng.choice(others)
+        bank = tb.rng.randrange(cfg.memory.n_banks)
+        rounds = 2 * (s + 2)
+        tb.reset_stats()
+        for init in (first, second):
+            source_rng = random.Random(tb.rng.getrandbits(32))
+            init.source = _bank_source(cfg, source_rng, bank, limit=rounds)
+        await tb.loop.run_until(
+            lambda: first.granted == second.granted == rounds,  # noqa: B023 (awaited here)
+            timeout=100 * rounds,
+            what=f"pair {name}",
+        )
+        await tb.drain(f"pair {name} drained")
+        run.append(name)
+    tb.check_accounting()
+    write_metrics("pairs", {"pairs": run, "seed": seed})
 
 
 # -- performance scenarios (for tinyattn.sim.benchmarks.interconnect) ----------------------
