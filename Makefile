@@ -58,7 +58,8 @@ test: $(STAMP) sim-deps
 test-slow: $(STAMP) sim-deps
 	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m slow $(PYTEST_ARGS)
 
-# Benchmarks (Verilator, default configuration): tables on stdout, records in build/bench.json.
+# Benchmarks (sim/benchmarks/; Verilator, default configuration): tables on stdout, records in
+# build/bench.json.
 bench: $(STAMP) sim-deps
 	@command -v yosys >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq yosys >/dev/null; } \
 		|| echo "!!! yosys missing and not installable: area is not measured !!!"

@@ -18,7 +18,7 @@ from tinyattn.hw.interconnect import n_narrow
 from tinyattn.sim.runner import failure_report, run_bench
 
 BENCH = "tinyattn.verif.benches.interconnect_bench"
-TESTS = ["random_traffic", "hammer", "conflict_free", "pairs"]
+TESTS = ["random_traffic", "hammer", "conflict_free"]
 
 
 def _cfg(banks: int, words: int, cores: int, stall: int, dma: int, vec_len: int) -> ClusterConfig:

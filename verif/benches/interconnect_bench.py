@@ -30,9 +30,6 @@ Tests
   narrow ports alone (longest wait exactly ``N - 1``) and wide lanes alone
   (``W - 1``).
 - ``conflict_free``: each port owns a bank; every request is granted at once.
-- ``pairs``: directed collisions of exactly two requesters at a bank (two narrow
-  ports, two wide lanes, one of each), which the crowded tests above reach only by
-  chance at the large configurations; they complete the coverage model.
 - ``perf_uniform``, ``perf_single_bank``, ``perf_wide_stream``: throughput and
   waits for ``tinyattn.sim.benchmarks.interconnect`` (checked like the others).
 
@@ -576,50 +573,6 @@ async def conflict_free(dut: Any) -> None:
         )
     tb.check_accounting()
     write_metrics("conflict_free", {"cycles": cycles, "ports": len(inits), "seed": seed})
-
-
-@cocotb.test()
-async def pairs(dut: Any) -> None:
-    """Two requesters at one bank, back to back, for each pair of sides the ports allow.
-
-    Two narrow ports, two wide lanes, then a narrow port and a wide lane (random ones,
-    at a random bank), each pair alone for ``max_stall + 2`` rounds: the wide lane wins
-    until the bank's stall counter lets the narrow port in. Exactly two requesters, the
-    collision bin the crowded tests reach only by chance at the large configurations.
-    """
-    cfg, seed = bench_config(), bench_seed()
-    tb = TcdmTB(dut, cfg, seed + 6)
-    await tb.reset()
-    s = cfg.interconnect.max_stall
-    pairs = {
-        "narrow": (tb.narrow_inits, tb.narrow_inits),
-        "wide": (tb.wide_inits, tb.wide_inits),
-        "narrow+wide": (tb.narrow_inits, tb.wide_inits),
-    }
-    for init in tb.inits:
-        init.idle = 0.0
-    run = []
-    for name, (first_side, second_side) in pairs.items():
-        first = tb.rng.choice(first_side)
-        others = [i for i in second_side if i is not first]
-        if not others:  # one wide lane: no wide pair
-            continue
-        second = tb.rng.choice(others)
-        bank = tb.rng.randrange(cfg.memory.n_banks)
-        rounds = 2 * (s + 2)
-        tb.reset_stats()
-        for init in (first, second):
-            source_rng = random.Random(tb.rng.getrandbits(32))
-            init.source = _bank_source(cfg, source_rng, bank, limit=rounds)
-        await tb.loop.run_until(
-            lambda: first.granted == second.granted == rounds,  # noqa: B023 (awaited here)
-            timeout=100 * rounds,
-            what=f"pair {name}",
-        )
-        await tb.drain(f"pair {name} drained")
-        run.append(name)
-    tb.check_accounting()
-    write_metrics("pairs", {"pairs": run, "seed": seed})
 
 
 # -- performance scenarios (for tinyattn.sim.benchmarks.interconnect) ----------------------
