@@ -1,6 +1,6 @@
 """The engine's area in yosys cells: the full synthesis, or a fast estimate of it.
 
-- ``full``: ``yosys synth; stat`` (:class:`tinyattn.sim.benchmarks.synthesis.Synthesis`, what
+- ``full``: ``yosys synth; stat`` (:class:`tinyattn.sim.benchmarks.engine.Synthesis`, what
   ``tinyattn bench engine`` reports): about an hour for the default engine on this class of
   machine, 169 s of CPU for the 4 x 16 test engine, 523 s for an 8 x 32 one.
 - ``coarse``: the coarse half of ``synth`` (``synth -run begin:fine``: hierarchy, ``proc``,
@@ -119,7 +119,7 @@ def engine_area(cfg: ClusterConfig, mode: str) -> dict[str, Any]:
     :data:`AREA_MODES`."""
     macs = cfg.engine.macs_per_cycle
     if mode == "full":
-        from .benchmarks.synthesis import Synthesis
+        from .benchmarks.engine import Synthesis
 
         # One synthesis per configuration, whichever worker asks first; the others wait and
         # read its log (Synthesis reuses a finished log).

@@ -104,7 +104,7 @@ printf '=== design hierarchy ===\\n   Number of cells:            {cells}\\n' >>
 
 
 def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> Path:
-    from tinyattn.sim.benchmarks import synthesis
+    from tinyattn.sim.benchmarks import engine
 
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
@@ -116,12 +116,12 @@ def _fake_yosys(tmp_path: Path, monkeypatch, cells: int = 0, fail: str = "") -> 
     verilog = tmp_path / "top" / "tinyattn_engine.v"
     verilog.parent.mkdir(exist_ok=True)
     verilog.write_text("module tinyattn_engine; endmodule\n")
-    monkeypatch.setattr(synthesis, "verilog_for", lambda top, cfg: verilog)
+    monkeypatch.setattr(engine, "verilog_for", lambda top, cfg: verilog)
     return runs
 
 
 def test_synthesis_counts_the_top_and_reuses_its_log(tmp_path: Path, monkeypatch) -> None:
-    from tinyattn.sim.benchmarks.synthesis import Synthesis, cells_per_mac
+    from tinyattn.sim.benchmarks.engine import Synthesis, cells_per_mac
 
     runs = _fake_yosys(tmp_path, monkeypatch, cells=716_800)
     cfg = ClusterConfig()
@@ -137,7 +137,7 @@ def test_synthesis_counts_the_top_and_reuses_its_log(tmp_path: Path, monkeypatch
 
 
 def test_synthesis_failure_names_the_top_and_the_error(tmp_path: Path, monkeypatch) -> None:
-    from tinyattn.sim.benchmarks.synthesis import Synthesis
+    from tinyattn.sim.benchmarks.engine import Synthesis
 
     _fake_yosys(tmp_path, monkeypatch, fail="syntax error near line 3")
     with pytest.raises(RuntimeError, match=r"yosys failed on engine.*syntax error near line 3"):

@@ -6,24 +6,30 @@ L1 large enough for the operands (:func:`engine_bench_config`). Record fields:
 ``name``, ``cycles`` (engine busy cycles of the job), ``ideal_cycles`` (MACs / peak),
 ``utilization``, the bench's counters (``stall_cycles``, ...), ``sim`` and, for
 attention, ``bound`` (:func:`attention_bound`). With synthesis on, the records gain
-``cells`` and ``cells_per_mac`` of the configuration asked for (:mod:`.synthesis`).
+``cells`` and ``cells_per_mac`` of the configuration asked for (:class:`Synthesis`, a
+yosys run beside the simulations; ``tinyattn.sim.area`` uses it too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
+import subprocess
 from collections.abc import Sequence
 from typing import Any
 
 from tinyattn.config import ClusterConfig
 
 from ..runner import failure_report, run_bench
+from ..verilog import verilog_for
 from .output import BenchmarkReport
-from .synthesis import Synthesis
 
 __all__ = [
     "ENGINE_CASES",
+    "Synthesis",
     "attention_bound",
+    "cells_per_mac",
     "engine_bench_config",
     "report_engine",
     "run_engine_bench",
@@ -105,6 +111,65 @@ def run_engine_bench(
                 record["bound"] = round(attention_bound(cfg, k), 4)
             records.append(record)
     return records
+
+
+class Synthesis:
+    """A ``yosys synth; stat`` run of one top, started in the background.
+
+    The run's log lands beside the top's Verilog (``yosys-<top>.log``) and is reused
+    while the sources are unchanged, so only the first call pays for synthesis (tens
+    of minutes for the default engine). Raises ``RuntimeError`` naming the missing
+    tool when yosys is not installed.
+    """
+
+    def __init__(self, cfg: ClusterConfig, top: str) -> None:
+        yosys = shutil.which("yosys")
+        if yosys is None:
+            raise RuntimeError("yosys is not installed: `make bench` installs it with apt")
+        self.cfg, self.top = cfg, top
+        verilog = verilog_for(top, cfg)
+        self.log = verilog.parent / f"yosys-{top}.log"
+        self._stderr = verilog.parent / f"yosys-{top}.stderr"
+        self._proc: subprocess.Popen | None = None
+        if not self._finished_log():
+            script = f"read_verilog {verilog}; synth -top tinyattn_{top}; stat"
+            with self._stderr.open("w") as err:
+                self._proc = subprocess.Popen(
+                    [yosys, "-q", "-l", str(self.log), "-p", script],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                )
+
+    def _finished_log(self) -> bool:
+        return self.log.exists() and "Number of cells" in self.log.read_text(errors="replace")
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the run; returns ``top``, ``cells``, ``macs_per_cycle``, ``cells_per_mac``."""
+        if self._proc is not None and self._proc.wait() != 0:
+            tail = self._stderr.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"yosys failed on {self.top} (log {self.log}): {tail}")
+        counts = [int(c) for c in re.findall(r"Number of cells:\s+(\d+)", self.log.read_text())]
+        if not counts:
+            raise RuntimeError(f"yosys wrote no cell count for {self.top}: see {self.log}")
+        cells = counts[-1]  # the top module's total, reported last
+        macs = self.cfg.engine.macs_per_cycle
+        return {
+            "top": self.top,
+            "cells": cells,
+            "macs_per_cycle": macs,
+            "cells_per_mac": round(cells / macs, 1),
+        }
+
+    def cancel(self) -> None:
+        """Stop a run still going (its partial log is not reused)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def cells_per_mac(cfg: ClusterConfig, top: str) -> dict[str, Any]:
+    """Synthesize ``top`` with Debian's yosys and count cells per MAC (see :class:`Synthesis`)."""
+    return Synthesis(cfg, top).result()
 
 
 def report_engine(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
