@@ -112,7 +112,7 @@ def test_directed_picks_close_the_engine_bins() -> None:
 
 def test_dma_bins(tmp_path) -> None:
     model = DmaCoverage(DMA_CONFIGS["64b-16KiB"][0])
-    from tinyattn.verif.benches.dma_bench import Descriptor
+    from tinyattn.verif.descriptors import Descriptor
 
     one_row = Descriptor(Direction.L2_TO_L1, 0, 0, 64, 1, 64, 64)
     contiguous = Descriptor(Direction.L1_TO_L2, 4, 0, 64, 4, 64, 64)  # 1-D, a word offset

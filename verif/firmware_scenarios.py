@@ -18,7 +18,7 @@ from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job, JobError, Op
 from tinyattn.sw.c_tables import c_dma, c_job, c_table
 from tinyattn.sw.command_list import CommandList
-from tinyattn.verif.benches.dma_bench import Descriptor
+from tinyattn.verif.descriptors import Descriptor
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import (
     Rect,

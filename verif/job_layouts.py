@@ -14,7 +14,7 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import Job, Op
-from tinyattn.verif.benches.dma_bench import Descriptor
+from tinyattn.verif.descriptors import Descriptor
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import job_tensors, read_matrix
 

@@ -462,12 +462,17 @@ class ObiTarget:
         float for all ports, or a callable ``(port_index, cycle) -> bool`` (True =
         withhold) for deterministic patterns.
     latency : cycles from ``gnt`` to ``rvalid`` (fixed; 1 as in the L1).
+    check : called as ``check(port_index, port, cycle)`` for every accepted request
+        (``req & gnt``) before it is performed; raises to reject it. Benches add
+        their own rules here (a DMA lane's address on its lane, full byte enables,
+        reads only of a transfer's source).
 
     ``gnt`` is driven independently of ``req`` (OBI allows ``gnt`` without
     ``req``; the handshake is ``req & gnt``). A read returns the contents at its
     grant cycle, before the writes granted in the same cycle; writes of one
     cycle apply in port order. An address outside ``mem`` or not word aligned
-    raises :class:`ObiProtocolError`. ``accepted[i]`` counts port ``i``'s requests.
+    raises :class:`ObiProtocolError`. ``accepted[i]`` counts port ``i``'s requests;
+    ``reads`` and ``writes`` count them by kind over all ports.
     """
 
     def __init__(
@@ -479,6 +484,7 @@ class ObiTarget:
         rng: random.Random | None = None,
         withhold: float | Callable[[int, int], bool] = 0.0,
         latency: int = 1,
+        check: Callable[[int, ObiPort, int], None] | None = None,
     ) -> None:
         if latency < 1:
             raise ValueError(f"latency = {latency}: OBI responses come at least 1 cycle after gnt")
@@ -488,7 +494,10 @@ class ObiTarget:
         self.rng = rng or random.Random(0)
         self.withhold = withhold
         self.latency = latency
+        self.check = check
         self.accepted = [0] * len(self.ports)
+        self.reads = 0
+        self.writes = 0
         self._pending: list[deque[tuple[int, int]]] = [deque() for _ in self.ports]
         for port in self.ports:
             port.drives_response = True
@@ -527,12 +536,16 @@ class ObiTarget:
                     f"addr {port.addr:#x} is outside the target memory "
                     f"[{base:#x}, {base + len(mem):#x}) or not word aligned",
                 )
+            if self.check is not None:
+                self.check(i, port, cycle)
             self.accepted[i] += 1
             data = 0
             if port.we:
                 writes.append((offset, port.be, port.wdata))
+                self.writes += 1
             else:
                 data = int.from_bytes(mem[offset : offset + 4], "little")
+                self.reads += 1
             self._pending[i].append((cycle + self.latency, data))
         for offset, be, wdata in writes:
             for k in range(4):

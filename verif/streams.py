@@ -46,7 +46,8 @@ class StreamSource(Generic[T]):
     """Offers items on the design's input stream ``prefix``, in order.
 
     An offered item stays on the port, valid high and payload unchanged, until the
-    design takes it (the ``lib.stream`` rule). Before offering a new item the source
+    design takes it (the ``lib.stream`` rule); ``valid`` is low and the payload 0
+    until the first offer. Before offering a new item the source
     asks ``pause()``; True holds it back a cycle. Items come from :meth:`push`, and
     when none is queued from ``refill()`` if given (None: nothing to offer).
     ``encode`` turns an item into what :func:`~tinyattn.verif.bits.pack` takes.
@@ -76,6 +77,7 @@ class StreamSource(Generic[T]):
         self.current: T | None = None
         self.accepted = 0
         self.valid.value = 0
+        self.payload.value = 0  # no X on the design's inputs before the first offer
 
     def push(self, *items: T) -> None:
         """Queue ``items`` behind those already queued."""
@@ -133,6 +135,11 @@ class StreamSink:
         self._ready_now = False
         self._waiting: int | None = None  # raw payload offered and not yet taken
         self.ready.value = 0
+
+    @property
+    def waiting(self) -> int | None:
+        """The raw payload offered and not taken yet (the design must hold it), or None."""
+        return self._waiting
 
     def drive(self, cycle: int) -> None:
         self._ready_now = not self.pause()

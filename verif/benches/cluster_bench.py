@@ -6,7 +6,7 @@ core port (``cores[0]``, core port ``core.count``) runs a small Python "firmware
 ``mmio_read`` over an :class:`~tinyattn.verif.obi.ObiInitiator`, with every register
 address and field position taken from :func:`tinyattn.hw.regmap.register_map` and the
 address map from :mod:`tinyattn.hw.core_bus` (no hard-coded offsets). The L2 outside the
-cluster is :class:`~tinyattn.verif.benches.dma_bench.L2Model` (random back-pressure,
+cluster is :class:`~tinyattn.verif.l2_model.L2Model` (random back-pressure,
 latency and response gaps, protocol checks), the DMA bench's model.
 
 The other external core ports generate random background traffic (:class:`Background`) into an
@@ -64,7 +64,7 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
-from tinyattn.verif.benches.dma_bench import Descriptor, L2Model, PagedMemory
+from tinyattn.verif.descriptors import Descriptor
 from tinyattn.verif.engine_jobs import Allocator, random_gemm
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import (
@@ -75,6 +75,7 @@ from tinyattn.verif.job_layouts import (
     rect_mismatch,
     useful_macs,
 )
+from tinyattn.verif.l2_model import L2Model
 from tinyattn.verif.obi import (
     BE_MASKS,
     CycleLoop,
@@ -85,6 +86,7 @@ from tinyattn.verif.obi import (
     drive_idle,
     obi_ports,
 )
+from tinyattn.verif.paged_memory import PagedMemory
 
 #: Binding prefix of the engine's job staging fields in the register map.
 JOB_PAYLOAD = "engine.jobs.payload."
@@ -313,9 +315,6 @@ class ClusterTB:
         self.dut.loader__core.value = 0
         self.dut.loader__addr.value = 0
         self.dut.loader__data.value = 0
-        self.dut.l2_req__ready.value = 0
-        self.dut.l2_rsp__valid.value = 0
-        self.dut.l2_rsp__payload.value = 0
         await start_clock_and_reset(self.dut)
 
     def l2_stalls(self, req: float, rsp: float, latency: int) -> None:

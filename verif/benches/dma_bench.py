@@ -1,21 +1,26 @@
 """cocotb bench of the DMA (``hw/dma.py``) against a reference copy of both memories.
 
-The bench plays the two memories around the DMA:
+The bench plays the two memories around the DMA, all agents of one
+:class:`~tinyattn.verif.obi.CycleLoop` (drive after the falling edge, sample in the
+read-only phase, so both simulators see the same handshakes):
 
-- :class:`L1Lanes`, the L1 behind the DMA's OBI lanes (random grant withholding);
-- :class:`L2Model`, the L2 behind the request/response streams (random back-pressure
-  on requests, random latency with many requests in flight, random gaps on responses).
+- the L1 behind the DMA's OBI lanes: the shared target model
+  :class:`~tinyattn.verif.obi.ObiTarget` (random grant withholding, response one cycle
+  after the grant) under :class:`~tinyattn.verif.obi.ObiChecker`, plus the DMA's own
+  rules per accepted request (address on its lane, full byte enables, reads only of the
+  running transfer's source);
+- the L2 behind the request/response streams: :class:`~tinyattn.verif.l2_model.L2Model`
+  (random back-pressure on requests, random latency with many requests in flight,
+  random gaps on responses; request streams checked by the shared stream sink);
+- the descriptor stream: a :class:`~tinyattn.verif.streams.StreamSource` with random
+  gaps.
 
-Both check the protocol every cycle (requests stable until accepted, addresses on the
-lane / beat grid, in range). Each transfer's ``done`` is matched in order with the
-accepted descriptors; at that moment the L1 and L2 images must equal a reference copy
-to which the bench applied every completed transfer row by row (:func:`apply_reference`),
+Each transfer's ``done`` is matched in order with the accepted descriptors; at that
+moment the L1 and L2 images must equal a reference copy to which the bench applied
+every completed transfer row by row (:func:`~tinyattn.verif.descriptors.apply_reference`),
 so bytes outside the destination rectangle are checked too. A rejected descriptor must
-report :func:`expected_error` and leave both memories untouched.
-
-Signals are driven after the falling edge and sampled in the read-only phase before
-the rising edge (the discipline of ``compute_core_bench``), so both simulators see the
-same handshakes. Every failure names the seed.
+report :func:`~tinyattn.verif.descriptors.expected_error` and leave both memories
+untouched. Every failure names the seed and the cycle.
 
 Knobs (environment): ``TINYATTN_TRANSFERS`` (random transfers), ``TINYATTN_L2_LATENCY``
 (largest extra L2 latency in cycles), ``TINYATTN_CLEARS`` (clear trials).
@@ -23,25 +28,16 @@ Knobs (environment): ``TINYATTN_TRANSFERS`` (random transfers), ``TINYATTN_L2_LA
 
 from __future__ import annotations
 
-import bisect
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.dma import (
-    ALIGN_BYTES,
-    Direction,
-    DmaError,
-    descriptor_layout,
-    l2_req_layout,
-    l2_rsp_layout,
-)
+from tinyattn.hw.dma import Direction, DmaError, descriptor_layout
 from tinyattn.verif.benches.common import (
     bench_config,
     bench_seed,
@@ -49,405 +45,26 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
-from tinyattn.verif.bits import pack, unpack
 from tinyattn.verif.coverage import DMA_DIRECTIONS, DMA_OUTCOMES, dma_coverage
+from tinyattn.verif.descriptors import (
+    Descriptor,
+    ReadFence,
+    apply_reference,
+    expected_error,
+    random_descriptor,
+)
+from tinyattn.verif.l2_model import L2Model
+from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiPort, ObiTarget, obi_ports
+from tinyattn.verif.paged_memory import PagedMemory
+from tinyattn.verif.streams import StreamSource
 
 #: Cycles from a descriptor's acceptance to its ``done`` beyond one per beat, for an
 #: unstalled transfer with the minimum L2 latency (a functional contract of the RTL).
 MAX_OVERHEAD_CYCLES = 12
 
 
-# -- descriptors and the reference ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """One transfer as the bench means it (see ``descriptor_layout``)."""
-
-    direction: int
-    l2_addr: int
-    l1_addr: int
-    row_bytes: int
-    rows: int
-    l2_stride: int
-    l1_stride: int
-
-    def payload(self) -> dict[str, int]:
-        return {
-            "direction": self.direction,
-            "l2_addr": self.l2_addr,
-            "l1_addr": self.l1_addr,
-            "row_bytes": self.row_bytes,
-            "rows": self.rows,
-            "l2_stride": self.l2_stride,
-            "l1_stride": self.l1_stride,
-        }
-
-    def row_starts(self) -> Iterator[tuple[int, int]]:
-        """(L2 address, L1 address) of each row, in order."""
-        for i in range(self.rows):
-            yield self.l2_addr + i * self.l2_stride, self.l1_addr + i * self.l1_stride
-
-    def beats(self, beat_bytes: int) -> int:
-        """Bus beats of the busier side: the ideal cycle count of the transfer."""
-        src = dst = 0
-        for l2, l1 in self.row_starts():
-            for addr, acc in ((l2, "l2"), (l1, "l1")):
-                n = (addr % beat_bytes + self.row_bytes + beat_bytes - 1) // beat_bytes
-                if acc == "l2":
-                    src += n
-                else:
-                    dst += n
-        return max(src, dst)
-
-
-def expected_error(d: Descriptor, cfg: ClusterConfig) -> DmaError:
-    """The reference validation: the first fault in the documented priority order."""
-    if d.rows == 0 or d.row_bytes == 0:
-        return DmaError.ZERO_SIZE
-    fields = (d.l1_addr, d.l2_addr, d.row_bytes, d.l1_stride, d.l2_stride)
-    if any(v % ALIGN_BYTES for v in fields):
-        return DmaError.MISALIGNED
-    if d.l1_addr + (d.rows - 1) * d.l1_stride + d.row_bytes > cfg.memory.size_bytes:
-        return DmaError.L1_RANGE
-    if d.l2_addr + (d.rows - 1) * d.l2_stride + d.row_bytes > 1 << cfg.dma.l2_addr_bits:
-        return DmaError.L2_RANGE
-    return DmaError.NONE
-
-
-class PagedMemory:
-    """A sparse byte memory (L2 may span 4 GiB): 4 KiB pages made on first touch.
-
-    A page's initial content is random but a function of (seed, page), so two instances
-    with the same seed (the model and its reference) start out identical.
-    """
-
-    PAGE = 4096
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.pages: dict[int, np.ndarray] = {}
-
-    def _page(self, index: int) -> np.ndarray:
-        if index not in self.pages:
-            rng = np.random.default_rng([self.seed, index])
-            self.pages[index] = rng.integers(0, 256, self.PAGE, dtype=np.uint8)
-        return self.pages[index]
-
-    def read(self, addr: int, n: int) -> np.ndarray:
-        out = np.empty(n, dtype=np.uint8)
-        done = 0
-        while done < n:
-            page, off = divmod(addr + done, self.PAGE)
-            k = min(n - done, self.PAGE - off)
-            out[done : done + k] = self._page(page)[off : off + k]
-            done += k
-        return out
-
-    def write(self, addr: int, data: np.ndarray) -> None:
-        done = 0
-        while done < len(data):
-            page, off = divmod(addr + done, self.PAGE)
-            k = min(len(data) - done, self.PAGE - off)
-            self._page(page)[off : off + k] = data[done : done + k]
-            done += k
-
-    def copy(self) -> PagedMemory:
-        other = PagedMemory(self.seed)
-        other.pages = {k: v.copy() for k, v in self.pages.items()}
-        return other
-
-    def first_difference(self, other: PagedMemory) -> int | None:
-        """Lowest address where the two differ, or None."""
-        for index in sorted(set(self.pages) | set(other.pages)):
-            diff = np.flatnonzero(self._page(index) != other._page(index))
-            if diff.size:
-                return index * self.PAGE + int(diff[0])
-        return None
-
-
-def apply_reference(d: Descriptor, l1: np.ndarray, l2: PagedMemory) -> None:
-    """The effect of a valid transfer: rows copied in order (later rows win on overlap)."""
-    for a2, a1 in d.row_starts():
-        if d.direction == Direction.L2_TO_L1:
-            l1[a1 : a1 + d.row_bytes] = l2.read(a2, d.row_bytes)
-        else:
-            l2.write(a2, l1[a1 : a1 + d.row_bytes].copy())
-
-
-def random_descriptor(
-    rng: np.random.Generator, cfg: ClusterConfig, *, max_words: int | None = None
-) -> Descriptor:
-    """A valid descriptor: any word offsets, gapped/contiguous/overlapping rows."""
-    lanes = cfg.dma.dma_bits // 32
-    words = int(rng.integers(1, (max_words or 4 * lanes + 5) + 1))
-    row_bytes = 4 * words
-    rows = int(rng.integers(1, 7))
-
-    def stride() -> int:
-        p = rng.random()
-        if p < 0.1:  # overlapping rows, including 0 (the same row again)
-            return 4 * int(rng.integers(0, words + 1))
-        if p < 0.35:
-            return row_bytes
-        return row_bytes + 4 * int(rng.integers(1, 2 * lanes + 3))
-
-    l1_stride, l2_stride = stride(), stride()
-    ext1 = (rows - 1) * l1_stride + row_bytes
-    ext2 = (rows - 1) * l2_stride + row_bytes
-    l1_size = cfg.memory.size_bytes
-    if ext1 > l1_size:  # only with tiny L1s: fall back to contiguous rows
-        l1_stride, ext1 = row_bytes, rows * row_bytes
-    l1_addr = 4 * int(rng.integers(0, (l1_size - ext1) // 4 + 1))
-    top = 1 << cfg.dma.l2_addr_bits
-    window = min(top, 1 << 16)
-    # Mostly low L2, sometimes right below the top of the L2 address space.
-    base = 0 if rng.random() < 0.8 else top - window
-    l2_addr = base + 4 * int(rng.integers(0, (window - ext2) // 4 + 1))
-    direction = int(rng.integers(2))
-    return Descriptor(direction, l2_addr, l1_addr, row_bytes, rows, l2_stride, l1_stride)
-
-
-class ReadFence:
-    """Where the DMA may read: the source rows of the given transfers, byte exact.
-
-    The DMA must not read outside a transfer's source (an L2 may have side effects, and
-    both sides have better uses for the bandwidth): L1 reads only words of the source
-    rows, and an L2 read's ``be`` only bytes of them.
-    """
-
-    def __init__(self, descs: list[Descriptor]) -> None:
-        self.l1_words: set[int] = set()
-        spans = []
-        for d in descs:
-            for a2, a1 in d.row_starts():
-                if d.direction == Direction.L1_TO_L2:
-                    self.l1_words.update(range(a1, a1 + d.row_bytes, 4))
-                else:
-                    spans.append((a2, a2 + d.row_bytes))
-        self.l2_spans: list[tuple[int, int]] = []
-        for lo, hi in sorted(spans):
-            if self.l2_spans and lo <= self.l2_spans[-1][1]:
-                self.l2_spans[-1] = (self.l2_spans[-1][0], max(hi, self.l2_spans[-1][1]))
-            else:
-                self.l2_spans.append((lo, hi))
-        self.l2_starts = [lo for lo, _ in self.l2_spans]
-
-    def l1_ok(self, addr: int) -> bool:
-        return addr in self.l1_words
-
-    def l2_ok(self, addr: int, be: int) -> bool:
-        i = 0
-        while be:
-            if be & 1:
-                a = addr + i
-                k = bisect.bisect_right(self.l2_starts, a) - 1
-                if k < 0 or a >= self.l2_spans[k][1]:
-                    return False
-            be >>= 1
-            i += 1
-        return True
-
-
-# -- bus models ----------------------------------------------------------------------------
-
-
-class _Driver:
-    """Writes a signal only when its value changes (saves simulator calls)."""
-
-    def __init__(self) -> None:
-        self._last: dict[int, int] = {}
-
-    def set(self, handle: Any, value: int) -> None:
-        key = id(handle)
-        if self._last.get(key) != value:
-            handle.value = value
-            self._last[key] = value
-
-
-class L1Lanes:
-    """The L1 as the DMA's OBI lanes see it in the cluster (an OBI target per lane).
-
-    A stand-in for the shared target model of ``verif/obi.py``: same role, same
-    contract, so the bench can switch to it. ``mem`` is the L1 image (uint8). Each
-    cycle every lane's ``gnt`` is withheld with probability ``stall``. A granted
-    request is performed at once (a read returns the word as it is at the grant) and
-    answered with ``rvalid`` (and ``rdata``) exactly one cycle later. Checks, as
-    ``AssertionError``: ``req`` with ``addr``/``we``/``be``/``wdata`` stays stable until
-    ``gnt``; addresses are word aligned, inside L1 and on their lane
-    (``(addr // 4) % lanes == lane``); ``be`` is ``0b1111``; a read is allowed by
-    ``fence()`` (when set).
-    """
-
-    def __init__(self, dut: Any, n_lanes: int, mem: np.ndarray, rng: np.random.Generator) -> None:
-        names = ("req", "addr", "we", "be", "wdata", "gnt", "rvalid", "rdata")
-        self.h = [{n: getattr(dut, f"l1__{j}__{n}") for n in names} for j in range(n_lanes)]
-        self.n = n_lanes
-        self.mem = mem
-        self.rng = rng
-        self.stall = 0.0
-        self.drv = _Driver()
-        self.gnt = [0] * n_lanes
-        self.next_rsp: list[int | None] = [None] * n_lanes  # rdata to answer next cycle
-        self.held: list[tuple[int, int, int, int] | None] = [None] * n_lanes
-        self.reads = 0
-        self.writes = 0
-        self.fence: Callable[[], ReadFence] | None = None
-
-    def drive(self) -> None:
-        for j, h in enumerate(self.h):
-            self.gnt[j] = int(self.stall == 0.0 or self.rng.random() >= self.stall)
-            self.drv.set(h["gnt"], self.gnt[j])
-            rsp = self.next_rsp[j]
-            self.drv.set(h["rvalid"], int(rsp is not None))
-            if rsp is not None:
-                self.drv.set(h["rdata"], rsp)
-            self.next_rsp[j] = None
-
-    def sample(self) -> None:
-        size = len(self.mem)
-        for j, h in enumerate(self.h):
-            if not h["req"].value:
-                assert self.held[j] is None, f"L1 lane {j}: req dropped before gnt"
-                continue
-            req = (
-                h["addr"].value.to_unsigned(),
-                int(h["we"].value),
-                h["be"].value.to_unsigned(),
-                h["wdata"].value.to_unsigned(),
-            )
-            if self.held[j] is not None:
-                assert req == self.held[j], (
-                    f"L1 lane {j}: request changed before gnt: {self.held[j]} -> {req}"
-                )
-            addr, we, be, wdata = req
-            assert addr % 4 == 0 and addr < size, f"L1 lane {j}: bad address {addr:#x}"
-            assert (addr // 4) % self.n == j, f"L1 lane {j}: address {addr:#x} is not on lane {j}"
-            assert be == 0b1111, f"L1 lane {j}: be {be:#06b}, want 0b1111"
-            if not self.gnt[j]:
-                self.held[j] = req
-                continue
-            self.held[j] = None
-            if we:
-                self.mem[addr : addr + 4] = np.frombuffer(wdata.to_bytes(4, "little"), np.uint8)
-                self.writes += 1
-                self.next_rsp[j] = 0
-            else:
-                if self.fence is not None and not self.fence().l1_ok(addr):
-                    raise AssertionError(f"L1 lane {j}: read of {addr:#x}, outside the source")
-                self.next_rsp[j] = int.from_bytes(self.mem[addr : addr + 4].tobytes(), "little")
-                self.reads += 1
-
-    def quiet(self) -> bool:
-        """No request waiting for a grant and no response due."""
-        return all(h is None for h in self.held) and all(r is None for r in self.next_rsp)
-
-
-@dataclass
-class _L2Pending:
-    due: int
-    rdata: int
-
-
-class L2Model:
-    """The L2 behind the DMA's request/response streams.
-
-    ``ready`` on requests is low with probability ``req_stall`` (and while ``max_inflight``
-    responses are owed). An accepted request is performed at once; its response (one per
-    request, reads and writes, in order) becomes due 1 + ``latency`` cycles later, where
-    ``latency`` is uniform in ``0..max_latency``, and is offered unless a random gap
-    (probability ``rsp_gap``) holds it back. Checks: a request stays valid and unchanged
-    until accepted; addresses are beat aligned and inside the L2 address space; ``be``
-    is not empty; a read's ``be`` is allowed by ``fence()`` (when set).
-    """
-
-    def __init__(
-        self, dut: Any, cfg: ClusterConfig, mem: PagedMemory, rng: np.random.Generator
-    ) -> None:
-        self.dut = dut
-        self.mem = mem
-        self.rng = rng
-        self.beat = cfg.dma.dma_bits // 8
-        self.top = 1 << cfg.dma.l2_addr_bits
-        self.req_layout = l2_req_layout(cfg)
-        self.rsp_layout = l2_rsp_layout(cfg)
-        self.req_stall = 0.0
-        self.rsp_gap = 0.0
-        self.max_latency = 0
-        self.fixed_latency: int | None = None  # when set, every response takes exactly this
-        self.max_inflight = 32
-        self.drv = _Driver()
-        self.inflight: deque[_L2Pending] = deque()
-        self.offered: _L2Pending | None = None
-        self.ready = 0
-        self.held: dict[str, int] | None = None
-        self.last_due = 0
-        self.reads = 0
-        self.writes = 0
-        self.peak_inflight = 0
-        self.fence: Callable[[], ReadFence] | None = None
-
-    def drive(self, cycle: int) -> None:
-        d = self.dut
-        self.ready = int(
-            len(self.inflight) < self.max_inflight
-            and (self.req_stall == 0.0 or self.rng.random() >= self.req_stall)
-        )
-        self.drv.set(d.l2_req__ready, self.ready)
-        if (
-            self.offered is None
-            and self.inflight
-            and self.inflight[0].due <= cycle
-            and (self.rsp_gap == 0.0 or self.rng.random() >= self.rsp_gap)
-        ):
-            self.offered = self.inflight.popleft()
-            self.drv.set(d.l2_rsp__payload, pack(self.rsp_layout, {"rdata": self.offered.rdata}))
-        self.drv.set(d.l2_rsp__valid, int(self.offered is not None))
-
-    def sample(self, cycle: int) -> None:
-        d = self.dut
-        if self.offered is not None and d.l2_rsp__ready.value:
-            self.offered = None
-        if not d.l2_req__valid.value:
-            assert self.held is None, "L2 request: valid dropped before ready"
-            return
-        req = unpack(self.req_layout, d.l2_req__payload.value.to_unsigned())
-        if self.held is not None:
-            assert req == self.held, f"L2 request changed before ready: {self.held} -> {req}"
-        addr, be = req["addr"], req["be"]
-        assert addr % self.beat == 0, f"L2 request address {addr:#x} not beat aligned"
-        assert addr + self.beat <= self.top, f"L2 request address {addr:#x} out of L2"
-        assert be != 0, f"L2 request at {addr:#x} with empty be"
-        if not self.ready:
-            self.held = req
-            return
-        self.held = None
-        rdata = 0
-        if req["we"]:
-            old = self.mem.read(addr, self.beat)
-            new = np.frombuffer(req["wdata"].to_bytes(self.beat, "little"), np.uint8)
-            mask = np.array([(be >> i) & 1 for i in range(self.beat)], dtype=bool)
-            self.mem.write(addr, np.where(mask, new, old))
-            self.writes += 1
-        else:
-            if self.fence is not None and not self.fence().l2_ok(addr, be):
-                raise AssertionError(f"L2 read at {addr:#x} be {be:#x}: outside the source")
-            rdata = int.from_bytes(self.mem.read(addr, self.beat).tobytes(), "little")
-            self.reads += 1
-        if self.fixed_latency is not None:
-            lat = self.fixed_latency
-        else:
-            lat = int(self.rng.integers(0, self.max_latency + 1)) if self.max_latency else 0
-        self.last_due = max(self.last_due, cycle + 1 + lat)
-        self.inflight.append(_L2Pending(self.last_due, rdata))
-        self.peak_inflight = max(self.peak_inflight, len(self.inflight))
-
-    def quiet(self) -> bool:
-        """Every request answered and every response taken."""
-        return self.held is None and not self.inflight and self.offered is None
-
-
-# -- the testbench -------------------------------------------------------------------------
+class DmaBenchError(AssertionError):
+    """A check of this bench failed; the message already names the seed and the cycle."""
 
 
 @dataclass
@@ -470,48 +87,85 @@ class Done:
     reported: DmaError | None = None
 
 
-@dataclass
 class DmaTB:
-    """Owns the clock, the reset, the two memory models, the command driver and checks."""
+    """Owns the clock, the reset, the bus models, the descriptor source and the checks.
 
-    dut: Any
-    cfg: ClusterConfig
-    seed: int
-    rng: np.random.Generator = field(init=False)
-    cycle: int = 0
+    Every Verilog port name of the DMA appears here and nowhere else in the bench (the
+    class constants and :meth:`__init__`), so a renamed port changes one spot. The bench
+    itself is the last agent of the cycle loop: it drives the ``clear`` and
+    ``error_ack`` pulses and samples the status and ``done``.
+    """
 
-    def __post_init__(self) -> None:
-        cfg = self.cfg
-        self.rng = np.random.default_rng(self.seed)
+    #: The DMA's streams and OBI lanes (Verilog name prefixes).
+    CMD = "cmd"
+    L1_LANES = "l1"
+    L2_REQUESTS = "l2_req"
+    L2_RESPONSES = "l2_rsp"
+
+    def __init__(self, dut: Any, cfg: ClusterConfig, seed: int) -> None:
+        self.dut = dut
+        self.cfg = cfg
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
         self.beat = cfg.dma.dma_bits // 8
-        self.l1_mem = self.rng.integers(0, 256, cfg.memory.size_bytes, dtype=np.uint8)
+        self.n_lanes = cfg.dma.dma_bits // 32
+        # The DMA's control and status pins.
+        self.clear_pin, self.error_ack_pin = dut.clear, dut.error_ack
+        self.busy_pin, self.queue_level_pin = dut.busy, dut.queue_level
+        self.done_pin, self.done_error_pin = dut.done, dut.done_error
+        self.error_pin, self.error_code_pin = dut.error, dut.error_code
+        # The memories and their reference copies. l1_mem is a view of the L1 model's
+        # bytes: the model writes them, the bench compares them.
+        self.l1_bytes = bytearray(self.rng.integers(0, 256, cfg.memory.size_bytes, np.uint8))
+        self.l1_mem = np.frombuffer(self.l1_bytes, dtype=np.uint8)
         self.l2_mem = PagedMemory(self.seed)
         self.ref_l1 = self.l1_mem.copy()
         self.ref_l2 = self.l2_mem.copy()
-        self.l1 = L1Lanes(self.dut, cfg.dma.dma_bits // 32, self.l1_mem, self.rng)
-        self.l2 = L2Model(self.dut, cfg, self.l2_mem, self.rng)
         self._fence_key: tuple[int, ...] = (-1,)
         self._fence = ReadFence([])
-        self.l1.fence = self.l2.fence = self.fence
-        self.drv = _Driver()
-        self.pending: deque[tuple[int, Descriptor]] = deque()
-        self.offer: tuple[int, Descriptor] | None = None
-        self.cmd_gap = 0.0
+        self.l1_stall = 0.0  # probability that a lane's gnt is withheld in a cycle
+        self.cmd_gap = 0.0  # probability that the next descriptor is held back a cycle
+        self.hold_cmd = False  # the descriptor source offers nothing new while set
+        # The models, in the order they draw from the shared rng each cycle.
+        self.cmd: StreamSource[tuple[int, Descriptor]] = StreamSource(
+            dut,
+            self.CMD,
+            descriptor_layout,
+            encode=lambda item: item[1].payload(),
+            pause=self._hold_descriptor,
+            on_accept=self._on_accept,
+        )
+        self.lanes = obi_ports(dut, self.L1_LANES, self.n_lanes)
+        self.l1 = ObiTarget(
+            self.lanes, self.l1_bytes, withhold=self._withhold_grant, check=self._check_l1
+        )
+        self.l1_checker = ObiChecker(self.lanes, latency=1)
+        self.l2 = L2Model(
+            dut, cfg, self.l2_mem, self.rng, requests=self.L2_REQUESTS, responses=self.L2_RESPONSES
+        )
+        self.l2.fence = self.fence
+        self.loop = CycleLoop(dut.clk)
+        self.loop.add(self.cmd, self.l1, self.l1_checker, self.l2, self)
         self.submitted = 0
         self.expected: deque[_Accepted] = deque()
         self.dones: list[Done] = []
         self.aborted: list[_Accepted] = []
         self.sticky: DmaError | None = None  # the error status the DMA must show
-        self.clear_next = False
-        self.ack_next = False
+        self.clear_next = False  # pulse clear in the next cycle
+        self.ack_next = False  # pulse error_ack in the next cycle
+        self._clear_now = self._ack_now = False
         self.busy = 0
         self.max_level = 0
         self.cmd_blocked = 0  # cycles a descriptor was offered and not taken
-        self.hold_cmd = False  # the command driver offers nothing new while set
         self.dropped = 0  # accepted descriptors dropped by clear (no done)
         #: The coverage model (verif/coverage.py), sampled at every done, exported to the
         #: run folder; one per run, so it collects the hits of every test.
         self.coverage = dma_coverage(cfg)
+
+    @property
+    def cycle(self) -> int:
+        """Cycles run since the loop started (see :class:`~tinyattn.verif.obi.CycleLoop`)."""
+        return self.loop.cycle
 
     def fence(self) -> ReadFence:
         """Reads belong to the oldest accepted transfer not yet done (transfers run one
@@ -522,20 +176,69 @@ class DmaTB:
             self._fence_key, self._fence = key, ReadFence([a.desc for a in owners])
         return self._fence
 
-    def fail(self, msg: str) -> AssertionError:
-        return AssertionError(f"{msg} (TINYATTN_SEED={bench_seed()}, cycle {self.cycle})")
+    def fail(self, msg: str) -> DmaBenchError:
+        return DmaBenchError(f"{msg} (TINYATTN_SEED={bench_seed()}, cycle {self.cycle})")
+
+    # -- the models' callbacks ------------------------------------------------------------
+
+    def _hold_descriptor(self) -> bool:
+        """No new descriptor this cycle: none queued, held for a clear, or a random gap."""
+        return (
+            not self.cmd.queue
+            or self.hold_cmd
+            or (self.cmd_gap != 0.0 and self.rng.random() < self.cmd_gap)
+        )
+
+    def _withhold_grant(self, lane: int, cycle: int) -> bool:
+        return self.l1_stall != 0.0 and self.rng.random() < self.l1_stall
+
+    def _check_l1(self, lane: int, port: ObiPort, cycle: int) -> None:
+        """The DMA's own rules for an accepted L1 request (beyond the OBI contract)."""
+        addr = port.addr
+        if (addr // 4) % self.n_lanes != lane:
+            raise AssertionError(f"L1 lane {lane}: address {addr:#x} is not on lane {lane}")
+        if port.be != 0b1111:
+            raise AssertionError(f"L1 lane {lane}: be {port.be:#06b}, want 0b1111")
+        if not port.we and not self.fence().l1_ok(addr):
+            raise AssertionError(f"L1 lane {lane}: read of {addr:#x}, outside the source")
+
+    def _on_accept(self, item: tuple[int, Descriptor], cycle: int) -> None:
+        if self._clear_now:
+            raise self.fail("cmd accepted in a clear cycle")
+        index, desc = item
+        self.expected.append(_Accepted(index, desc, expected_error(desc, self.cfg), cycle))
+
+    # -- the bench as the loop's last agent -----------------------------------------------
+
+    def drive(self, cycle: int) -> None:
+        self._clear_now, self._ack_now = self.clear_next, self.ack_next
+        self.clear_next = self.ack_next = False
+        self.clear_pin.value = int(self._clear_now)
+        self.error_ack_pin.value = int(self._ack_now)
+
+    def sample(self, cycle: int) -> None:
+        if self.cmd.current is not None:  # offered and not taken
+            self.cmd_blocked += 1
+        self.busy = int(self.busy_pin.value)
+        level = self.queue_level_pin.value.to_unsigned()
+        self.max_level = max(self.max_level, level)
+        if level > self.cfg.dma.queue_depth:
+            raise self.fail(f"queue_level {level} > queue_depth")
+        if self.done_pin.value:
+            self._on_done(int(self.done_error_pin.value))
+        if self._ack_now:
+            self.sticky = None
+        if self._clear_now:
+            self.aborted = list(self.expected)
+            self.expected.clear()
+            self.sticky = None
+
+    # -- running ----------------------------------------------------------------------------
 
     async def reset(self) -> None:
-        d = self.dut
-        for name in ("cmd__valid", "cmd__payload", "clear", "error_ack", "l2_rsp__valid"):
-            getattr(d, name).value = 0
-        d.l2_rsp__payload.value = 0
-        d.l2_req__ready.value = 0
-        for h in self.l1.h:
-            h["gnt"].value = 0
-            h["rvalid"].value = 0
-            h["rdata"].value = 0
-        await start_clock_and_reset(d)
+        self.clear_pin.value = 0
+        self.error_ack_pin.value = 0
+        await start_clock_and_reset(self.dut)
 
     def stalls(
         self,
@@ -546,72 +249,32 @@ class DmaTB:
         cmd: float = 0.0,
     ) -> None:
         """Probabilities of a withheld grant / ready / response / descriptor per cycle."""
-        self.l1.stall = l1
+        self.l1_stall = l1
         self.l2.req_stall = l2_req
         self.l2.rsp_gap = l2_rsp
         self.l2.max_latency = latency
         self.cmd_gap = cmd
 
     def submit(self, d: Descriptor) -> int:
-        """Queue ``d`` for the command driver; returns its submission index."""
-        self.pending.append((self.submitted, d))
+        """Queue ``d`` for the descriptor source; returns its submission index."""
+        self.cmd.push((self.submitted, d))
         self.submitted += 1
         return self.submitted - 1
 
     async def step(self) -> None:
-        """One clock cycle: drive after the falling edge, sample in the read-only phase."""
-        d = self.dut
-        await FallingEdge(d.clk)
-        self.cycle += 1
-        if (
-            self.offer is None
-            and self.pending
-            and not self.hold_cmd
-            and (self.cmd_gap == 0.0 or self.rng.random() >= self.cmd_gap)
-        ):
-            self.offer = self.pending.popleft()
-            self.drv.set(d.cmd__payload, pack(descriptor_layout, self.offer[1].payload()))
-        self.drv.set(d.cmd__valid, int(self.offer is not None))
-        clear, ack = self.clear_next, self.ack_next
-        self.clear_next = self.ack_next = False
-        self.drv.set(d.clear, int(clear))
-        self.drv.set(d.error_ack, int(ack))
-        self.l1.drive()
-        self.l2.drive(self.cycle)
-
-        await ReadOnly()
-        if self.offer is not None:
-            if d.cmd__ready.value:
-                if clear:
-                    raise self.fail("cmd accepted in a clear cycle")
-                index, desc = self.offer
-                self.expected.append(
-                    _Accepted(index, desc, expected_error(desc, self.cfg), self.cycle)
-                )
-                self.offer = None
-            else:
-                self.cmd_blocked += 1
+        """One clock cycle of every agent; a failed model check gets the seed and cycle."""
         try:
-            self.l1.sample()
-            self.l2.sample(self.cycle)
-        except AssertionError as exc:  # a protocol checker: add the seed and the cycle
+            await self.loop.step()
+        except DmaBenchError:
+            raise
+        except AssertionError as exc:  # a protocol checker or model
             raise self.fail(str(exc)) from None
-        self.busy = int(d.busy.value)
-        level = d.queue_level.value.to_unsigned()
-        self.max_level = max(self.max_level, level)
-        if level > self.cfg.dma.queue_depth:
-            raise self.fail(f"queue_level {level} > queue_depth")
-        if d.done.value:
-            self._on_done(int(d.done_error.value))
-        if ack:
-            self.sticky = None
-        if clear:
-            self.aborted = list(self.expected)
-            self.expected.clear()
-            self.sticky = None
+
+    def bus_quiet(self) -> bool:
+        """No L1 request on a lane or response due, and the L2 quiet."""
+        return not self.l1.busy and not any(p.req for p in self.lanes) and self.l2.quiet()
 
     def _on_done(self, done_error: int) -> None:
-        d = self.dut
         if not self.expected:
             raise self.fail("done without an accepted descriptor")
         acc = self.expected.popleft()
@@ -620,7 +283,7 @@ class DmaTB:
                 f"transfer {acc.index}: done_error={done_error}, want code {acc.code.name} "
                 f"for {acc.desc}"
             )
-        err, code = int(d.error.value), d.error_code.value.to_unsigned()
+        err, code = int(self.error_pin.value), self.error_code_pin.value.to_unsigned()
         reported: DmaError | None = None
         if not done_error:
             reported = DmaError.NONE
@@ -677,8 +340,8 @@ class DmaTB:
         )
 
     def _queued(self) -> list[Descriptor]:
-        rest = [d for _, d in self.pending]
-        return rest + ([self.offer[1]] if self.offer else [])
+        rest = [d for _, d in self.cmd.queue]
+        return rest + ([self.cmd.current[1]] if self.cmd.current else [])
 
     async def clear(self) -> None:
         """Pulse ``clear``, wait until idle, and check that the buses are quiet.
@@ -689,20 +352,19 @@ class DmaTB:
         nothing else can touch that destination meanwhile.
         """
         self.hold_cmd = True
-        await self.run_until(lambda: self.offer is None, 20000, "pending offer taken")
+        await self.run_until(lambda: self.cmd.current is None, 20000, "pending offer taken")
         self.clear_next = True
         await self.step()
         self.dropped += len(self.aborted)
         await self.step()  # busy as sampled in the clear cycle predates the clear
         await self.run_until(lambda: not self.busy, 2000, "idle after clear")
         await self.step()  # one more cycle: responses due now must not exist
-        if not (self.l1.quiet() and self.l2.quiet()):
+        if not self.bus_quiet():
             raise self.fail("bus not quiet after clear completed")
-        d = self.dut
-        if d.queue_level.value.to_unsigned() or int(d.error.value) or int(d.busy.value):
+        level, error, busy = self.queue_level_pin.value, self.error_pin.value, self.busy_pin.value
+        if level.to_unsigned() or int(error) or int(busy):
             raise self.fail(
-                f"status not idle after clear: queue_level {d.queue_level.value}, "
-                f"error {d.error.value}, busy {d.busy.value}"
+                f"status not idle after clear: queue_level {level}, error {error}, busy {busy}"
             )
         if self.aborted and self.aborted[0].code == DmaError.NONE:
             running = self.aborted[0].desc
@@ -890,7 +552,7 @@ async def errors_and_clear(dut: Any) -> None:
         tb.ack_next = True
         await tb.step()
         await tb.step()
-        if int(tb.dut.error.value):
+        if int(tb.error_pin.value):
             raise tb.fail(f"error_ack did not clear the error status (before case {i})")
         tb.submit(random_descriptor(rng, cfg))
         index = tb.submit(bad)
@@ -929,14 +591,14 @@ async def errors_and_clear(dut: Any) -> None:
     for d in (first, random_descriptor(rng, cfg), second):
         tb.submit(d)
     await tb.drain("two errors without error_ack")
-    if tb.dut.error_code.value.to_unsigned() != cases[0][2]:
+    if tb.error_code_pin.value.to_unsigned() != cases[0][2]:
         raise tb.fail(
-            f"sticky code {tb.dut.error_code.value} after two errors, want {cases[0][2]!r}"
+            f"sticky code {tb.error_code_pin.value} after two errors, want {cases[0][2]!r}"
         )
     tb.ack_next = True
     await tb.step()
     await tb.step()
-    if int(tb.dut.error.value):
+    if int(tb.error_pin.value):
         raise tb.fail("error_ack did not clear the error status")
 
     # Clear in the middle of transfers, queued ones dropped, then a good one runs.

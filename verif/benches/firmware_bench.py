@@ -43,9 +43,10 @@ from tinyattn.hw.core_bus import PERIPH_BASE
 from tinyattn.hw.regmap import register_map
 from tinyattn.sim.progress import EVERY_CYCLES, write_progress
 from tinyattn.verif.benches.common import CLOCK_PERIOD_NS, bench_config, start_clock_and_reset
-from tinyattn.verif.benches.dma_bench import L2Model, PagedMemory
 from tinyattn.verif.bits import unpack
+from tinyattn.verif.l2_model import L2Model
 from tinyattn.verif.obi import CycleLoop, drive_idle, obi_ports
+from tinyattn.verif.paged_memory import PagedMemory
 
 #: ``jal x0, 0``: the program of a core that has none.
 PARK_LOOP = 0x0000006F
@@ -62,11 +63,11 @@ COUNTERS = (
 
 
 class L2Server:
-    """The DMA's L2, served by :class:`~tinyattn.verif.benches.dma_bench.L2Model`.
+    """The DMA's L2, served by :class:`~tinyattn.verif.l2_model.L2Model`.
 
     The model runs one cycle at a time only while it has work (a request offered or a
     response owed); otherwise the server drops ``ready`` and sleeps until the DMA raises
-    ``l2_req__valid``, so an idle L2 costs no Python time.
+    the request ``valid``, so an idle L2 costs no Python time.
     """
 
     def __init__(self, dut: Any, cfg: ClusterConfig, mem: PagedMemory, spec: dict) -> None:
@@ -81,16 +82,15 @@ class L2Server:
 
     async def run(self) -> None:
         d = self.dut
+        request_valid = self.model.requests.valid
         while True:
-            if self.model.quiet() and not d.l2_req__valid.value:
+            if self.model.quiet() and not request_valid.value:
                 # Idle: no request can be taken while asleep, so drop ready first.
                 await FallingEdge(d.clk)
-                # Through the model's driver, which writes only changes it knows of.
-                self.model.drv.set(d.l2_req__ready, 0)
-                self.model.drv.set(d.l2_rsp__valid, 0)
+                self.model.sleep()
                 await ReadOnly()
-                if not d.l2_req__valid.value:
-                    await RisingEdge(d.l2_req__valid)
+                if not request_valid.value:
+                    await RisingEdge(request_valid)
             await self.loop.step()
             self.active_cycles += 1
 
@@ -214,21 +214,19 @@ async def run_firmware(dut: Any) -> None:
     drive_idle(obi_ports(dut, "cores", cfg.interconnect.n_cores - cfg.core.count))
     dut.fetch_enable.value = 0
     dut.loader__valid.value = 0
+    mem = PagedMemory(spec["seed"])
     if rtl_l2:
         dut.l2_dump.value = 0
+        l2 = None
     else:
-        dut.l2_req__ready.value = 0
-        dut.l2_rsp__valid.value = 0
-        dut.l2_rsp__payload.value = 0
+        l2 = L2Server(dut, cfg, mem, spec)  # its streams idle (ready and valid low) from here
     await start_clock_and_reset(dut)
     loaded = await load(dut, cfg, images)
 
-    mem = PagedMemory(spec["seed"])
     if l2_image is not None and not rtl_l2:
         mem.write(0, l2_image)
-    l2 = L2Server(dut, cfg, mem, spec)
     console = Console(dut)
-    l2_task = None if rtl_l2 else cocotb.start_soon(l2.run())
+    l2_task = None if l2 is None else cocotb.start_soon(l2.run())
     progress = os.environ.get("TINYATTN_PROGRESS")
     progress_task = cocotb.start_soon(report_progress(dut, Path(progress))) if progress else None
     activity = os.environ.get("TINYATTN_ACTIVITY")
@@ -262,7 +260,7 @@ async def run_firmware(dut: Any) -> None:
     for _ in range(8):
         await FallingEdge(dut.clk)
     result["console"] = console.data.decode("latin-1")
-    result["l2_active_cycles"] = l2.active_cycles
+    result["l2_active_cycles"] = 0 if l2 is None else l2.active_cycles
     reader = RegisterReader(dut, cfg)
     if reader.port is not None:
         result["counters"] = {name: await reader.read(b, r) for name, b, r in COUNTERS}
