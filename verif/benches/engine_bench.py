@@ -29,7 +29,7 @@ from tinyattn.verif.benches.common import (
     start_clock_and_reset,
     write_metrics,
 )
-from tinyattn.verif.bits import pack, unpack
+from tinyattn.verif.bits import unpack
 from tinyattn.verif.coverage import engine_coverage, occupancy_label
 from tinyattn.verif.engine_jobs import (
     Allocator,
@@ -41,39 +41,18 @@ from tinyattn.verif.engine_jobs import (
 from tinyattn.verif.engine_model import run_job
 from tinyattn.verif.job_layouts import job_inputs_outputs
 from tinyattn.verif.obi import CycleLoop, ObiChecker, ObiTarget, obi_ports
+from tinyattn.verif.streams import StreamSource
 
 #: TINYATTN_WITHHOLD given: every job runs at that withholding probability.
 _WITHHOLD_SET = "TINYATTN_WITHHOLD" in os.environ
 
 
-class JobSource:
-    """Pushes queued jobs into the engine's ``jobs`` stream (a CycleLoop agent)."""
-
-    def __init__(self, dut: Any, cfg: ClusterConfig) -> None:
-        self.dut = dut
-        self.layout = job_layout(cfg)
-        self.queue: deque[Job] = deque()
-        self.current: Job | None = None
-        self.accepted: list[tuple[int, Job]] = []
-        dut.jobs__valid.value = 0
-
-    def drive(self, cycle: int) -> None:
-        if self.current is None and self.queue:
-            self.current = self.queue.popleft()
-            self.dut.jobs__payload.value = pack(self.layout, self.current.payload())
-        self.dut.jobs__valid.value = int(self.current is not None)
-
-    def sample(self, cycle: int) -> None:
-        if self.current is not None and self.dut.jobs__ready.value:
-            self.accepted.append((cycle, self.current))
-            self.current = None
-
-
 class EventMonitor:
-    """Records every ``done`` event with the error code it reports."""
+    """Records every ``done`` event with the error code the ``status`` port reports."""
 
-    def __init__(self, dut: Any) -> None:
-        self.dut = dut
+    def __init__(self, done: Any, status: Any) -> None:
+        self.done = done
+        self.status_port = status
         self.layout = status_layout()
         self.events: list[tuple[int, int]] = []  # (cycle, error code)
         self.status: dict[str, int] = {}
@@ -82,21 +61,25 @@ class EventMonitor:
         pass
 
     def sample(self, cycle: int) -> None:
-        self.status = unpack(self.layout, self.dut.status.value.to_unsigned())
-        if self.dut.done.value:
+        self.status = unpack(self.layout, self.status_port.value.to_unsigned())
+        if self.done.value:
             self.events.append((cycle, self.status["error"]))
 
 
 class PinDriver:
-    """Drives plain input pins from the cycle loop (writes outside it would land in read-only)."""
+    """Drives plain input pins from the cycle loop (writes outside it would land in read-only).
 
-    def __init__(self, dut: Any, **pins: int) -> None:
-        self.dut = dut
-        self.next: dict[str, int] = dict(pins)
+    ``pins`` maps a name to (signal handle, initial value); ``next[name]`` is the value
+    driven from the next cycle on.
+    """
+
+    def __init__(self, **pins: tuple[Any, int]) -> None:
+        self.handles = {name: handle for name, (handle, _) in pins.items()}
+        self.next: dict[str, int] = {name: value for name, (_, value) in pins.items()}
 
     def drive(self, cycle: int) -> None:
         for name, value in self.next.items():
-            getattr(self.dut, name).value = value
+            self.handles[name].value = value
 
     def sample(self, cycle: int) -> None:
         pass
@@ -118,7 +101,7 @@ class JobCoverage:
         self.model = engine_coverage(cfg)
         self.tb = tb
         self.pending: deque[tuple[Job, float, str]] = deque()
-        self.pushed = len(tb.source.accepted)
+        self.pushed = len(tb.accepted)
         self.events = len(tb.monitor.events)
         self.flush_at: int | None = None
 
@@ -133,7 +116,7 @@ class JobCoverage:
 
     def sample(self, cycle: int) -> None:
         tb = self.tb
-        accepted = tb.source.accepted
+        accepted = tb.accepted
         if len(accepted) > self.pushed:
             status = tb.monitor.status
             occupancy = occupancy_label(status["busy"], status["queued"])
@@ -156,22 +139,45 @@ class JobCoverage:
 
 
 class EngineTB:
-    """Clock, reset, the model L1 with its checker, the job source and the event monitor."""
+    """Clock, reset, the model L1 with its checker, the job source and the event monitor.
+
+    Every Verilog port name of the engine appears here and nowhere else in the bench
+    (the class constants and :meth:`__init__`), so a renamed port changes one spot.
+    """
+
+    #: The engine's job stream and its wide L1 port (Verilog name prefixes).
+    JOBS = "jobs"
+    L1_LANES = "mem"
 
     def __init__(self, dut: Any, cfg: ClusterConfig, seed: int, withhold: float) -> None:
         self.dut = dut
         self.cfg = cfg
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        # The engine's control, status and counter pins.
+        self.clear_pin, self.done_pin, self.status_pin = dut.clear, dut.done, dut.status
+        self.counter_pins = {
+            "busy_cycles": dut.busy_cycles,
+            "stall_cycles": dut.stall_cycles,
+            "macs": dut.macs,
+        }
         self.mem = bytearray(cfg.memory.size_bytes)
         self.image = np.frombuffer(self.mem, dtype=np.uint8)  # a view: writes go to mem
         self.loop = CycleLoop(dut.clk)
-        self.lanes = obi_ports(dut, "mem", cfg.engine.port_lanes)
+        self.lanes = obi_ports(dut, self.L1_LANES, cfg.engine.port_lanes)
         self.l1 = ObiTarget(self.lanes, self.mem, rng=random.Random(seed), withhold=withhold)
         self.checker = ObiChecker(self.lanes, latency=1)
-        self.source = JobSource(dut, cfg)
-        self.monitor = EventMonitor(dut)
-        self.pins = PinDriver(dut, clear=0)
+        #: (acceptance cycle, job) of every job the engine took, in order.
+        self.accepted: list[tuple[int, Job]] = []
+        self.source: StreamSource[Job] = StreamSource(
+            dut,
+            self.JOBS,
+            job_layout(cfg),
+            encode=lambda job: job.payload(),
+            on_accept=lambda job, cycle: self.accepted.append((cycle, job)),
+        )
+        self.monitor = EventMonitor(self.done_pin, self.status_pin)
+        self.pins = PinDriver(clear=(self.clear_pin, 0))
         self.loop.add(self.l1, self.checker, self.source, self.monitor, self.pins)
         self.coverage = JobCoverage(cfg, self)
         self.loop.add(self.coverage)
@@ -187,14 +193,18 @@ class EngineTB:
             self.l1.withhold = self.coverage.model.pick_stall(kind, self.rng, 0.3)
 
     async def reset(self) -> None:
-        self.dut.clear.value = 0
+        self.clear_pin.value = 0
         await start_clock_and_reset(self.dut)
+
+    def counters(self) -> dict[str, int]:
+        """The engine's counter outputs now (name -> value)."""
+        return {name: int(pin.value) for name, pin in self.counter_pins.items()}
 
     async def run_jobs(self, jobs: list[Job], *, timeout: int) -> list[tuple[int, int]]:
         """Queue ``jobs``, wait for their done events; returns (cycles, error) per job."""
         first_event = len(self.monitor.events)
         start = self.loop.cycle
-        self.source.queue.extend(jobs)
+        self.source.push(*jobs)
         await self.loop.run_until(
             lambda: len(self.monitor.events) >= first_event + len(jobs),
             timeout=timeout,
@@ -278,7 +288,7 @@ async def gemm_queue(dut: Any) -> None:
     results = await _run_last_late(tb, jobs, f"gemm_queue (seed {seed})", timeout=400_000)
     assert [err for _, err in results] == [0, 0, 0], results
     # The queue took the second job while the first ran.
-    assert tb.source.accepted[1][0] < tb.monitor.events[-3][0], "second job not queued early"
+    assert tb.accepted[1][0] < tb.monitor.events[-3][0], "second job not queued early"
     tb.check_image(want, "three queued jobs")
     tb.checker.finish()
 
@@ -291,15 +301,13 @@ async def _run_last_late(
     (cycles, error) per job, as ``run_jobs``."""
     first_event = len(tb.monitor.events)
     start = tb.loop.cycle
-    tb.source.queue.extend(jobs[:-1])
+    tb.source.push(*jobs[:-1])
     await tb.loop.run_until(
-        lambda: (
-            not tb.source.queue and tb.source.current is None and not tb.monitor.status["queued"]
-        ),
+        lambda: tb.source.idle and not tb.monitor.status["queued"],
         timeout=timeout,
         what=f"{what}: the first {len(jobs) - 1} jobs out of the queue",
     )
-    tb.source.queue.append(jobs[-1])
+    tb.source.push(jobs[-1])
     await tb.loop.run_until(
         lambda: len(tb.monitor.events) >= first_event + len(jobs),
         timeout=timeout,
@@ -452,11 +460,11 @@ async def gemm_soft_clear(dut: Any) -> None:
         ]  # fmt: skip
         initial = tb.image.copy()  # random_gemm wrote the operands
         first_event = len(tb.monitor.events)
-        first_accept = len(tb.source.accepted)
-        tb.source.queue.extend(jobs)
+        first_accept = len(tb.accepted)
+        tb.source.push(*jobs)
         what = f"trial {trial} ({mode})"
         await tb.loop.run_until(
-            lambda: not tb.source.queue and tb.source.current is None,
+            lambda: tb.source.idle,
             timeout=10_000,
             what=f"{what}: jobs accepted (seed {seed})",
         )
@@ -482,7 +490,7 @@ async def gemm_soft_clear(dut: Any) -> None:
         tb.pins.next["clear"] = 0
         clear_cycle = tb.loop.cycle
         snapshot = tb.image.copy()
-        accepted = [job for _, job in tb.source.accepted[first_accept:]]
+        accepted = [job for _, job in tb.accepted[first_accept:]]
         assert len(accepted) == len(jobs), f"{what}: {len(accepted)} jobs accepted (seed {seed})"
         # A done sampled in the cycle after the clear is the registered done of a job that
         # ended on the clear's own edge: it finished.
@@ -562,12 +570,13 @@ async def job_perf(dut: Any) -> None:
         macs = 2 * heads * m * n * k
     want = tb.image.copy()
     assert run_job(want, job, cfg) == JobError.NONE
-    busy0, stall0, macs0 = (int(s.value) for s in (dut.busy_cycles, dut.stall_cycles, dut.macs))
+    before = tb.counters()
     timeout = 40 * macs // e.macs_per_cycle + 20_000
     [(cycles, err)] = await tb.run_jobs([job], timeout=timeout)
     assert err == 0, f"error {JobError(err).name}"
     tb.check_image(want, f"{kind} perf job", job)
-    counted = int(dut.macs.value) - macs0
+    after = tb.counters()
+    counted = after["macs"] - before["macs"]
     assert counted == macs, f"MAC counter {counted}, want {macs}"
     write_metrics(
         "job_perf",
@@ -579,8 +588,8 @@ async def job_perf(dut: Any) -> None:
             "heads": heads,
             "macs": macs,
             "cycles": cycles,
-            "busy_cycles": int(dut.busy_cycles.value) - busy0,
-            "stall_cycles": int(dut.stall_cycles.value) - stall0,
+            "busy_cycles": after["busy_cycles"] - before["busy_cycles"],
+            "stall_cycles": after["stall_cycles"] - before["stall_cycles"],
             "ideal_cycles": macs // e.macs_per_cycle,
             "utilization": macs / (cycles * e.macs_per_cycle),
             "withhold": withhold,
