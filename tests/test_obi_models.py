@@ -238,3 +238,38 @@ def test_target_rejects_out_of_range() -> None:
     loop.add(ObiTarget([port], bytearray(0x40)), init)
     with pytest.raises(ObiProtocolError, match=r"m\[0\], cycle 1: addr 0x40 is outside"):
         run(loop, 2)
+
+
+def test_target_check_hook_sees_every_accepted_request() -> None:
+    """``check`` runs once per accepted request, before it is performed; raising rejects it.
+
+    The DMA bench's rules (a lane's address on its lane, full byte enables) are this hook.
+    """
+    ports = obi_ports(fake_dut("l1", 2), "l1", 2)
+    mem = bytearray(64)
+    seen: list[tuple[int, int, int, int]] = []
+
+    def on_its_lane(lane: int, port: ObiPort, cycle: int) -> None:
+        seen.append((lane, port.addr, port.we, cycle))
+        if (port.addr // 4) % 2 != lane:
+            raise AssertionError(f"lane {lane}: address {port.addr:#x} is not on lane {lane}")
+
+    target = ObiTarget(ports, mem, rng=random.Random(3), withhold=0.5, check=on_its_lane)
+    inits = [ObiInitiator(p) for p in ports]
+    loop = CycleLoop(clk=None)
+    loop.add(target, ObiChecker(ports, latency=1), *inits)
+    inits[0].write(0x0, 0x12345678)
+    inits[1].write(0x4, 0x9ABCDEF0)
+    inits[0].read(0x8)
+    run_until_idle(loop, target, *inits)
+    assert sorted((lane, addr, we) for lane, addr, we, _ in seen) == [
+        (0, 0x0, 1),
+        (0, 0x8, 0),
+        (1, 0x4, 1),
+    ]
+    assert (target.reads, target.writes) == (1, 2)
+    # Performed only after the hook passed: the write that breaks the rule is not applied.
+    inits[1].write(0x10, 0xFFFFFFFF)  # word 4 is lane 0's
+    with pytest.raises(AssertionError, match=r"lane 1: address 0x10 is not on lane 1"):
+        run_until_idle(loop, target, *inits)
+    assert mem[0x10:0x14] == bytes(4)
