@@ -47,7 +47,7 @@ buffers and the wiring.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -62,11 +62,13 @@ from .engine_job_checker import JobChecker
 from .engine_param_fetcher import ParamFetcher
 from .engine_port import PortArbiter, ReadTag
 from .engine_residual_fetcher import ResidualFetcher
-from .engine_walker import job_context_signature
+from .engine_walker import JOB_SEQ_BITS, job_context_signature
 from .engine_weight_fetcher import WeightFetcher
+from .engine_write_fence import WriteFence
 from .engine_writer import Writer
 from .engine_x_fetcher import XFetcher
 from .itamax import ItaMax
+from .job import JobError
 from .job_layout import JobOp, job_layout
 from .obi import obi_signature
 from .wide_port import WidePort
@@ -165,11 +167,10 @@ class Engine(wiring.Component):
             m.d.sync += clearing.eq(0)
 
         # ---------------------------------------------------------------- parts
-        # The running job, latched from the queue head, and what every part sees of it.
+        # The accepted jobs (two slots) and what every part sees of them.
         context = job_context_signature(cfg).create()
-        job = context.job
-        running = context.active
-        m.d.comb += context.go.eq(running & ~clearing)
+        accepted = context.accepted
+        m.d.comb += [context.go.eq(~clearing), context.reset.eq(internal_reset)]
 
         m.submodules.checker = checker = JobChecker(cfg)
         m.submodules.weight_fetcher = weight_fetcher = WeightFetcher(cfg)
@@ -183,7 +184,6 @@ class Engine(wiring.Component):
             weight_fetcher, x_fetcher, param_fetcher, residual_fetcher, issuer, collector, writer,
         )  # fmt: skip
         wiring.connect(m, context, *(part.ctrl for part in parts))
-        m.d.comb += checker.job.eq(job)
 
         # The buffers between the parts (see hw/engine_buffers.py).
         buffers = engine_buffers(cfg)
@@ -230,7 +230,6 @@ class Engine(wiring.Component):
             issuer.qk_done.eq(collector.qk_done),
             issuer.outputs_freed.eq(writer.freed),
             residual_fetcher.outputs_full.eq(collector.outputs_full),
-            residual_fetcher.flush.eq(internal_reset),
             writer.outputs_full.eq(collector.outputs_full),
             writer.output_rows.eq(collector.output_rows),
         ]
@@ -273,47 +272,90 @@ class Engine(wiring.Component):
         )
 
         # ---------------------------------------------------------------- controller
+        # The controller takes a job from the queue (IDLE), checks it (CHECK) and, as
+        # soon as a slot is free, accepts it into the slots the parts read, while the
+        # jobs before it still run: each part moves on to it when it has finished its
+        # share of the previous job. A job that reads what the job still in flight
+        # before it writes waits until that job is done. Jobs are reported in order.
+        job = Signal(layout)  # the job being checked
+        m.d.comb += checker.job.eq(job)
+        reported = Signal(JOB_SEQ_BITS)  # accepted jobs reported done
+        writer_finished = Signal(JOB_SEQ_BITS)  # accepted jobs whose writes are all issued
+        in_flight = Signal(range(3))  # accepted, not yet reported
+        m.d.comb += in_flight.eq((accepted - reported)[:JOB_SEQ_BITS])
+        running = Signal()
+        m.d.comb += running.eq(in_flight != 0)
+        # The byte range the last accepted job writes: the next one may not read it early.
+        written_first = Signal(32)
+        written_last = Signal(32)
+        m.d.comb += [checker.written_first.eq(written_first), checker.written_last.eq(written_last)]
+        slot_macs = Array(Signal(64, name=f"slot_macs{s}") for s in range(2))
         err_code = Signal(3)
-        macs_job = Signal(64)
         # done is registered: it rises in the cycle after the job's end, with the
-        # error code and the MAC counter, while the controller is already back in
-        # IDLE and may take the next job (no FINISH bubble between queued jobs).
+        # error code and the MAC counter.
         m.d.sync += self.done.eq(0)
 
-        def abandon_on_clear() -> None:
-            # A soft clear abandons the job; later statements win.
-            with m.If(internal_reset):
-                m.d.sync += [running.eq(0), self.done.eq(0)]
-                m.next = "IDLE"
+        # A job is done once the writer has issued its last row and those writes have
+        # landed (the port is busy with the next job's reads by then).
+        m.submodules.fence = fence = ResetInserter(internal_reset)(WriteFence(e.port_lanes))
+        beats = arbiter.beats
+        issued = beats.valid & beats.ready
+        m.d.comb += [
+            fence.issued.eq(Mux(issued, beats.payload.mask, 0)),
+            fence.responded.eq(Cat(lane.rvalid for lane in self.mem)),
+            fence.mark.eq(writer.finished),
+        ]
+        with m.If(writer.finished):
+            m.d.sync += writer_finished.eq(writer_finished + 1)
+        report = Signal()
+        m.d.comb += [
+            report.eq((writer_finished != reported) & fence.landed & ~clearing),
+            fence.retire.eq(report),
+        ]
+        with m.If(report):
+            m.d.sync += [
+                self.done.eq(1),
+                err_code.eq(JobError.NONE),
+                reported.eq(reported + 1),
+                self.macs.eq(self.macs + slot_macs[reported[0]]),
+            ]
 
-        with m.FSM(name="ctrl"):
+        macs_job = job.m * job.n * job.k
+        attention = job.op == JobOp.ATTENTION
+        attention_macs = (macs_job * job.heads) << 1  # QK and PV
+        with m.FSM(name="ctrl") as ctrl_fsm:
             with m.State("IDLE"):
                 with m.If(queue.r_stream.valid & ~clearing):
                     m.d.comb += queue.r_stream.ready.eq(1)
                     m.d.sync += job.eq(queue.r_stream.payload)
                     m.next = "CHECK"
             with m.State("CHECK"):
-                # Every check in this one cycle.
-                m.d.sync += err_code.eq(checker.error)
-                with m.If(checker.error != 0):
-                    m.d.sync += self.done.eq(1)  # rejected: done at once, L1 untouched
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [running.eq(1), macs_job.eq(job.m * job.n * job.k)]
-                    m.next = "RUN"
-                abandon_on_clear()
-            with m.State("RUN"):
-                with m.If(writer.done & port.idle):
+                # Every check in this one cycle; the job waits here for its turn.
+                with m.If(internal_reset):
+                    m.next = "IDLE"  # a soft clear drops the job
+                with m.Elif(clearing):
+                    pass  # dropped at the clear's reset
+                with m.Elif(checker.error != 0):
+                    # Rejected: reported in order, after the jobs before it; L1 untouched.
+                    with m.If(in_flight == 0):
+                        m.d.sync += [self.done.eq(1), err_code.eq(checker.error)]
+                        m.next = "IDLE"
+                with m.Elif((in_flight == 0) | ((in_flight == 1) & ~checker.reads_written)):
+                    for slot in range(2):
+                        with m.If(accepted[0] == slot):
+                            m.d.sync += [
+                                context.jobs[slot].eq(job),
+                                slot_macs[slot].eq(Mux(attention, attention_macs, macs_job)),
+                            ]
                     m.d.sync += [
-                        self.done.eq(1),
-                        running.eq(0),
-                        self.macs.eq(
-                            self.macs
-                            + Mux(job.op == JobOp.ATTENTION, (macs_job * job.heads) << 1, macs_job)
-                        ),
+                        accepted.eq(accepted + 1),
+                        written_first.eq(checker.output_first),
+                        written_last.eq(checker.output_last),
                     ]
                     m.next = "IDLE"
-                abandon_on_clear()
+        # A soft clear abandons the jobs (later statements win).
+        with m.If(internal_reset):
+            m.d.sync += [accepted.eq(0), reported.eq(0), writer_finished.eq(0), self.done.eq(0)]
         m.d.comb += self.status.error.eq(err_code)
 
         # ---------------------------------------------------------------- counters
@@ -322,5 +364,7 @@ class Engine(wiring.Component):
             self.stall_cycles.eq(self.stall_cycles + issuer.stalled),
             self.idle_cycles.eq(self.idle_cycles + ~running),
         ]
-        m.d.comb += self.status.busy.eq(running | queue.r_stream.valid | clearing | ~port.idle)
+        m.d.comb += self.status.busy.eq(
+            running | queue.r_stream.valid | clearing | ~port.idle | ctrl_fsm.ongoing("CHECK")
+        )
         return m

@@ -12,7 +12,7 @@ from tinyattn.config import ClusterConfig
 from .compute_core import PIPELINE_DEPTH, result_layout
 from .engine_buffers import acc_blocks, engine_buffers, logit_words
 from .engine_issuer import beat_layout
-from .engine_walker import job_context_signature
+from .engine_walker import COUNT_BITS, job_context_signature
 
 __all__ = ["Collector"]
 
@@ -35,13 +35,13 @@ class Collector(wiring.Component):
     acc, logits, ybuf : In(write port signatures of :mod:`~tinyattn.hw.engine_buffers`)
     softmax_valid, softmax_row, softmax_first, softmax_last, softmax_logits : Out
         One group of ``n_pe`` logits of a row into the softmax (its first and last group).
-    outputs_full : Out(20)
-        Output units completely in YBUF.
+    outputs_full : Out(COUNT_BITS)
+        Output units completely in YBUF (since the reset, over every job).
     output_rows : Out(range(tile_m + 1))
         Complete rows of unit ``outputs_full`` (the one being filled): a row is complete
         with its last block of the last chunk, and rows complete in order, so the
         writer may start on a unit's first rows before its last.
-    qk_done : Out(20)
+    qk_done : Out(COUNT_BITS)
         QK units whose logits (and the softmax's sums) are complete.
     retired : Out(1)
         A result left the core in this cycle.
@@ -66,9 +66,9 @@ class Collector(wiring.Component):
                 "softmax_first": Out(1),
                 "softmax_last": Out(1),
                 "softmax_logits": Out(data.ArrayLayout(signed(8), e.n_pe)),
-                "outputs_full": Out(20),
+                "outputs_full": Out(COUNT_BITS),
                 "output_rows": Out(range(e.tile_m + 1)),
-                "qk_done": Out(20),
+                "qk_done": Out(COUNT_BITS),
                 "retired": Out(1),
                 "pending": Out(1),
             }
@@ -124,6 +124,6 @@ class Collector(wiring.Component):
         with m.If(valid & beat.qk & beat.tile_last):
             m.d.sync += self.qk_done.eq(self.qk_done + 1)
 
-        with m.If(~self.ctrl.active):
+        with m.If(self.ctrl.reset):
             m.d.sync += [s.eq(0) for s in (self.outputs_full, self.output_rows, self.qk_done)]
         return m

@@ -11,10 +11,10 @@ from tinyattn.config import ClusterConfig
 from .compute_core import PIPELINE_DEPTH, operand_layout
 from .engine_buffers import acc_blocks, engine_buffers, logit_words
 from .engine_param_fetcher import records_layout
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .itamax import probabilities
 from .job import FLAG_AFFINE, FLAG_PER_ROW, FLAG_RELU, FLAG_RESIDUAL
-from .job_layout import JobOp, param_record_layout
+from .job_layout import JobOp, job_layout, param_record_layout
 
 __all__ = ["Issuer", "beat_layout"]
 
@@ -49,7 +49,8 @@ class Issuer(wiring.Component):
     probabilities (from LOGITS and the softmax's running max and ``1/sum``, PV units),
     with the block's bank, and ``acc_in`` = bias (first chunk of a GEMM), 0 (first
     chunk of attention) or the partial sum from ACC. Two stages: A picks the beat and
-    addresses the buffers, B (one cycle later) presents it to the core.
+    addresses the buffers, B (one cycle later) presents it to the core. Stage B takes
+    what it needs of the job from stage A's registers: A may already be on the next job.
 
     Ports
     -----
@@ -58,9 +59,9 @@ class Issuer(wiring.Component):
         The producers' counters (weight blocks; X chunks and rows of the chunk being
         filled; tiles of records; output units written; QK units whose logits and
         softmax sums are complete). Each beat waits for what it reads.
-    weights_used, x_used : Out(20)
-        Weight blocks and X chunks the issuer has finished with.
-    unit : Out(16)
+    weights_used, x_used : Out(COUNT_BITS)
+        Weight blocks and X chunks the issuer has finished with (since the reset).
+    unit : Out(COUNT_BITS)
         The output unit the issuer is on (:attr:`UnitWalker.out_index`).
     records : In(:func:`~tinyattn.hw.engine_param_fetcher.records_layout`)
     xbuf, acc, logits : In(read port signatures of :mod:`~tinyattn.hw.engine_buffers`)
@@ -75,10 +76,8 @@ class Issuer(wiring.Component):
         either: the collector's queue has room for every beat the core can hold).
     retired : In(1)
         A result left the core (a beat is no longer in flight).
-    done : Out(1)
-        Every beat of the job has been issued.
     stalled : Out(1)
-        The job has beats left, and none was issued this cycle.
+        The issuer's job (an accepted one) has beats left, and none was issued this cycle.
     """
 
     def __init__(self, cfg: ClusterConfig) -> None:
@@ -88,15 +87,15 @@ class Issuer(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "weights_loaded": In(20),
-                "x_loaded": In(20),
+                "weights_loaded": In(COUNT_BITS),
+                "x_loaded": In(COUNT_BITS),
                 "x_rows": In(range(e.tile_m + 1)),
-                "params_loaded": In(20),
-                "outputs_freed": In(20),
-                "qk_done": In(20),
-                "weights_used": Out(20),
-                "x_used": Out(20),
-                "unit": Out(16),
+                "params_loaded": In(COUNT_BITS),
+                "outputs_freed": In(COUNT_BITS),
+                "qk_done": In(COUNT_BITS),
+                "weights_used": Out(COUNT_BITS),
+                "x_used": Out(COUNT_BITS),
+                "unit": Out(COUNT_BITS),
                 "records": In(records_layout(cfg)),
                 "xbuf": In(buffers["xbuf"].read_signature()),
                 "acc": In(buffers["acc"].read_signature()),
@@ -107,7 +106,6 @@ class Issuer(wiring.Component):
                 "operands": Out(stream.Signature(operand_layout(e))),
                 "beats": Out(stream.Signature(beat_layout(cfg))),
                 "retired": In(1),
-                "done": Out(1),
                 "stalled": Out(1),
             }
         )
@@ -119,19 +117,19 @@ class Issuer(wiring.Component):
         blocks_max = max(vec_len, e.max_seq) // n_pe  # QK: all keys
         n_acc_blocks = acc_blocks(cfg)
         n_logit_words = logit_words(cfg)
-        job = self.ctrl.job
-        attention = job.op == JobOp.ATTENTION
         m = Module()
         m.submodules.walker = walker = UnitWalker(cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
+        attention = job.op == JobOp.ATTENTION
 
         # ------------------------------------------------ stage A: pick the beat
         chunk_in_unit = Signal(16)
         block_in_chunk = Signal(range(blocks_max))
         row = Signal(range(tile_m))
-        block = Signal(20)  # weight blocks finished since the job started
-        chunk = Signal(20)  # X chunks finished since the job started
-        qk_units = Signal(16)  # QK units fully issued
+        block = Signal(COUNT_BITS)  # weight blocks finished since the reset
+        chunk = Signal(COUNT_BITS)  # X chunks finished since the reset
+        qk_units = Signal(COUNT_BITS)  # QK units fully issued
         last_chunk = chunk_in_unit == walker.chunks - 1
         final = last_chunk & walker.outputs  # results go to YBUF
         inflight = Signal(range(tile_m * blocks_max + PIPELINE_DEPTH + 8))
@@ -141,20 +139,19 @@ class Issuer(wiring.Component):
         operands_ready = Mux(
             walker.is_pv,
             self.qk_done == qk_units,  # the unit's logits and inv are complete
-            (chunk < self.x_loaded) | ((chunk == self.x_loaded) & (row < self.x_rows)),
+            precedes(chunk, self.x_loaded) | ((chunk == self.x_loaded) & (row < self.x_rows)),
         )
         ready_block = (
-            (block < self.weights_loaded)
+            precedes(block, self.weights_loaded)
             & operands_ready
-            & (attention | (walker.out_index < self.params_loaded))
-            & (~final | (walker.out_index < self.outputs_freed + 2))
+            & (attention | precedes(walker.out_index, self.params_loaded))
+            & (~final | precedes(walker.out_index, self.outputs_freed + 2))
         )
         issue = Signal()
         m.d.comb += [
             self.unit.eq(walker.out_index),
-            self.done.eq(walker.done),
-            issue.eq(self.ctrl.go & ~walker.done & ready_block & depth_ok),
-            self.stalled.eq(self.ctrl.active & ~walker.done & ~issue),
+            issue.eq(self.ctrl.go & walker.active & ready_block & depth_ok),
+            self.stalled.eq(walker.active & ~issue),
             self.xbuf.addr.eq(Cat(row, chunk[0])),
             self.acc.addr.eq(
                 row * n_acc_blocks + block_in_chunk[: (n_acc_blocks - 1).bit_length() or 1]
@@ -172,6 +169,11 @@ class Issuer(wiring.Component):
                     "first": 1,  # first chunk: acc_in is the bias or 0
                     "bank": 1,
                     "pv": 1,
+                    # Of the beat's job: A may be on the next job while B presents this beat.
+                    "attention": 1,
+                    "per_row": 1,
+                    "relu": 1,  # the core applies the ReLU
+                    "requant": job_layout(cfg).members["qk"],  # QK or PV requantization
                     "beat": beat_layout(cfg),
                 }
             )
@@ -182,6 +184,15 @@ class Issuer(wiring.Component):
             stage_b.first.eq(chunk_in_unit == 0),
             stage_b.bank.eq(block[0]),
             stage_b.pv.eq(walker.is_pv),
+            stage_b.attention.eq(attention),
+            stage_b.per_row.eq((job.flags & FLAG_PER_ROW) != 0),
+            # With a residual or an affine epilogue the writer applies the ReLU last.
+            stage_b.relu.eq(
+                ((job.flags & FLAG_RELU) != 0)
+                & ((job.flags & (FLAG_RESIDUAL | FLAG_AFFINE)) == 0)
+                & ~attention
+            ),
+            stage_b.requant.eq(Mux(walker.is_qk, job.qk.as_value(), job.av.as_value())),
             b.row.eq(row),
             b.nb.eq(block_in_chunk),
             b.slot.eq(walker.out_index[0]),
@@ -225,14 +236,14 @@ class Issuer(wiring.Component):
 
         # The beat's bias and requantization: per output channel, or (FLAG_PER_ROW) one
         # record for the whole row; attention takes them from the job.
-        per_row = (job.flags & FLAG_PER_ROW) != 0
+        per_row = stage_b.per_row
         record_layout = param_record_layout()
         params = [list(self.records[slot]) for slot in range(2)]
         op = self.operands.payload
         acc_words = data.ArrayLayout(signed(e.acc_bits), n_pe)(self.acc.data)
         row_record = Signal(record_layout)
         m.d.comb += row_record.eq(Array([Array(params[0]), Array(params[1])])[b.slot][b.row])
-        qk_rq, av_rq = job.qk, job.av
+        job_rq = stage_b.requant
         for u in range(n_pe):
             chan = Array(
                 [
@@ -246,33 +257,28 @@ class Issuer(wiring.Component):
             )[b.nb[: (n_acc_blocks - 1).bit_length() or 1]]
             record = record_layout(Mux(per_row, row_record.as_value(), chan))
             m.d.comb += [
-                op.acc_in[u].eq(Mux(stage_b.first, Mux(attention, 0, record.bias), acc_words[u])),
-                op.requant[u].mult.eq(
-                    Mux(b.qk, qk_rq.mult, Mux(stage_b.pv, av_rq.mult, record.mult))
+                op.acc_in[u].eq(
+                    Mux(stage_b.first, Mux(stage_b.attention, 0, record.bias), acc_words[u])
                 ),
-                op.requant[u].shift.eq(
-                    Mux(b.qk, qk_rq.shift, Mux(stage_b.pv, av_rq.shift, record.shift))
-                ),
-                op.requant[u].add.eq(Mux(b.qk, qk_rq.add, Mux(stage_b.pv, av_rq.add, record.add))),
+                op.requant[u].mult.eq(Mux(stage_b.attention, job_rq.mult, record.mult)),
+                op.requant[u].shift.eq(Mux(stage_b.attention, job_rq.shift, record.shift)),
+                op.requant[u].add.eq(Mux(stage_b.attention, job_rq.add, record.add)),
             ]
         # PV operands: probabilities from the logits read back, lane by lane.
         logits = data.ArrayLayout(signed(8), vec_len)(self.logits.data)
         probs = probabilities(self.softmax_max, self.softmax_inv, list(logits))
-        relu_en = (job.flags & FLAG_RELU) != 0
-        # With a residual or an affine epilogue the writer applies the ReLU last.
-        post_en = (job.flags & (FLAG_RESIDUAL | FLAG_AFFINE)) != 0
         m.d.comb += [
             self.softmax_row.eq(b.row),
             op.x.eq(Mux(stage_b.pv, Cat(*probs), self.xbuf.data)),
             op.x_signed.eq(~stage_b.pv),
             op.bank.eq(stage_b.bank),
-            op.relu.eq(relu_en & ~post_en & ~attention),
+            op.relu.eq(stage_b.relu),
             self.operands.valid.eq(stage_b.valid),
             self.beats.payload.eq(b),
             self.beats.valid.eq(stage_b.valid),
         ]
 
-        with m.If(~self.ctrl.active):
+        with m.If(self.ctrl.reset):
             m.d.sync += [
                 s.eq(0)
                 for s in (

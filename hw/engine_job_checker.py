@@ -1,4 +1,5 @@
-"""The engine's job checker: is a job well formed, and if not, why."""
+"""The engine's job checker: is a job well formed, and if not, why; and does it read what
+the job before it writes."""
 
 from __future__ import annotations
 
@@ -18,18 +19,38 @@ class JobChecker(wiring.Component):
     """Every check of a job, combinationally, in one cycle.
 
     The checks and their order are those of :func:`tinyattn.verif.engine_model.check_job`:
-    the first failing check gives the code.
+    the first failing check gives the code. The same tensor extents tell the engine
+    whether a job may overlap the job before it: it may not if it reads a byte in the
+    range that job writes.
 
     Ports
     -----
     job : In(:func:`~tinyattn.hw.job_layout.job_layout`)
     error : Out(3)
         The :class:`~tinyattn.hw.job.JobError` of ``job``; ``NONE`` (0) if it may run.
+    output_first, output_last : Out(32)
+        The byte range ``job`` writes (its output tensor, every head; strides may leave
+        holes in it). Meaningful when ``error`` is ``NONE``.
+    written_first, written_last : In(32)
+        The byte range another job writes (the previous accepted job's ``output_*``).
+    reads_written : Out(1)
+        A tensor ``job`` reads (X, weights, parameters, residual; Q, K, V) has a byte
+        in ``written_first .. written_last``.
     """
 
     def __init__(self, cfg: ClusterConfig) -> None:
         self._cfg = cfg
-        super().__init__({"job": In(job_layout(cfg)), "error": Out(3)})
+        super().__init__(
+            {
+                "job": In(job_layout(cfg)),
+                "error": Out(3),
+                "output_first": Out(32),
+                "output_last": Out(32),
+                "written_first": In(32),
+                "written_last": In(32),
+                "reads_written": Out(1),
+            }
+        )
 
     def elaborate(self, platform: object) -> Module:
         cfg = self._cfg
@@ -63,6 +84,27 @@ class JobChecker(wiring.Component):
             extent(job.d_addr, job.d_stride, job.k, job.n, job.d_hstride),
             Const(0),
         ]
+        # Read-after-write between jobs: tensor by tensor, its range against the written one.
+        def reads(first, last):
+            return (first <= self.written_last) & (self.written_first <= last)
+
+        gemm_reads = (
+            reads(job.a_addr, gemm_last[0])
+            | reads(job.b_addr, gemm_last[1])
+            | reads(job.p_addr, gemm_last[3])
+            | (residual_en & reads(job.d_addr, gemm_last[4]))
+        )
+        attention_reads = (
+            reads(job.a_addr, attention_last[0])
+            | reads(job.b_addr, attention_last[1])
+            | reads(job.d_addr, attention_last[3])
+        )
+        m.d.comb += [
+            self.output_first.eq(job.c_addr),
+            self.output_last.eq(Mux(attention, attention_last[2], gemm_last[2])),
+            self.reads_written.eq(Mux(attention, attention_reads, gemm_reads)),
+        ]
+
         out_of_range = Signal()
         m.d.comb += out_of_range.eq(
             Cat(

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from tinyattn.config import ClusterConfig
 
 from .engine_port import ReadTag, request_signature, response_signature, word_mask
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .job import FLAG_PER_ROW, PARAM_RECORD_BYTES
 from .job_layout import JobOp, param_record_layout
 from .wide_port import MAX_READS
@@ -32,19 +32,22 @@ def records_layout(cfg: ClusterConfig) -> data.ArrayLayout:
 class ParamFetcher(wiring.Component):
     """Loads each GEMM tile's parameter records, up to two tiles ahead of the writer.
 
-    Attention jobs take their requantization from the job itself; this part is idle then.
+    Attention jobs take their requantization from the job itself: this part steps over
+    their units, one a cycle once its earlier reads have arrived, counting their output
+    units as loaded (they need no records), so ``loaded`` keeps counting output units
+    over the whole sequence of jobs.
 
     Ports
     -----
     ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
-    freed : In(20)
-        Output units the writer has finished (their slot is free). Tile ``t`` is
-        fetched once ``t < freed + 2``.
-    issuer_unit : In(16)
+    freed : In(COUNT_BITS)
+        Output units the writer has finished (their slot is free). Tile ``t`` (output
+        units counted since the reset) is fetched once ``t < freed + 2``.
+    issuer_unit : In(COUNT_BITS)
         The output unit the issuer is on: a tile's records are urgent while the issuer
         waits for them, and may wait for X rows when they are for a later tile.
-    loaded : Out(20)
-        Tiles whose records are all in the record file.
+    loaded : Out(COUNT_BITS)
+        Output units whose records are all in the record file (attention units: none).
     records : Out(:func:`records_layout`)
         The record file, read by the issuer (bias, requantization) and the writer
         (affine). A record changes only while its slot is not in use.
@@ -62,9 +65,9 @@ class ParamFetcher(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "freed": In(20),
-                "issuer_unit": In(16),
-                "loaded": Out(20),
+                "freed": In(COUNT_BITS),
+                "issuer_unit": In(COUNT_BITS),
+                "loaded": Out(COUNT_BITS),
                 "records": Out(records_layout(cfg)),
                 "request": Out(request_signature(cfg)),
                 "request_ahead": Out(request_signature(cfg)),
@@ -79,10 +82,12 @@ class ParamFetcher(wiring.Component):
         records_per_beat = lanes // 4
         entries = max(e.tile_m, e.vec_len)
         record_bits = PARAM_RECORD_BYTES * 8
-        job = self.ctrl.job
         m = Module()
         m.submodules.walker = walker = UnitWalker(cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
+        attention = job.op == JobOp.ATTENTION
+        tile = walker.out_index  # this GEMM tile's output unit: its slot is its low bit
         per_row = (job.flags & FLAG_PER_ROW) != 0
 
         # What each outstanding read is for, in issue order.
@@ -99,12 +104,12 @@ class ParamFetcher(wiring.Component):
 
         valid = (
             self.ctrl.go
-            & (job.op != JobOp.ATTENTION)
-            & ~walker.done
-            & (walker.index < self.freed + 2)
+            & ~attention
+            & walker.active
+            & precedes(tile, self.freed + 2)
             & dest.w_stream.ready
         )
-        ahead = walker.index != self.issuer_unit
+        ahead = tile != self.issuer_unit
         accepted = Signal()
         dest_in = Signal(dest_layout)
         for request, is_ahead in ((self.request, ~ahead), (self.request_ahead, ahead)):
@@ -120,7 +125,7 @@ class ParamFetcher(wiring.Component):
                 (self.request.valid & self.request.ready)
                 | (self.request_ahead.valid & self.request_ahead.ready)
             ),
-            dest_in.slot.eq(walker.index[0]),
+            dest_in.slot.eq(tile[0]),
             dest_in.first.eq(first),
             dest_in.last.eq(last_beat),
             dest.w_stream.payload.eq(dest_in),
@@ -148,6 +153,12 @@ class ParamFetcher(wiring.Component):
             with m.If(dest_out.last):
                 m.d.sync += self.loaded.eq(self.loaded + 1)
 
-        with m.If(~self.ctrl.active):
+        # An attention job's units: step over them once every earlier read has arrived
+        # (``loaded`` counts in order), its PV units counted as loaded.
+        with m.If(self.ctrl.go & walker.active & attention & (dest.level == 0)):
+            m.d.comb += walker.step.eq(1)
+            m.d.sync += self.loaded.eq(self.loaded + walker.outputs)
+
+        with m.If(self.ctrl.reset):
             m.d.sync += [first.eq(0), self.loaded.eq(0)]
         return m

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from tinyattn.config import ClusterConfig
 
 from .engine_port import ReadTag, request_signature, response_signature, word_mask
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .job import FLAG_RESIDUAL
 from .job_layout import JobOp
 
@@ -23,16 +23,16 @@ class ResidualFetcher(wiring.Component):
     A tile's rows are fetched while it computes (once every earlier tile is complete in
     YBUF), and up to a whole tile of them is held: the writer then streams one output
     row a cycle, as without a residual (a few rows of room made each residual row cost
-    a read and a write at the end).
+    a read and a write at the end). The units of jobs without a residual are stepped
+    over, one a cycle.
 
     Ports
     -----
     ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
-    flush : In(1)
-        Drop the rows held (soft clear, once the port is idle).
-    outputs_full : In(20)
-        Output units complete in YBUF (the collector's count): tile ``t`` is fetched
-        once ``t <= outputs_full``.
+        ``ctrl.reset`` (soft clear, once the port is idle) drops the rows held.
+    outputs_full : In(COUNT_BITS)
+        Output units complete in YBUF (the collector's count): tile ``t`` (output units
+        counted since the reset) is fetched once ``t <= outputs_full``.
     request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
         One residual row a request, tagged :attr:`ReadTag.RESIDUAL`.
     response : In(:func:`~tinyattn.hw.engine_port.response_signature`)
@@ -45,8 +45,7 @@ class ResidualFetcher(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "flush": In(1),
-                "outputs_full": In(20),
+                "outputs_full": In(COUNT_BITS),
                 "request": Out(request_signature(cfg)),
                 "response": In(response_signature(cfg)),
                 "rows": Out(stream.Signature(unsigned(cfg.engine.vec_len * 8))),
@@ -56,13 +55,14 @@ class ResidualFetcher(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         e = self._cfg.engine
         tile_m, lanes = e.tile_m, e.port_lanes
-        job = self.ctrl.job
         m = Module()
         m.submodules.walker = walker = UnitWalker(self._cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
+        residual_en = ((job.flags & FLAG_RESIDUAL) != 0) & (job.op != JobOp.ATTENTION)
 
         rows = SyncFIFOBuffered(width=e.vec_len * 8, depth=tile_m + 1)
-        m.submodules.rows = ResetInserter(self.flush)(rows)
+        m.submodules.rows = ResetInserter(self.ctrl.reset)(rows)
         row = Signal(range(tile_m))
         pending = Signal(range(tile_m + 2))  # rows requested and not yet taken by the writer
 
@@ -71,10 +71,9 @@ class ResidualFetcher(wiring.Component):
         m.d.comb += [
             request.valid.eq(
                 self.ctrl.go
-                & ((job.flags & FLAG_RESIDUAL) != 0)
-                & (job.op != JobOp.ATTENTION)
-                & ~walker.done
-                & (walker.index <= self.outputs_full)
+                & residual_en
+                & walker.active
+                & ~precedes(self.outputs_full, walker.out_index)
                 & (pending < tile_m)
             ),
             request.payload.addr.eq(job.d_addr + (walker.m0 + row) * job.d_stride + walker.n0),
@@ -88,6 +87,8 @@ class ResidualFetcher(wiring.Component):
                 m.d.comb += walker.step.eq(1)
             with m.Else():
                 m.d.sync += row.eq(row + 1)
+        with m.If(self.ctrl.go & walker.active & ~residual_en):
+            m.d.comb += walker.step.eq(1)  # no residual rows in this job
 
         taken = self.rows.valid & self.rows.ready
         m.d.comb += [
@@ -99,13 +100,10 @@ class ResidualFetcher(wiring.Component):
             m.d.sync += pending.eq(pending + 1)
         with m.Elif(taken & ~accepted):
             m.d.sync += pending.eq(pending - 1)
-        # The flush drops the rows held, and with them their claim on the room: else
+        # The reset drops the rows held, and with them their claim on the room: else
         # a clear with a tile's rows held left the next residual job no room at all
-        # (it waited for rows it could never fetch). Flushed only when the port is
+        # (it waited for rows it could never fetch). Reset only when the port is
         # idle, so no row is still on its way.
-        with m.If(self.flush):
-            m.d.sync += pending.eq(0)
-
-        with m.If(~self.ctrl.active):
-            m.d.sync += row.eq(0)
+        with m.If(self.ctrl.reset):
+            m.d.sync += [pending.eq(0), row.eq(0)]
         return m

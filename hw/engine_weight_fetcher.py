@@ -11,7 +11,7 @@ from tinyattn.config import ClusterConfig
 
 from .compute_core import weight_layout
 from .engine_port import ReadTag, request_signature, response_signature, word_mask
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .wide_port import MAX_READS
 
 __all__ = ["WeightFetcher"]
@@ -22,15 +22,16 @@ class WeightFetcher(wiring.Component):
 
     A *block* is the weight vectors of ``n_pe`` output columns for one ``vec_len``
     chunk of the reduction axis: rows of Wᵀ (GEMM), key rows (QK) or rows of Vᵀ (PV).
-    Block ``b`` goes to bank ``b % 2``; blocks are counted from the job's start.
+    Block ``b`` goes to bank ``b % 2``; blocks are counted over every job since the
+    reset, so the next job's first blocks load while the current job's last ones compute.
 
     Ports
     -----
     ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
-    used : In(20)
+    used : In(COUNT_BITS)
         Blocks the issuer has finished with. Block ``b`` is fetched once
         ``b < used + 2`` (its bank is free).
-    loaded : Out(20)
+    loaded : Out(COUNT_BITS)
         Blocks completely written into their bank.
     request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
         One weight vector (one beat) a request, tagged :attr:`ReadTag.WEIGHTS`.
@@ -45,8 +46,8 @@ class WeightFetcher(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "used": In(20),
-                "loaded": Out(20),
+                "used": In(COUNT_BITS),
+                "loaded": Out(COUNT_BITS),
                 "request": Out(request_signature(cfg)),
                 "response": In(response_signature(cfg)),
                 "weights": Out(stream.Signature(weight_layout(cfg.engine))),
@@ -56,10 +57,10 @@ class WeightFetcher(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         e = self._cfg.engine
         n_pe, lanes, vec_len = e.n_pe, e.port_lanes, e.vec_len
-        job = self.ctrl.job
         m = Module()
         m.submodules.walker = walker = UnitWalker(self._cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
 
         # What each outstanding read is for, in issue order.
         dest_layout = data.StructLayout({"unit": range(n_pe), "bank": 1, "last": 1})
@@ -68,7 +69,7 @@ class WeightFetcher(wiring.Component):
         chunk = Signal(16)  # chunk of the reduction axis within the unit
         block_in_chunk = Signal(range(max(vec_len, e.max_seq) // n_pe))
         unit = Signal(range(n_pe))  # core unit (weight vector) within the block
-        block = Signal(20)  # blocks requested since the job started
+        block = Signal(COUNT_BITS)  # blocks requested since the reset
 
         units = Mux(
             walker.cols - block_in_chunk * n_pe > n_pe, n_pe, walker.cols - block_in_chunk * n_pe
@@ -90,7 +91,10 @@ class WeightFetcher(wiring.Component):
         dest_in = Signal(dest_layout)
         m.d.comb += [
             request.valid.eq(
-                self.ctrl.go & ~walker.done & (block < self.used + 2) & dest.w_stream.ready
+                self.ctrl.go
+                & walker.active
+                & precedes(block, self.used + 2)
+                & dest.w_stream.ready
             ),
             request.payload.addr.eq(addr),
             request.payload.we.eq(0),
@@ -131,6 +135,6 @@ class WeightFetcher(wiring.Component):
         with m.If(response.valid & dest_out.last):
             m.d.sync += self.loaded.eq(self.loaded + 1)
 
-        with m.If(~self.ctrl.active):
+        with m.If(self.ctrl.reset):
             m.d.sync += [s.eq(0) for s in (chunk, block_in_chunk, unit, block, self.loaded)]
         return m

@@ -11,7 +11,7 @@ from tinyattn.config import ClusterConfig
 from .engine_buffers import engine_buffers
 from .engine_param_fetcher import records_layout
 from .engine_port import request_signature, word_mask
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .job import FLAG_AFFINE, FLAG_PER_ROW, FLAG_RELU, FLAG_RESIDUAL
 from .job_layout import param_record_layout
 
@@ -42,10 +42,12 @@ class Writer(wiring.Component):
         The residual rows, in output order (taken only with ``FLAG_RESIDUAL``).
     request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
         One output row a request (a write).
-    freed : Out(20)
-        Output units completely written: their YBUF slot and parameter slot are free.
-    done : Out(1)
-        Every output row of the job has been requested.
+    freed : Out(COUNT_BITS)
+        Output units completely written (since the reset): their YBUF slot and
+        parameter slot are free.
+    finished : Out(1)
+        The port took the last output row of the writer's job in this cycle: the job's
+        writes are all issued, and the writer moves on to the next job.
     """
 
     def __init__(self, cfg: ClusterConfig) -> None:
@@ -54,14 +56,14 @@ class Writer(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "outputs_full": In(20),
+                "outputs_full": In(COUNT_BITS),
                 "output_rows": In(range(e.tile_m + 1)),
                 "records": In(records_layout(cfg)),
                 "ybuf": In(engine_buffers(cfg)["ybuf"].read_signature()),
                 "residual": In(stream.Signature(unsigned(e.vec_len * 8))),
                 "request": Out(request_signature(cfg)),
-                "freed": Out(20),
-                "done": Out(1),
+                "freed": Out(COUNT_BITS),
+                "finished": Out(1),
             }
         )
 
@@ -69,10 +71,10 @@ class Writer(wiring.Component):
         cfg = self._cfg
         e = cfg.engine
         vec_len, tile_m = e.vec_len, e.tile_m
-        job = self.ctrl.job
         m = Module()
         m.submodules.walker = walker = UnitWalker(cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
         per_row = (job.flags & FLAG_PER_ROW) != 0
         residual_en = (job.flags & FLAG_RESIDUAL) != 0
         affine_en = (job.flags & FLAG_AFFINE) != 0
@@ -85,7 +87,7 @@ class Writer(wiring.Component):
 
         # Row r of the writer's unit is complete in YBUF (written in an earlier cycle).
         def row_full(r: object) -> object:
-            return (walker.out_index < self.outputs_full) | (
+            return precedes(walker.out_index, self.outputs_full) | (
                 (walker.out_index == self.outputs_full) & (r < self.output_rows)
             )
 
@@ -100,11 +102,10 @@ class Writer(wiring.Component):
             row_record.eq(Array([Array(params[0]), Array(params[1])])[slot][row]),
             self.ybuf.addr.eq(Cat(Mux(read_next, row + 1, row)[: len(row)], slot)),
             self.ybuf.en.eq(~loaded | read_next),
-            self.done.eq(walker.done),
         ]
-        with m.If(self.ctrl.go & ~walker.done & walker.is_qk):
+        with m.If(self.ctrl.go & walker.active & walker.is_qk):
             m.d.comb += walker.step.eq(1)  # QK units write nothing
-        have_row = self.ctrl.active & ~walker.done & walker.outputs & row_full(row)
+        have_row = walker.active & walker.outputs & row_full(row)
         with m.If(have_row & ~loaded):
             m.d.sync += loaded.eq(1)
         residual_ok = ~residual_en | self.residual.valid
@@ -153,10 +154,10 @@ class Writer(wiring.Component):
             m.d.sync += loaded.eq(read_next)
             with m.If(last_row):
                 m.d.sync += [row.eq(0), self.freed.eq(self.freed + 1)]
-                m.d.comb += walker.step.eq(1)
+                m.d.comb += [walker.step.eq(1), self.finished.eq(walker.last)]
             with m.Else():
                 m.d.sync += row.eq(row + 1)
 
-        with m.If(~self.ctrl.active):
+        with m.If(self.ctrl.reset):
             m.d.sync += [s.eq(0) for s in (row, loaded, self.freed)]
         return m

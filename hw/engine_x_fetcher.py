@@ -11,7 +11,7 @@ from tinyattn.config import ClusterConfig
 
 from .engine_buffers import engine_buffers
 from .engine_port import ReadTag, request_signature, response_signature, word_mask
-from .engine_walker import UnitWalker, job_context_signature
+from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .wide_port import MAX_READS
 
 __all__ = ["XFetcher"]
@@ -22,15 +22,15 @@ class XFetcher(wiring.Component):
 
     GEMM tiles read X rows, chunk by chunk of the reduction axis; a QK unit reads its
     query rows (one chunk: the head dimension). PV units take their operands from the
-    logits, so this part skips them. Chunk ``c`` (counted from the job's start) lands
+    logits, so this part skips them. Chunk ``c`` (counted over every job since the reset) lands
     in slot ``c % 2`` of XBUF, row ``r`` at address ``Cat(r, slot)``.
 
     Ports
     -----
     ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
-    used : In(20)
+    used : In(COUNT_BITS)
         Chunks the issuer has finished with. Chunk ``c`` is fetched once ``c < used + 2``.
-    loaded : Out(20)
+    loaded : Out(COUNT_BITS)
         Chunks completely in XBUF.
     rows : Out(range(tile_m + 1))
         Rows of chunk ``loaded`` (the one being filled) already in XBUF: the issuer may
@@ -49,8 +49,8 @@ class XFetcher(wiring.Component):
         super().__init__(
             {
                 "ctrl": In(job_context_signature(cfg)),
-                "used": In(20),
-                "loaded": Out(20),
+                "used": In(COUNT_BITS),
+                "loaded": Out(COUNT_BITS),
                 "rows": Out(range(e.tile_m + 1)),
                 "request": Out(request_signature(cfg)),
                 "response": In(response_signature(cfg)),
@@ -61,10 +61,10 @@ class XFetcher(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         e = self._cfg.engine
         lanes, vec_len, tile_m = e.port_lanes, e.vec_len, e.tile_m
-        job = self.ctrl.job
         m = Module()
         m.submodules.walker = walker = UnitWalker(self._cfg)
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
+        job = walker.job
 
         # What each outstanding read is for, in issue order.
         dest_layout = data.StructLayout({"row": range(self._xbuf.depth), "last": 1})
@@ -72,7 +72,7 @@ class XFetcher(wiring.Component):
 
         chunk_in_unit = Signal(16)
         row = Signal(range(tile_m))
-        chunk = Signal(20)  # chunks requested since the job started (GEMM and QK units)
+        chunk = Signal(COUNT_BITS)  # chunks requested since the reset (GEMM and QK units)
         words = Mux(chunk_in_unit == walker.chunks - 1, walker.last_words, lanes)
         last_row = row == walker.rows - 1
         addr = Mux(
@@ -86,9 +86,9 @@ class XFetcher(wiring.Component):
         m.d.comb += [
             request.valid.eq(
                 self.ctrl.go
-                & ~walker.done
+                & walker.active
                 & ~walker.is_pv
-                & (chunk < self.used + 2)
+                & precedes(chunk, self.used + 2)
                 & dest.w_stream.ready
             ),
             request.payload.addr.eq(addr),
@@ -100,7 +100,7 @@ class XFetcher(wiring.Component):
             dest.w_stream.payload.eq(dest_in),
             dest.w_stream.valid.eq(accepted),
         ]
-        with m.If(self.ctrl.go & ~walker.done & walker.is_pv):
+        with m.If(self.ctrl.go & walker.active & walker.is_pv):
             m.d.comb += walker.step.eq(1)  # PV units take their operands from LOGITS
         with m.If(accepted):
             with m.If(last_row):
@@ -127,6 +127,6 @@ class XFetcher(wiring.Component):
         with m.If(response.valid & dest_out.last):
             m.d.sync += self.loaded.eq(self.loaded + 1)
 
-        with m.If(~self.ctrl.active):
+        with m.If(self.ctrl.reset):
             m.d.sync += [s.eq(0) for s in (chunk_in_unit, row, chunk, self.rows, self.loaded)]
         return m
