@@ -84,6 +84,7 @@ class JobChecker(wiring.Component):
             extent(job.d_addr, job.d_stride, job.k, job.n, job.d_hstride),
             Const(0),
         ]
+
         # Read-after-write between jobs: tensor by tensor, its range against the written one.
         def reads(first, last):
             return (first <= self.written_last) & (self.written_first <= last)

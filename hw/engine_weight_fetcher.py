@@ -91,10 +91,7 @@ class WeightFetcher(wiring.Component):
         dest_in = Signal(dest_layout)
         m.d.comb += [
             request.valid.eq(
-                self.ctrl.go
-                & walker.active
-                & precedes(block, self.used + 2)
-                & dest.w_stream.ready
+                self.ctrl.go & walker.active & precedes(block, self.used + 2) & dest.w_stream.ready
             ),
             request.payload.addr.eq(addr),
             request.payload.we.eq(0),

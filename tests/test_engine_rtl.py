@@ -20,6 +20,8 @@ ALL_TESTS = [
     "job_perf",
     "attention_random",
     "mixed_queue",
+    "job_chain",
+    "queue_perf",
 ]
 #: (config, simulator) -> (tests, environment). Icarus is ~100x slower than
 #: Verilator on the default configuration: it runs fewer, smaller jobs there.

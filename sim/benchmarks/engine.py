@@ -27,12 +27,14 @@ from .output import BenchmarkReport
 
 __all__ = [
     "ENGINE_CASES",
+    "QUEUE_CASES",
     "Synthesis",
     "attention_bound",
     "cells_per_mac",
     "engine_bench_config",
     "report_engine",
     "run_engine_bench",
+    "run_queue_bench",
 ]
 
 ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
@@ -46,6 +48,12 @@ ENGINE_CASES: list[tuple[str, str, int, int, int, int]] = [
     ("attention S=64 H=4 D=32", "attention", 64, 64, 32, 4),
 ]
 
+#: (name, jobs, shapes as job (m, n, k)): queues of GEMMs pushed at once. MobileBERT's FFN
+#: shapes alternate: 128x512x128 and 128x128x512 (M x K x N), 8192 ideal cycles each at
+#: 1024 MAC/cycle.
+QUEUE_CASES: list[tuple[str, int, tuple[tuple[int, int, int], ...]]] = [
+    ("8 queued GEMMs 128x512x128 / 128x128x512", 8, ((128, 128, 512), (128, 512, 128))),
+]
 
 #: L1 bytes the reference workloads need resident at once (X, Wᵀ, Y, parameters, gaps).
 ENGINE_BENCH_L1_BYTES = 160 * 1024
@@ -110,6 +118,44 @@ def run_engine_bench(
             if kind == "attention":
                 record["bound"] = round(attention_bound(cfg, k), 4)
             records.append(record)
+    return records
+
+
+def run_queue_bench(
+    cfg: ClusterConfig,
+    *,
+    sim: str = "verilator",
+    stalls: Sequence[float] = (0.0, 0.1),
+    queues: Sequence[tuple[str, int, tuple[tuple[int, int, int], ...]]] = tuple(QUEUE_CASES),
+    seed: int = 1,
+) -> list[dict[str, Any]]:
+    """Run each queue of GEMMs once per grant-stall probability: cycles from the first
+    push to the last ``done``, against the ideal at peak (the bound: 100%)."""
+    records = []
+    for name, jobs, shapes in queues:
+        for withhold in stalls:
+            env = {
+                "TINYATTN_QUEUE_JOBS": str(jobs),
+                "TINYATTN_QUEUE_SHAPES": ",".join("x".join(map(str, s)) for s in shapes),
+                "TINYATTN_WITHHOLD": str(withhold),
+            }
+            result = run_bench(
+                "engine", cfg, ENGINE_BENCH, sim, testcase="queue_perf", env=env, seed=seed
+            )
+            if not result.ok:
+                raise RuntimeError(f"benchmark {name!r} failed: {failure_report(result, seed)}")
+            metrics = result.metrics["queue_perf"]
+            records.append(
+                {
+                    "name": f"{name}, {int(withhold * 100)}% stalls",
+                    "cycles": metrics["cycles"],
+                    "ideal_cycles": metrics["ideal_cycles"],
+                    "utilization": round(metrics["utilization"], 4),
+                    "done_cycles": metrics["done_cycles"],
+                    "bound": 1.0,
+                    "sim": sim,
+                }
+            )
     return records
 
 
@@ -198,6 +244,7 @@ def report_engine(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None
                 lambda: _report_area(synthesis, cfg, report), cancel=synthesis.cancel
             )
     records = run_engine_bench(bench_cfg, sim=sim)
+    records += run_queue_bench(bench_cfg, sim=sim)
     report.table("engine", records, ["stall_cycles", "bound"])
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.engine import status_layout
-from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, Job, JobError, Op
+from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, PARAM_RECORD_BYTES, Job, JobError, Op
 from tinyattn.hw.job_layout import job_layout
 from tinyattn.verif.benches.common import (
     bench_config,
@@ -694,4 +694,137 @@ async def mixed_queue(dut: Any) -> None:
     kinds = " ".join("G" if job.op == 1 else "A" for job in jobs)
     dut._log.info("mixed queue %s: %s", kinds, [c for c, _ in results])
     tb.check_image(want, "mixed queue")
+    tb.checker.finish()
+
+
+@cocotb.test()
+async def job_chain(dut: Any) -> None:
+    """Jobs that read what the job before them wrote, queued back to back.
+
+    GEMM, a GEMM on its output, a residual GEMM adding that output, an attention job
+    whose queries are that output, a GEMM on the attention output; a rejected job sits
+    in the chain, and an independent GEMM follows. Each dependent job must wait for the
+    writes of the one before (``docs/engine.md``, "Jobs back to back"); the L1 image
+    after the chain must equal the golden model applying the jobs in order, and the
+    done events must come in queue order with the rejected job's error in its place.
+    """
+    cfg = bench_config()
+    seed = bench_seed() + 7
+    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
+    await tb.reset()
+    e = cfg.engine
+    rng = tb.rng
+    tb.image[:] = rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    alloc = Allocator(tb.image.size, rng)
+    m = e.tile_m + 1
+    width = e.vec_len + 8  # two output tiles, the second ragged
+
+    def gemm(n: int, k: int, flags: int = 0) -> Job:
+        return random_gemm(tb.image, cfg, rng, m=m, n=n, k=k, flags=flags, alloc=alloc)
+
+    first = gemm(width, 2 * e.vec_len, FLAG_RELU)
+    second = gemm(width, width).replace(a_addr=first.c_addr, a_stride=first.c_stride)
+    residual = gemm(width, e.vec_len, FLAG_RESIDUAL).replace(
+        d_addr=second.c_addr, d_stride=second.c_stride
+    )
+    head_dim = min(32, e.vec_len)
+    attention = random_attention(
+        tb.image, cfg, rng, m=m, n=2 * e.n_pe, k=head_dim, heads=1, alloc=alloc
+    ).replace(a_addr=residual.c_addr, a_stride=residual.c_stride)
+    last = gemm(e.vec_len, head_dim).replace(a_addr=attention.c_addr, a_stride=attention.c_stride)
+    rejected = first.replace(op=3)
+    independent = gemm(e.vec_len, e.vec_len)
+    jobs = [first, second, rejected, residual, attention, last, independent]
+    want = tb.image.copy()
+    codes = [int(run_job(want, job, cfg)) for job in jobs]
+    assert codes == [0, 0, int(JobError.UNKNOWN_OP), 0, 0, 0, 0], codes
+    results = await tb.run_jobs(jobs, timeout=400_000)
+    assert [err for _, err in results] == codes, f"{results} (seed {seed})"
+    tb.check_image(want, "chain of dependent jobs")
+    tb.checker.finish()
+
+
+def _queue_shapes() -> list[tuple[int, int, int]]:
+    """TINYATTN_QUEUE_SHAPES: ``MxNxK`` GEMM shapes (job dimensions), comma-separated."""
+    text = os.environ.get("TINYATTN_QUEUE_SHAPES", "")
+    try:
+        return [tuple(int(d) for d in shape.split("x")) for shape in text.split(",") if shape]
+    except ValueError:
+        raise ValueError(
+            f"TINYATTN_QUEUE_SHAPES={text!r}: give job shapes as MxNxK,MxNxK (e.g. 64x64x128)"
+        ) from None
+
+
+@cocotb.test()
+async def queue_perf(dut: Any) -> None:
+    """TINYATTN_QUEUE_JOBS independent GEMMs pushed at once, shapes cycling through
+    TINYATTN_QUEUE_SHAPES (default: a tile and two tiles of the engine).
+
+    Records cycles from the first push to the last done, against the ideal at peak MAC
+    rate. The shapes share one X and one weight region (each job reads them with its
+    own strides, so the MobileBERT FFN shapes fit in L1), and each shape writes its own
+    output with its own parameters; the image after the queue must be the golden model's.
+    """
+    cfg = bench_config()
+    seed = bench_seed() + 8
+    e = cfg.engine
+    withhold = env_float("TINYATTN_WITHHOLD", 0.0)
+    tb = EngineTB(dut, cfg, seed, withhold)
+    await tb.reset()
+    rng = tb.rng
+    shapes = _queue_shapes() or [
+        (e.tile_m, e.vec_len, 2 * e.vec_len),
+        (2 * e.tile_m, 2 * e.vec_len, e.vec_len),
+    ]
+    count = env_int("TINYATTN_QUEUE_JOBS", 8)
+    alloc = Allocator(tb.image.size, rng)
+    x_addr, x_stride = alloc.matrix(max(s[0] for s in shapes), max(s[2] for s in shapes))
+    w_bytes = max(n * k for _, n, k in shapes)
+    w_addr = alloc.take(w_bytes)
+    operands = slice(x_addr, w_addr + w_bytes)  # X, the gap, W: all random
+    tb.image[operands] = rng.integers(0, 256, operands.stop - operands.start, dtype=np.uint8)
+    templates = []
+    for m, n, k in shapes:
+        # A random GEMM of the shape laid out in a scratch image: its parameters are
+        # copied next to the shared operands, its operands replaced by them.
+        scratch = np.zeros_like(tb.image)
+        job = random_gemm(scratch, cfg, rng, m=m, n=n, k=k, flags=0)
+        p_bytes = n * PARAM_RECORD_BYTES
+        p_addr = alloc.take(p_bytes)
+        tb.image[p_addr : p_addr + p_bytes] = scratch[job.p_addr : job.p_addr + p_bytes]
+        c_addr, c_stride = alloc.matrix(m, n)
+        templates.append(
+            job.replace(
+                a_addr=x_addr, a_stride=x_stride, b_addr=w_addr, b_stride=k,
+                c_addr=c_addr, c_stride=c_stride, p_addr=p_addr,
+            )
+        )  # fmt: skip
+    jobs = [templates[i % len(templates)] for i in range(count)]
+    want = tb.image.copy()
+    for job in jobs:
+        assert run_job(want, job, cfg) == JobError.NONE
+    macs = sum(job.m * job.n * job.k for job in jobs)
+    macs0 = int(dut.macs.value)
+    timeout = 40 * macs // e.macs_per_cycle + 20_000
+    results = await tb.run_jobs(jobs, timeout=timeout)
+    assert [err for _, err in results] == [0] * count, f"{results} (seed {seed})"
+    tb.check_image(want, f"{count} queued GEMMs")
+    counted = int(dut.macs.value) - macs0
+    assert counted == macs, f"MAC counter {counted}, want {macs}"
+    # run_jobs counts from the cycle the jobs were handed to the source; the first push
+    # (valid with the first job) is in that cycle.
+    cycles = results[-1][0]
+    write_metrics(
+        "queue_perf",
+        {
+            "jobs": count,
+            "shapes": ",".join("x".join(str(d) for d in s) for s in shapes),
+            "macs": macs,
+            "cycles": cycles,
+            "done_cycles": [c for c, _ in results],
+            "ideal_cycles": macs // e.macs_per_cycle,
+            "utilization": macs / (cycles * e.macs_per_cycle),
+            "withhold": withhold,
+        },
+    )
     tb.checker.finish()
