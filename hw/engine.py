@@ -307,6 +307,8 @@ class Engine(wiring.Component):
         ]
         with m.If(writer.finished):
             m.d.sync += writer_finished.eq(writer_finished + 1)
+        # Write after write: a job writes once the previous job's writes have landed.
+        m.d.comb += writer.hold.eq(writer_finished != reported)
         report = Signal()
         m.d.comb += [
             report.eq((writer_finished != reported) & fence.landed & ~clearing),

@@ -40,6 +40,10 @@ class Writer(wiring.Component):
     ybuf : In(YBUF's read port signature, :mod:`~tinyattn.hw.engine_buffers`)
     residual : In(stream of ``vec_len`` bytes)
         The residual rows, in output order (taken only with ``FLAG_RESIDUAL``).
+    hold : In(1)
+        Writes of the previous job have not all landed: write nothing. Lanes run apart,
+        so a row of this job could otherwise reach a byte on one lane before the previous
+        job's write of it on another.
     request : Out(:func:`~tinyattn.hw.engine_port.request_signature`)
         One output row a request (a write).
     freed : Out(COUNT_BITS)
@@ -61,6 +65,7 @@ class Writer(wiring.Component):
                 "records": In(records_layout(cfg)),
                 "ybuf": In(engine_buffers(cfg)["ybuf"].read_signature()),
                 "residual": In(stream.Signature(unsigned(e.vec_len * 8))),
+                "hold": In(1),
                 "request": Out(request_signature(cfg)),
                 "freed": Out(COUNT_BITS),
                 "finished": Out(1),
@@ -135,7 +140,7 @@ class Writer(wiring.Component):
         request = self.request
         accepted = request.valid & request.ready
         m.d.comb += [
-            request.valid.eq(self.ctrl.go & have_row & loaded & residual_ok),
+            request.valid.eq(self.ctrl.go & have_row & loaded & residual_ok & ~self.hold),
             request.payload.addr.eq(
                 Mux(
                     walker.is_pv,
