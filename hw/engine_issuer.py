@@ -13,8 +13,8 @@ from .engine_buffers import acc_blocks, engine_buffers, logit_words
 from .engine_param_fetcher import records_layout
 from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
 from .itamax import probabilities
-from .job import FLAG_AFFINE, FLAG_PER_ROW, FLAG_RELU, FLAG_RESIDUAL
-from .job_layout import JobOp, job_layout, param_record_layout
+from .job import FLAG_AFFINE, FLAG_PER_HEAD, FLAG_PER_ROW, FLAG_RELU, FLAG_RESIDUAL
+from .job_layout import JobOp, head_record_layout, job_layout, param_record_layout
 
 __all__ = ["Issuer", "beat_layout"]
 
@@ -57,7 +57,7 @@ class Issuer(wiring.Component):
     ctrl : In(:func:`~tinyattn.hw.engine_walker.job_context_signature`)
     weights_loaded, x_loaded, x_rows, params_loaded, outputs_freed, qk_done : In
         The producers' counters (weight blocks; X chunks and rows of the chunk being
-        filled; tiles of records; output units written; QK units whose logits and
+        filled; output units with records; output units written; QK units whose logits and
         softmax sums are complete). Each beat waits for what it reads.
     weights_used, x_used : Out(COUNT_BITS)
         Weight blocks and X chunks the issuer has finished with (since the reset).
@@ -122,6 +122,7 @@ class Issuer(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ctrl), walker.ctrl)
         job = walker.job
         attention = job.op == JobOp.ATTENTION
+        per_head = attention & ((job.flags & FLAG_PER_HEAD) != 0)
 
         # ------------------------------------------------ stage A: pick the beat
         chunk_in_unit = Signal(16)
@@ -144,7 +145,7 @@ class Issuer(wiring.Component):
         ready_block = (
             precedes(block, self.weights_loaded)
             & operands_ready
-            & (attention | precedes(walker.out_index, self.params_loaded))
+            & ((attention & ~per_head) | precedes(walker.out_index, self.params_loaded))
             & (~final | precedes(walker.out_index, self.outputs_freed + 2))
         )
         issue = Signal()
@@ -172,6 +173,7 @@ class Issuer(wiring.Component):
                     # Of the beat's job: A may be on the next job while B presents this beat.
                     "attention": 1,
                     "per_row": 1,
+                    "per_head": 1,  # requantization from the unit's head record
                     "relu": 1,  # the core applies the ReLU
                     "requant": job_layout(cfg).members["qk"],  # QK or PV requantization
                     "beat": beat_layout(cfg),
@@ -186,6 +188,7 @@ class Issuer(wiring.Component):
             stage_b.pv.eq(walker.is_pv),
             stage_b.attention.eq(attention),
             stage_b.per_row.eq((job.flags & FLAG_PER_ROW) != 0),
+            stage_b.per_head.eq(per_head),
             # With a residual or an affine epilogue the writer applies the ReLU last.
             stage_b.relu.eq(
                 ((job.flags & FLAG_RELU) != 0)
@@ -235,7 +238,8 @@ class Issuer(wiring.Component):
             m.d.sync += inflight.eq(inflight - 1)
 
         # The beat's bias and requantization: per output channel, or (FLAG_PER_ROW) one
-        # record for the whole row; attention takes them from the job.
+        # record for the whole row; attention takes them from the job, or (FLAG_PER_HEAD)
+        # from its unit's head record, record 0 of the unit's slot.
         per_row = stage_b.per_row
         record_layout = param_record_layout()
         params = [list(self.records[slot]) for slot in range(2)]
@@ -243,7 +247,15 @@ class Issuer(wiring.Component):
         acc_words = data.ArrayLayout(signed(e.acc_bits), n_pe)(self.acc.data)
         row_record = Signal(record_layout)
         m.d.comb += row_record.eq(Array([Array(params[0]), Array(params[1])])[b.slot][b.row])
-        job_rq = stage_b.requant
+        head_record = head_record_layout()(
+            Mux(b.slot, params[1][0].as_value(), params[0][0].as_value())
+        )
+        head_qk = Cat(head_record.qk_mult, head_record.qk_shift, head_record.qk_add)
+        head_av = Cat(head_record.av_mult, head_record.av_shift, head_record.av_add)
+        job_rq = Signal(job_layout(cfg).members["qk"])
+        m.d.comb += job_rq.eq(
+            Mux(stage_b.per_head, Mux(stage_b.pv, head_av, head_qk), stage_b.requant.as_value())
+        )
         for u in range(n_pe):
             chan = Array(
                 [

@@ -3,13 +3,22 @@ the job before it writes."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tinyattn.config import ClusterConfig
 
-from .job import FLAG_PER_ROW, FLAG_RESIDUAL, FLAGS_ALL, PARAM_RECORD_BYTES, JobError
+from .job import (
+    ATTENTION_FLAGS,
+    FLAG_PER_HEAD,
+    FLAG_PER_ROW,
+    FLAG_RESIDUAL,
+    FLAGS_ALL,
+    HEAD_RECORD_BYTES,
+    PARAM_RECORD_BYTES,
+    JobError,
+)
 from .job_layout import JobOp, job_layout
 
 __all__ = ["JobChecker"]
@@ -59,6 +68,7 @@ class JobChecker(wiring.Component):
         m = Module()
         attention = job.op == JobOp.ATTENTION
         residual_en = (job.flags & FLAG_RESIDUAL) != 0
+        per_head = (job.flags & FLAG_PER_HEAD) != 0  # attention: the table at p_addr
 
         # The last byte of each tensor the job touches, computed side by side: the
         # extents cost one comparator each beyond the address arithmetic.
@@ -82,7 +92,7 @@ class JobChecker(wiring.Component):
             extent(job.b_addr, job.b_stride, job.n, job.k, job.b_hstride),
             extent(job.c_addr, job.c_stride, job.m, job.k, job.c_hstride),
             extent(job.d_addr, job.d_stride, job.k, job.n, job.d_hstride),
-            Const(0),
+            Mux(per_head, extent(job.p_addr, HEAD_RECORD_BYTES, job.heads, HEAD_RECORD_BYTES), 0),
         ]
 
         # Read-after-write between jobs: tensor by tensor, its range against the written one.
@@ -128,12 +138,15 @@ class JobChecker(wiring.Component):
             common
             | Mux(
                 attention,
-                d_used | ((job.heads > 1) & heads_used),
+                d_used | ((job.heads > 1) & heads_used) | (per_head & low(job.p_addr)),
                 low(job.p_addr) | (residual_en & d_used),
             )
         )
         bad_op = (job.op != JobOp.GEMM) & (job.op != JobOp.ATTENTION)
-        bad_flags = Mux(attention, job.flags != 0, (job.flags & ~FLAGS_ALL) != 0)
+        attention_flags = sum(ATTENTION_FLAGS.values())
+        bad_flags = Mux(
+            attention, (job.flags & ~attention_flags) != 0, (job.flags & ~FLAGS_ALL) != 0
+        )
         zero = (job.m == 0) | (job.n == 0) | (job.k == 0) | (attention & (job.heads == 0))
         too_big = (
             (job.m > e.max_dim)

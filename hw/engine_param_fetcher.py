@@ -1,4 +1,5 @@
-"""The engine's parameter fetcher: each GEMM tile's per-channel records into a register file."""
+"""The engine's parameter fetcher: each GEMM tile's per-channel records, or each attention
+head's requantization record, into a register file."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tinyattn.config import ClusterConfig
 
 from .engine_port import ReadTag, request_signature, response_signature, word_mask
 from .engine_walker import COUNT_BITS, UnitWalker, job_context_signature, precedes
-from .job import FLAG_PER_ROW, PARAM_RECORD_BYTES
+from .job import FLAG_PER_HEAD, FLAG_PER_ROW, HEAD_RECORD_BYTES, PARAM_RECORD_BYTES
 from .job_layout import JobOp, param_record_layout
 from .wide_port import MAX_READS
 
@@ -23,6 +24,9 @@ def records_layout(cfg: ClusterConfig) -> data.ArrayLayout:
 
     A GEMM tile has ``vec_len`` channels, or ``tile_m`` rows with ``FLAG_PER_ROW``;
     tile ``t``'s records are in slot ``t % 2``, record ``i`` for its channel (row) ``i``.
+    An attention job with ``FLAG_PER_HEAD`` has one record per output (PV) unit ``t``,
+    its head's (:func:`~tinyattn.hw.job_layout.head_record_layout`), as record 0 of
+    slot ``t % 2``; the unit's QK unit reads it too.
     """
     e = cfg.engine
     entries = max(e.tile_m, e.vec_len)
@@ -32,10 +36,13 @@ def records_layout(cfg: ClusterConfig) -> data.ArrayLayout:
 class ParamFetcher(wiring.Component):
     """Loads each GEMM tile's parameter records, up to two tiles ahead of the writer.
 
-    Attention jobs take their requantization from the job itself: this part steps over
-    their units, one a cycle once its earlier reads have arrived, counting their output
-    units as loaded (they need no records), so ``loaded`` keeps counting output units
-    over the whole sequence of jobs.
+    Attention jobs without ``FLAG_PER_HEAD`` take their requantization from the job
+    itself: this part steps over their units, one a cycle once its earlier reads have
+    arrived, counting their output units as loaded (they need no records), so ``loaded``
+    keeps counting output units over the whole sequence of jobs. With ``FLAG_PER_HEAD``
+    it loads, at each QK unit, the head's record for the PV unit that follows (the two
+    share the output unit's slot), while the issuer is still on earlier units, and steps
+    over the PV unit.
 
     Ports
     -----
@@ -89,14 +96,17 @@ class ParamFetcher(wiring.Component):
         attention = job.op == JobOp.ATTENTION
         tile = walker.out_index  # this GEMM tile's output unit: its slot is its low bit
         per_row = (job.flags & FLAG_PER_ROW) != 0
+        per_head = attention & ((job.flags & FLAG_PER_HEAD) != 0)
 
         # What each outstanding read is for, in issue order.
         dest_layout = data.StructLayout({"slot": 1, "first": range(entries), "last": 1})
         m.submodules.dest = dest = SyncFIFOBuffered(width=dest_layout.size, depth=MAX_READS + 1)
 
         first = Signal(range(entries + records_per_beat))  # the next beat's first record
-        count = Mux(per_row, walker.rows, walker.cols)
-        base = Mux(per_row, walker.m0, walker.n0)
+        # Attention: the one record of the unit's head (both records are 16 bytes).
+        assert HEAD_RECORD_BYTES == PARAM_RECORD_BYTES
+        count = Mux(attention, 1, Mux(per_row, walker.rows, walker.cols))
+        base = Mux(attention, walker.head, Mux(per_row, walker.m0, walker.n0))
         left = Signal(range(entries + 1))
         m.d.comb += left.eq(count - first)
         words = Mux(left >= records_per_beat, lanes, left * 4)
@@ -104,7 +114,7 @@ class ParamFetcher(wiring.Component):
 
         valid = (
             self.ctrl.go
-            & ~attention
+            & (~attention | (per_head & ~walker.is_pv))
             & walker.active
             & precedes(tile, self.freed + 2)
             & dest.w_stream.ready
@@ -155,9 +165,13 @@ class ParamFetcher(wiring.Component):
 
         # An attention job's units: step over them once every earlier read has arrived
         # (``loaded`` counts in order), its PV units counted as loaded.
-        with m.If(self.ctrl.go & walker.active & attention & (dest.level == 0)):
+        with m.If(self.ctrl.go & walker.active & attention & ~per_head & (dest.level == 0)):
             m.d.comb += walker.step.eq(1)
             m.d.sync += self.loaded.eq(self.loaded + walker.outputs)
+        # FLAG_PER_HEAD: a PV unit's record came with its QK unit (and counts as loaded
+        # when it arrives): step over it.
+        with m.If(self.ctrl.go & walker.active & per_head & walker.is_pv):
+            m.d.comb += walker.step.eq(1)
 
         with m.If(self.ctrl.reset):
             m.d.sync += [first.eq(0), self.loaded.eq(0)]

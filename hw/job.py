@@ -19,6 +19,9 @@ operate on int8 tensors in L1, addressed by byte address and row stride.
     O  (m, k)  at c_addr + h * c_hstride, row stride c_stride
     O = requantize(ITAMax(requantize(Q · Kᵀ, qk)) · V, av)
 
+    qk, av: the job's own ``qk``/``av``, or with FLAG_PER_HEAD head h's record of the
+    table at p_addr (one 16-byte record per head, :data:`HEAD_RECORD_FIELDS`)
+
 The per-channel parameter record (little endian, 16 bytes)::
 
     word 0  bias   int32
@@ -29,6 +32,16 @@ The per-channel parameter record (little endian, 16 bytes)::
 :data:`PARAM_RECORD_FIELDS` is the one description of that record: :func:`pack_params`
 and :func:`unpack_params` use it here, and the RTL's ``data.StructLayout`` of the record
 (:func:`tinyattn.hw.job_layout.param_record_layout`) is built from it.
+
+The per-head requantization record of an ATTENTION job with FLAG_PER_HEAD (little
+endian, 16 bytes; :data:`HEAD_RECORD_FIELDS`, packed by :func:`pack_head_params`)::
+
+    word 0  qk: mult uint8 [7:0], shift [12:8], add int8 [23:16]
+    word 1  av: mult uint8 [7:0], shift [12:8], add int8 [23:16]
+    words 2, 3 reserved (0)
+
+Each word has the bit layout of the parameter record's requantization word, and both
+lie on bits the parameter record uses: the engine keeps it in the same record file.
 
 This module is plain Python (no Amaranth), so the golden job model and the firmware
 generator import it without the HDL; the Amaranth views of a job (its queue layout,
@@ -47,17 +60,23 @@ from tinyattn.config import ClusterConfig
 
 __all__ = [
     "FLAGS_ALL",
+    "ATTENTION_FLAGS",
     "FLAG_AFFINE",
+    "FLAG_PER_HEAD",
     "FLAG_PER_ROW",
     "FLAG_RELU",
     "FLAG_RESIDUAL",
+    "HEAD_RECORD_BYTES",
+    "HEAD_RECORD_FIELDS",
     "PARAM_RECORD_BYTES",
     "PARAM_RECORD_FIELDS",
     "Job",
     "JobError",
     "Op",
     "job_fields",
+    "pack_head_params",
     "pack_params",
+    "unpack_head_params",
     "unpack_params",
 ]
 
@@ -74,11 +93,33 @@ PARAM_RECORD_FIELDS: dict[str, tuple[int, int, bool]] = {
     "beta": (96, 32, True),
 }
 
+HEAD_RECORD_BYTES = 16
+
+#: The per-head requantization record of an ATTENTION job with :data:`FLAG_PER_HEAD`,
+#: as :data:`PARAM_RECORD_FIELDS`. Word 1 has the parameter record's requantization
+#: fields' offsets, word 0 the same fields 32 bits lower (inside its bias): no bit the
+#: parameter record leaves reserved is used.
+HEAD_RECORD_FIELDS: dict[str, tuple[int, int, bool]] = {
+    "qk_mult": (0, 8, False),
+    "qk_shift": (8, 5, False),
+    "qk_add": (16, 8, True),
+    "av_mult": (32, 8, False),
+    "av_shift": (40, 5, False),
+    "av_add": (48, 8, True),
+}
+
+# GEMM epilogue flags.
 FLAG_RELU = 1 << 0
 FLAG_RESIDUAL = 1 << 1
 FLAG_AFFINE = 1 << 2
 FLAG_PER_ROW = 1 << 3
 FLAGS_ALL = FLAG_RELU | FLAG_RESIDUAL | FLAG_AFFINE | FLAG_PER_ROW
+
+#: ATTENTION: ``qk``/``av`` of head h from record h of the table at ``p_addr``. It reuses
+#: FLAG_PER_ROW's bit ("parameters follow the heads"): each op reads the flags its own way.
+FLAG_PER_HEAD = 1 << 3
+#: The flags an ATTENTION job may have, by name (the GEMM ones are :data:`FLAGS_ALL`).
+ATTENTION_FLAGS: dict[str, int] = {"PER_HEAD": FLAG_PER_HEAD}
 
 
 class Op(enum.IntEnum):
@@ -146,7 +187,8 @@ def job_fields(cfg: ClusterConfig) -> dict[str, int | dict[str, int]]:
 class Job:
     """A job as firmware would program it. Unused fields stay 0.
 
-    ``qk`` and ``av`` are ``(mult, shift, add)`` with ``add`` as a signed int8.
+    ``qk`` and ``av`` are ``(mult, shift, add)`` with ``add`` as a signed int8; an
+    ATTENTION job with :data:`FLAG_PER_HEAD` ignores them (its table at ``p_addr`` has them).
     """
 
     op: int
@@ -208,21 +250,72 @@ def pack_params(
         "gamma": np.zeros(n, np.int64) if gamma is None else gamma,
         "beta": np.zeros(n, np.int64) if beta is None else beta,
     }
-    words = np.zeros((n, PARAM_RECORD_BYTES // 4), dtype=np.uint64)
-    for name, (offset, width, _) in PARAM_RECORD_FIELDS.items():
+    return _pack_records(PARAM_RECORD_FIELDS, PARAM_RECORD_BYTES, values)
+
+
+def _pack_records(
+    fields: dict[str, tuple[int, int, bool]], record_bytes: int, values: dict[str, np.ndarray]
+) -> bytes:
+    """``len(values[...])`` records of ``fields``; values modulo their field width."""
+    n = len(next(iter(values.values())))
+    words = np.zeros((n, record_bytes // 4), dtype=np.uint64)
+    for name, (offset, width, _) in fields.items():
         field = np.asarray(values[name], np.int64).astype(np.uint64) & np.uint64((1 << width) - 1)
         words[:, offset // 32] |= field << np.uint64(offset % 32)
     return words.astype("<u4").tobytes()
 
 
-def unpack_params(records: bytes | np.ndarray, count: int) -> dict[str, np.ndarray]:
-    """The fields of ``count`` parameter records (int64 arrays; signed fields sign-extended)."""
-    raw = np.frombuffer(bytes(records[: count * PARAM_RECORD_BYTES]), dtype="<u4")
-    words = raw.reshape(count, PARAM_RECORD_BYTES // 4).astype(np.int64)
+def _unpack_records(
+    fields: dict[str, tuple[int, int, bool]],
+    record_bytes: int,
+    records: bytes | np.ndarray,
+    count: int,
+) -> dict[str, np.ndarray]:
+    raw = np.frombuffer(bytes(records[: count * record_bytes]), dtype="<u4")
+    words = raw.reshape(count, record_bytes // 4).astype(np.int64)
     out = {}
-    for name, (offset, width, signed) in PARAM_RECORD_FIELDS.items():
+    for name, (offset, width, signed) in fields.items():
         field = (words[:, offset // 32] >> (offset % 32)) & ((1 << width) - 1)
         if signed:
             field = np.where(field >> (width - 1), field - (1 << width), field)
         out[name] = field
     return out
+
+
+def unpack_params(records: bytes | np.ndarray, count: int) -> dict[str, np.ndarray]:
+    """The fields of ``count`` parameter records (int64 arrays; signed fields sign-extended)."""
+    return _unpack_records(PARAM_RECORD_FIELDS, PARAM_RECORD_BYTES, records, count)
+
+
+def pack_head_params(qk: list[tuple[int, int, int]], av: list[tuple[int, int, int]]) -> bytes:
+    """The per-head requantization table of an ATTENTION job with :data:`FLAG_PER_HEAD`.
+
+    ``qk[h]`` and ``av[h]`` are head h's ``(mult, shift, add)``; one
+    :data:`HEAD_RECORD_FIELDS` record per head. ``ValueError`` if the lists differ in
+    length or are empty.
+    """
+    if len(qk) != len(av) or not qk:
+        raise ValueError(
+            f"pack_head_params: {len(qk)} qk and {len(av)} av requantizations; give one "
+            "(mult, shift, add) of each per head, at least one head"
+        )
+    values = {
+        f"{which}_{part}": np.array([rq[i] for rq in table], np.int64)
+        for which, table in (("qk", qk), ("av", av))
+        for i, part in enumerate(("mult", "shift", "add"))
+    }
+    return _pack_records(HEAD_RECORD_FIELDS, HEAD_RECORD_BYTES, values)
+
+
+def unpack_head_params(
+    records: bytes | np.ndarray, heads: int
+) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    """``(qk, av)`` of each of ``heads`` records of a per-head table (add sign-extended)."""
+    f = _unpack_records(HEAD_RECORD_FIELDS, HEAD_RECORD_BYTES, records, heads)
+    return [
+        tuple(  # type: ignore[misc]
+            (int(f[f"{w}_mult"][h]), int(f[f"{w}_shift"][h]), int(f[f"{w}_add"][h]))
+            for w in ("qk", "av")
+        )
+        for h in range(heads)
+    ]

@@ -12,9 +12,16 @@ from amaranth.lib import data, enum
 
 from tinyattn.config import ClusterConfig
 
-from .job import PARAM_RECORD_BYTES, PARAM_RECORD_FIELDS, Op, job_fields
+from .job import (
+    HEAD_RECORD_BYTES,
+    HEAD_RECORD_FIELDS,
+    PARAM_RECORD_BYTES,
+    PARAM_RECORD_FIELDS,
+    Op,
+    job_fields,
+)
 
-__all__ = ["JobOp", "job_layout", "param_record_layout"]
+__all__ = ["JobOp", "head_record_layout", "job_layout", "param_record_layout"]
 
 
 class JobOp(enum.Enum, shape=unsigned(2)):
@@ -43,6 +50,25 @@ def job_layout(cfg: ClusterConfig) -> data.StructLayout:
     return data.StructLayout({name: shape(width) for name, width in job_fields(cfg).items()})
 
 
+def _record_layout(
+    fields_by_name: dict[str, tuple[int, int, bool]], record_bytes: int
+) -> data.StructLayout:
+    """A whole record of ``fields_by_name`` (bit offset, width, signed), reserved bits as
+    ``_reservedN`` padding fields."""
+    fields: dict[str, object] = {}
+    at = 0
+    for name, (offset, width, is_signed) in sorted(
+        fields_by_name.items(), key=lambda item: item[1][0]
+    ):
+        if offset > at:
+            fields[f"_reserved{at}"] = unsigned(offset - at)
+        fields[name] = signed(width) if is_signed else unsigned(width)
+        at = offset + width
+    if at < record_bytes * 8:
+        fields[f"_reserved{at}"] = unsigned(record_bytes * 8 - at)
+    return data.StructLayout(fields)
+
+
 def param_record_layout() -> data.StructLayout:
     """The 16-byte per-channel parameter record (:data:`~tinyattn.hw.job.PARAM_RECORD_FIELDS`).
 
@@ -50,15 +76,13 @@ def param_record_layout() -> data.StructLayout:
     padding fields), so a beat's bits can be viewed as records directly; the padding
     registers of a record file have no reader and synthesis removes them.
     """
-    fields: dict[str, object] = {}
-    at = 0
-    for name, (offset, width, is_signed) in sorted(
-        PARAM_RECORD_FIELDS.items(), key=lambda item: item[1][0]
-    ):
-        if offset > at:
-            fields[f"_reserved{at}"] = unsigned(offset - at)
-        fields[name] = signed(width) if is_signed else unsigned(width)
-        at = offset + width
-    if at < PARAM_RECORD_BYTES * 8:
-        fields[f"_reserved{at}"] = unsigned(PARAM_RECORD_BYTES * 8 - at)
-    return data.StructLayout(fields)
+    return _record_layout(PARAM_RECORD_FIELDS, PARAM_RECORD_BYTES)
+
+
+def head_record_layout() -> data.StructLayout:
+    """The 16-byte per-head requantization record (:data:`~tinyattn.hw.job.HEAD_RECORD_FIELDS`).
+
+    As wide as the parameter record: the engine keeps it in a slot of the same record file
+    and views that slot's bits through this layout.
+    """
+    return _record_layout(HEAD_RECORD_FIELDS, HEAD_RECORD_BYTES)

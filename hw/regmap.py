@@ -713,7 +713,7 @@ def _flag_values() -> tuple[EnumValue, ...]:
     values = tuple(
         EnumValue(name.removeprefix("FLAG_"), getattr(_job, name), _FLAG_DESC[name[5:]])
         for name in _job.__all__
-        if name.startswith("FLAG_")
+        if name.startswith("FLAG_") and name[5:] not in _job.ATTENTION_FLAGS
     )
     if sum(v.value for v in values) != FLAGS_ALL:
         raise RegMapError("the FLAG_* constants of hw/job.py do not add up to FLAGS_ALL")
@@ -946,7 +946,7 @@ def _engine_block(ports: wiring.Signature) -> Block:
         8,
         RW,
         f"{job}.flags",
-        "GEMM epilogue flags (0 for attention)",
+        "GEMM epilogue flags; attention: 8 = PER_HEAD (qk/av per head from p_addr) or 0",
         values=_flag_values(),
         flags=True,
         enum="FLAG",

@@ -13,7 +13,7 @@ from test_interconnect_rtl import CONFIGS as TCDM_CONFIGS
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig
 from tinyattn.hw.dma import Direction, DmaError
-from tinyattn.hw.job import FLAG_AFFINE, FLAG_RELU, Job, JobError, Op
+from tinyattn.hw.job import FLAG_AFFINE, FLAG_PER_HEAD, FLAG_RELU, Job, JobError, Op
 from tinyattn.verif.coverage import (
     DmaCoverage,
     EngineCoverage,
@@ -75,6 +75,7 @@ def test_engine_bins_and_export(tmp_path) -> None:
         "engine.kind: gemm",
         "engine.kind: attention",
         "engine.flags: relu+affine",
+        "engine.flags: attention shared",
         "engine.shape: gemm x m aligned, n ragged, k aligned",
         "engine.shape: attention x m ragged, n aligned, k ragged",
         "engine.stall: gemm x none",
@@ -83,12 +84,13 @@ def test_engine_bins_and_export(tmp_path) -> None:
         "engine.occupancy: attention x busy, 1 queued",
         "engine.error: granule",
     }
-    assert len(missing_bins(cov)) == 52 - 10
-    assert summary_line(cov).startswith("10/52 bins (kind 2/2, flags 1/16, shape 2/16,")
+    assert len(missing_bins(cov)) == 54 - 11
+    assert summary_line(cov).startswith("11/54 bins (kind 2/2, flags 2/18, shape 2/16,")
 
 
 def test_directed_picks_close_the_engine_bins() -> None:
-    """16 GEMMs and 8 attention jobs drawn by the picks hit every flag and shape bin."""
+    """16 GEMMs and 8 attention jobs drawn by the picks hit every flag and shape bin
+    (both attention forms: requantization in the job and per head)."""
     cfg = ENGINE_CONFIGS["8x32"]
     model = EngineCoverage(cfg)
     rng = np.random.default_rng(3)
@@ -103,7 +105,8 @@ def test_directed_picks_close_the_engine_bins() -> None:
         model.sample(Job(op=Op.GEMM, m=m, n=n, k=k, flags=f), 0, 0.3, "idle")
     for _ in range(8):
         m, n, k = attention_dims(cfg, rng, model.pick_shape("attention", rng))
-        model.sample(Job(op=Op.ATTENTION, m=m, n=n, k=k, heads=1), 0, 0.3, "idle")
+        flags = FLAG_PER_HEAD if model.pick_per_head(rng) else 0
+        model.sample(Job(op=Op.ATTENTION, m=m, n=n, k=k, heads=1, flags=flags), 0, 0.3, "idle")
     from cocotb_coverage.coverage import coverage_db
 
     for item in ("engine.flags", "engine.shape"):

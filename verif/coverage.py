@@ -16,7 +16,9 @@ pytest.
 Engine bins (one sample per completed job):
 
 - ``kind``: GEMM, attention;
-- ``flags``: the 16 epilogue flag combinations of a GEMM (attention has no flags);
+- ``flags``: the 16 epilogue flag combinations of a GEMM, and attention with its
+  requantization in the job (``attention shared``) or per head (``attention per_head``,
+  ``FLAG_PER_HEAD``);
 - ``shape``: kind x m x n x k, each ragged or aligned: ``m`` against ``tile_m``, ``n``
   and ``k`` against ``vec_len`` (a GEMM unit is ``tile_m`` rows x ``vec_len`` channels,
   a chunk ``vec_len`` of the reduction; attention's keys are cut in ``vec_len`` chunks
@@ -61,6 +63,7 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.hw.job import (
     FLAG_AFFINE,
+    FLAG_PER_HEAD,
     FLAG_PER_ROW,
     FLAG_RELU,
     FLAG_RESIDUAL,
@@ -79,6 +82,7 @@ __all__ = [
     "dma_reachability",
     "engine_coverage",
     "engine_reachability",
+    "attention_flags_label",
     "flags_label",
     "interconnect_coverage",
     "interconnect_reachability",
@@ -105,6 +109,14 @@ DMA_DIRECTIONS = ("L2->L1", "L1->L2")
 def flags_label(flags: int) -> str:
     """``relu+affine``, or ``plain`` for no flag."""
     return "+".join(name for bit, name in _FLAG_NAMES if flags & bit) or "plain"
+
+
+def attention_flags_label(flags: int) -> str:
+    """``attention per_head`` (``FLAG_PER_HEAD``) or ``attention shared``."""
+    return "attention per_head" if flags & FLAG_PER_HEAD else "attention shared"
+
+
+ATTENTION_FLAG_BINS = (attention_flags_label(0), attention_flags_label(FLAG_PER_HEAD))
 
 
 def stall_class(withhold: float) -> str:
@@ -221,7 +233,7 @@ class EngineCoverage:
             CoverPoint(
                 "engine.flags",
                 xf=lambda s: s.flags,
-                bins=[flags_label(f) for f in range(16)],
+                bins=[flags_label(f) for f in range(16)] + list(ATTENTION_FLAG_BINS),
             ),
             CoverPoint(
                 "engine.shape_bins",
@@ -268,7 +280,7 @@ class EngineCoverage:
         else:
             kind = "gemm" if job.op == Op.GEMM else "attention"
             self._aimed_flags.discard(job.flags)
-            flags = flags_label(job.flags) if kind == "gemm" else None
+            flags = flags_label(job.flags) if kind == "gemm" else attention_flags_label(job.flags)
             shape = self.shape_of(job.m, job.n, job.k)
             s = _JobSample(kind, flags, shape, stall, occupancy, None)
         self._sample(s)
@@ -290,8 +302,15 @@ class EngineCoverage:
         return flags
 
     def flags_open(self) -> bool:
-        """True while a flag bin is not hit."""
-        return bool(self._unhit("engine.flags"))
+        """True while a GEMM flag bin is not hit."""
+        return any(b not in ATTENTION_FLAG_BINS for b in self._unhit("engine.flags"))
+
+    def pick_per_head(self, rng: np.random.Generator) -> bool:
+        """Whether an attention job should have ``FLAG_PER_HEAD``: a form whose flag bin
+        is not hit yet, else either."""
+        unhit = [b for b in self._unhit("engine.flags") if b in ATTENTION_FLAG_BINS]
+        choices = unhit or list(ATTENTION_FLAG_BINS)
+        return choices[int(rng.integers(len(choices)))] == ATTENTION_FLAG_BINS[1]
 
     def pick_shape(self, kind: str, rng: np.random.Generator) -> tuple[bool, bool, bool]:
         """(m, n, k) raggedness of a ``kind`` job whose shape bin is not hit yet, else any

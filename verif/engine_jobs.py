@@ -13,11 +13,14 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import (
+    FLAG_PER_HEAD,
     FLAG_PER_ROW,
     FLAG_RESIDUAL,
+    HEAD_RECORD_BYTES,
     PARAM_RECORD_BYTES,
     Job,
     Op,
+    pack_head_params,
     pack_params,
 )
 from tinyattn.verif.engine_model import write_matrix
@@ -186,12 +189,15 @@ def random_attention(
     n: int,
     k: int,
     heads: int,
+    per_head: bool = False,
     alloc: Allocator | None = None,
 ) -> Job:
     """Lay out a random multi-head attention in ``mem`` and return its job.
 
     Heads sit side by side in the rows, as MobileBERT's projections produce
     them: Q (m, heads*k), K (n, heads*k), O (m, heads*k), and Vᵀ (heads*k, n).
+    With ``per_head`` the job has ``FLAG_PER_HEAD`` and a table of requantizations that
+    differ from head to head (and random ``qk``/``av`` in the job, which it must ignore).
     """
     alloc = alloc or Allocator(len(mem), rng)
     width = heads * k
@@ -202,11 +208,18 @@ def random_attention(
     write_matrix(mem, a_addr, a_stride, rng.integers(-128, 128, (m, width)))
     write_matrix(mem, b_addr, b_stride, rng.integers(-128, 128, (n, width)))
     write_matrix(mem, d_addr, d_stride, rng.integers(-128, 128, (width, n)))
-    # Logits in ITAMax units (one step halves a probability): a spread of about +-8.
-    qk_mult = int(rng.integers(64, 256))
-    qk_shift = int(_shift_for(74 * 74 * math.sqrt(k), np.array([qk_mult]), 8.0)[0])
-    av_mult = int(rng.integers(64, 256))
-    av_shift = int(_shift_for(255 * 74 / 2, np.array([av_mult]), 48.0)[0])
+    requants = [_attention_requant(rng, k) for _ in range(heads if per_head else 1)]
+    if per_head:
+        # Every head's pair differs from head 0's (a head reading another's record fails).
+        for h in range(1, heads):
+            while requants[h] == requants[0]:
+                requants[h] = _attention_requant(rng, k)
+    qk, av = _attention_requant(rng, k) if per_head else requants[0]
+    p_addr = 0
+    if per_head:
+        p_addr = alloc.take(heads * HEAD_RECORD_BYTES)
+        table = pack_head_params([q for q, _ in requants], [a for _, a in requants])
+        mem[p_addr : p_addr + len(table)] = np.frombuffer(table, np.uint8)
     return Job(
         op=Op.ATTENTION,
         m=m,
@@ -225,6 +238,23 @@ def random_attention(
         d_addr=d_addr,
         d_stride=d_stride,
         d_hstride=k * d_stride,
-        qk=(qk_mult, qk_shift, int(rng.integers(-4, 5))),
-        av=(av_mult, av_shift, int(rng.integers(-4, 5))),
+        flags=FLAG_PER_HEAD if per_head else 0,
+        p_addr=p_addr,
+        qk=qk,
+        av=av,
+    )
+
+
+def _attention_requant(
+    rng: np.random.Generator, k: int
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Random (qk, av) requantizations for head dimension ``k``: logits in ITAMax units
+    (one step halves a probability) spread about +-8, outputs mostly inside int8."""
+    qk_mult = int(rng.integers(64, 256))
+    qk_shift = int(_shift_for(74 * 74 * math.sqrt(k), np.array([qk_mult]), 8.0)[0])
+    av_mult = int(rng.integers(64, 256))
+    av_shift = int(_shift_for(255 * 74 / 2, np.array([av_mult]), 48.0)[0])
+    return (
+        (qk_mult, qk_shift, int(rng.integers(-4, 5))),
+        (av_mult, av_shift, int(rng.integers(-4, 5))),
     )

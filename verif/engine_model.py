@@ -19,16 +19,20 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import (
+    ATTENTION_FLAGS,
     FLAG_AFFINE,
+    FLAG_PER_HEAD,
     FLAG_PER_ROW,
     FLAG_RELU,
     FLAG_RESIDUAL,
     FLAGS_ALL,
+    HEAD_RECORD_BYTES,
     PARAM_RECORD_BYTES,
     Job,
     JobError,
     Op,
     job_fields,
+    unpack_head_params,
     unpack_params,
 )
 from tinyattn.verif import golden
@@ -63,12 +67,17 @@ def job_tensors(job: Job) -> list[tuple[str, int, int, int, int, int, int]]:
         if job.flags & FLAG_RESIDUAL:
             tensors.append(("R", job.d_addr, job.d_stride, 0, 1, job.m, job.n))
         return tensors
-    return [
+    tensors = [
         ("Q", job.a_addr, job.a_stride, job.a_hstride, job.heads, job.m, job.k),
         ("K", job.b_addr, job.b_stride, job.b_hstride, job.heads, job.n, job.k),
         ("Vt", job.d_addr, job.d_stride, job.d_hstride, job.heads, job.k, job.n),
         ("O", job.c_addr, job.c_stride, job.c_hstride, job.heads, job.m, job.k),
     ]
+    if job.flags & FLAG_PER_HEAD:  # one requantization record per head
+        tensors.append(
+            ("heads", job.p_addr, HEAD_RECORD_BYTES, 0, 1, job.heads, HEAD_RECORD_BYTES)
+        )
+    return tensors
 
 
 def job_extents(job: Job) -> dict[str, tuple[int, int]]:
@@ -125,7 +134,8 @@ def check_job(job: Job, cfg: ClusterConfig) -> JobError:
     check_job_fields(job, cfg)
     e = cfg.engine
     attention = job.op == Op.ATTENTION
-    if job.op not in (Op.GEMM, Op.ATTENTION) or job.flags & ~(0 if attention else FLAGS_ALL):
+    allowed = sum(ATTENTION_FLAGS.values()) if attention else FLAGS_ALL
+    if job.op not in (Op.GEMM, Op.ATTENTION) or job.flags & ~allowed:
         return JobError.UNKNOWN_OP
     if job.m == 0 or job.n == 0 or job.k == 0 or (attention and job.heads == 0):
         return JobError.ZERO_DIM
@@ -253,10 +263,16 @@ def run_job(mem: np.ndarray, job: Job, cfg: ClusterConfig) -> JobError:
         )
         write_matrix(mem, job.c_addr, job.c_stride, y)
         return JobError.NONE
-    qk = (job.qk[0], job.qk[1], job.qk[2])
-    av = (job.av[0], job.av[1], job.av[2])
+    if job.flags & FLAG_PER_HEAD:
+        requants = unpack_head_params(
+            mem[job.p_addr : job.p_addr + job.heads * HEAD_RECORD_BYTES], job.heads
+        )
+    else:
+        qk = (job.qk[0], job.qk[1], job.qk[2])
+        av = (job.av[0], job.av[1], job.av[2])
+        requants = [(qk, av)] * job.heads
     outputs = []
-    for h in range(job.heads):
+    for h, (qk, av) in enumerate(requants):
         q = read_matrix(mem, job.a_addr + h * job.a_hstride, job.a_stride, job.m, job.k)
         k = read_matrix(mem, job.b_addr + h * job.b_hstride, job.b_stride, job.n, job.k)
         vt = read_matrix(mem, job.d_addr + h * job.d_hstride, job.d_stride, job.k, job.n)

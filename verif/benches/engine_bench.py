@@ -19,7 +19,15 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.engine import status_layout
-from tinyattn.hw.job import FLAG_RELU, FLAG_RESIDUAL, PARAM_RECORD_BYTES, Job, JobError, Op
+from tinyattn.hw.job import (
+    FLAG_PER_HEAD,
+    FLAG_RELU,
+    FLAG_RESIDUAL,
+    PARAM_RECORD_BYTES,
+    Job,
+    JobError,
+    Op,
+)
 from tinyattn.hw.job_layout import job_layout
 from tinyattn.verif.benches.common import (
     bench_config,
@@ -367,6 +375,16 @@ def invalid_jobs(cfg: ClusterConfig, good: Job) -> list[tuple[str, Job, JobError
             good.replace(flags=good.flags | FLAG_RESIDUAL, d_addr=size - 8, d_stride=4),
             JobError.OUT_OF_RANGE,
         ),
+        (
+            "per-head table % 4",
+            _att(good, cfg).replace(flags=FLAG_PER_HEAD, p_addr=good.p_addr + 2),
+            JobError.MISALIGNED,
+        ),
+        (  # the second head's record reaches one word past L1
+            "per-head table beyond L1",
+            _att(good, cfg).replace(flags=FLAG_PER_HEAD, heads=2, p_addr=size - 28),
+            JobError.OUT_OF_RANGE,
+        ),
     ]
 
 
@@ -566,7 +584,10 @@ async def job_perf(dut: Any) -> None:
         )
         macs = m * n * k
     else:
-        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads)
+        per_head = bool(env_int("TINYATTN_PERF_PER_HEAD", 0))
+        job = random_attention(
+            tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head
+        )
         macs = 2 * heads * m * n * k
     want = tb.image.copy()
     assert run_job(want, job, cfg) == JobError.NONE
@@ -628,13 +649,17 @@ async def attention_random(dut: Any) -> None:
             cfg, tb.rng, tb.coverage.directed_shape("attention", tb.rng)
         )
         tb.direct_stall("attention")
-        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads)
+        per_head = tb.coverage.model.pick_per_head(tb.rng)
+        job = random_attention(
+            tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head
+        )
         want = tb.image.copy()
         assert run_job(want, job, cfg) == JobError.NONE
         [(cycles, err)] = await tb.run_jobs([job], timeout=50 * heads * (m + 8) * (n + 8) + 5000)
         assert err == 0, f"job {i} {job} reported error {JobError(err).name} (seed {seed})"
-        tb.check_image(want, f"attention {i} (m={m} n={n} k={k} heads={heads})", job)
-        dut._log.info("attention %d m=%d n=%d k=%d h=%d: %d cycles", i, m, n, k, heads, cycles)
+        what = f"attention {i} (m={m} n={n} k={k} heads={heads} per_head={per_head})"
+        tb.check_image(want, what, job)
+        dut._log.info("%s: %d cycles", what, cycles)
     tb.checker.finish()
 
 
@@ -683,8 +708,11 @@ async def mixed_queue(dut: Any) -> None:
             n = e.n_pe * int(rng.integers(1, max(2, 32 // e.n_pe) + 1))
             k = 4 * int(rng.integers(1, e.vec_len // 4 + 1))
             heads = int(rng.integers(1, 3))
+            per_head = tb.coverage.model.pick_per_head(rng)
             jobs.append(
-                random_attention(tb.image, cfg, rng, m=m, n=n, k=k, heads=heads, alloc=alloc)
+                random_attention(
+                    tb.image, cfg, rng, m=m, n=n, k=k, heads=heads, per_head=per_head, alloc=alloc
+                )
             )
     want = tb.image.copy()
     for job in jobs:
