@@ -59,8 +59,8 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 
 __all__ = [
-    "FLAGS_ALL",
     "ATTENTION_FLAGS",
+    "FLAGS_ALL",
     "FLAG_AFFINE",
     "FLAG_PER_HEAD",
     "FLAG_PER_ROW",

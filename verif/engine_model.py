@@ -74,9 +74,7 @@ def job_tensors(job: Job) -> list[tuple[str, int, int, int, int, int, int]]:
         ("O", job.c_addr, job.c_stride, job.c_hstride, job.heads, job.m, job.k),
     ]
     if job.flags & FLAG_PER_HEAD:  # one requantization record per head
-        tensors.append(
-            ("heads", job.p_addr, HEAD_RECORD_BYTES, 0, 1, job.heads, HEAD_RECORD_BYTES)
-        )
+        tensors.append(("heads", job.p_addr, HEAD_RECORD_BYTES, 0, 1, job.heads, HEAD_RECORD_BYTES))
     return tensors
 
 

@@ -585,9 +585,7 @@ async def job_perf(dut: Any) -> None:
         macs = m * n * k
     else:
         per_head = bool(env_int("TINYATTN_PERF_PER_HEAD", 0))
-        job = random_attention(
-            tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head
-        )
+        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head)
         macs = 2 * heads * m * n * k
     want = tb.image.copy()
     assert run_job(want, job, cfg) == JobError.NONE
@@ -650,9 +648,7 @@ async def attention_random(dut: Any) -> None:
         )
         tb.direct_stall("attention")
         per_head = tb.coverage.model.pick_per_head(tb.rng)
-        job = random_attention(
-            tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head
-        )
+        job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head)
         want = tb.image.copy()
         assert run_job(want, job, cfg) == JobError.NONE
         [(cycles, err)] = await tb.run_jobs([job], timeout=50 * heads * (m + 8) * (n + 8) + 5000)
