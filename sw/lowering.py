@@ -4,7 +4,8 @@
 :class:`Program` for one sequence length:
 
 * named **tensors** (:class:`Tensor`): constant weights (``Wᵀ`` in HF's ``(out, in)``
-  layout), GEMM parameter records (:func:`tinyattn.hw.job.pack_params`), the embedding
+  layout), GEMM parameter records (:func:`tinyattn.hw.job.pack_params`), attention head
+  tables (:func:`tinyattn.hw.job.pack_head_params`), the embedding
   tables, the token-id inputs and every activation;
 * ordered **steps**: :class:`Fill` and :class:`Gather` for the embedding lookups (row copies
   that a DMA or a core executes), then one :class:`EngineJob` per engine job, whose operands
@@ -12,8 +13,10 @@
 
 The job mapping is ``docs/mobilebert-mapping.md``: every :class:`GemmOp` is one ``GEMM``
 (``X (m, k) · Wᵀ (n, k)``, residual and NoNorm in the epilogue); the value projection is
-produced transposed (``Vᵀ``, operands swapped, ``FLAG_PER_ROW``); every attention head is one
-``ATTENTION`` job with its own ``qk``/``av`` requantization. :func:`execute` runs a program on
+produced transposed (``Vᵀ``, operands swapped, ``FLAG_PER_ROW``); every attention op is one
+``ATTENTION`` job over all its heads (``FLAG_PER_HEAD``), each head's ``qk``/``av``
+requantization a record of the op's head table (``<op>.heads``, a constant in L1 like the
+GEMM parameter records). :func:`execute` runs a program on
 the engine's golden model (:func:`tinyattn.verif.engine_model.run_job`) in one flat byte image;
 its hidden states equal ``QuantizedMobileBert.forward`` bit for bit. ``docs/deploy.md``.
 
@@ -34,13 +37,16 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.job import (
     FLAG_AFFINE,
+    FLAG_PER_HEAD,
     FLAG_PER_ROW,
     FLAG_RELU,
     FLAG_RESIDUAL,
+    HEAD_RECORD_BYTES,
     PARAM_RECORD_BYTES,
     Job,
     JobError,
     Op,
+    pack_head_params,
     pack_params,
 )
 from tinyattn.sw.intops import AffineParams, AttentionOp, GemmOp, QuantizedFFN, QuantizedLayer
@@ -725,16 +731,23 @@ class _Lowerer:
             raise LoweringError(f"{op.name}: query, key and value shapes do not match")
         o = self.add(Tensor(op.name, S, T, "int8", "activation"))
         start = 0
+        qk, av = [], []
+        d = 0
         for hp in op.heads:
             c0, c1 = hp.columns
-            d = c1 - c0
             # forward() concatenates the heads in order: their columns must tile [0, T).
-            if c0 != start or d < 1 or c1 > T:
+            if c0 != start or c1 - c0 < 1 or c1 > T:
                 raise LoweringError(
                     f"{hp.name}: columns [{c0}, {c1}) do not follow the previous head (at "
                     f"{start}) inside the {T} columns of {op.query}"
                 )
             start = c1
+            if d and c1 - c0 != d:
+                raise LoweringError(
+                    f"{hp.name}: head dimension {c1 - c0} differs from the first head's {d}; "
+                    "one attention job runs heads of one dimension: give every head the same"
+                )
+            d = c1 - c0
             if d > e.vec_len or d % 4 or c0 % 4:
                 raise LoweringError(
                     f"{hp.name}: head dimension {d} at column {c0} breaks the attention granule "
@@ -743,37 +756,44 @@ class _Lowerer:
                 )
             if seq_len > e.max_dim:
                 raise LoweringError(f"{hp.name}: {S} queries exceed max_dim {e.max_dim}")
-            job = Job(
-                op=Op.ATTENTION,
-                m=S,
-                n=S,
-                k=d,
-                heads=1,
-                a_stride=q.pitch,
-                b_stride=k.pitch,
-                c_stride=o.pitch,
-                d_stride=vt.pitch,
-                a_hstride=d,
-                b_hstride=d,
-                c_hstride=d,
-                d_hstride=d * vt.pitch,
-                qk=_check_requant(hp.name, "qk", hp.qk_requant),
-                av=_check_requant(hp.name, "av", hp.av_requant),
-            )
-            self.steps.append(
-                EngineJob(
-                    hp.name,
-                    block,
-                    op.name,
-                    job,
-                    a=Operand(q.name, col=c0, head_cols=d),
-                    b=Operand(k.name, col=c0, head_cols=d),
-                    c=Operand(o.name, col=c0, head_cols=d),
-                    d=Operand(vt.name, row=c0, head_rows=d),
-                )
-            )
+            qk.append(_check_requant(hp.name, "qk", hp.qk_requant))
+            av.append(_check_requant(hp.name, "av", hp.av_requant))
         if start != T:
             raise LoweringError(f"{op.name}: the heads cover {start} of the {T} context columns")
+        heads = len(op.heads)
+        if heads > 255:
+            raise LoweringError(f"{op.name}: {heads} heads; an attention job runs up to 255")
+        table = np.frombuffer(pack_head_params(qk, av), np.uint8).reshape(heads, HEAD_RECORD_BYTES)
+        p = self.add(Tensor(f"{op.name}.heads", heads, 1, "param", "params", table.copy()))
+        job = Job(
+            op=Op.ATTENTION,
+            m=S,
+            n=S,
+            k=d,
+            heads=heads,
+            flags=FLAG_PER_HEAD,
+            a_stride=q.pitch,
+            b_stride=k.pitch,
+            c_stride=o.pitch,
+            d_stride=vt.pitch,
+            a_hstride=d,
+            b_hstride=d,
+            c_hstride=d,
+            d_hstride=d * vt.pitch,
+        )
+        self.steps.append(
+            EngineJob(
+                op.name,
+                block,
+                op.name,
+                job,
+                a=Operand(q.name, head_cols=d),
+                b=Operand(k.name, head_cols=d),
+                c=Operand(o.name, head_cols=d),
+                d=Operand(vt.name, head_rows=d),
+                p=Operand(p.name),
+            )
+        )
 
 
 def lower(qmodel: QuantizedMobileBert, cfg: ClusterConfig, seq_len: int) -> Program:

@@ -134,7 +134,7 @@ def pack_record(rec: OpRecord, size: int, name: str = "") -> bytes:
         if not 0 <= v <= U16:
             raise PlanError(f"{name}: record field {label} = {v} does not fit 16 bits")
     out = bytearray(size)
-    loop = rec.order | (2 if rec.cache else 0)
+    loop = rec.order | (2 if rec.cache else 0) | (4 if rec.all_heads else 0)
     _REC_HEAD.pack_into(
         out, 0, rec.kind, rec.flags, loop, rec.heads, rec.m, rec.n, rec.k, rec.tm, rec.tn,
         rec.tiles,
@@ -168,7 +168,8 @@ def unpack_record(raw: bytes | np.ndarray) -> OpRecord:
         ops.append(OperandRecord(*f[:8]))
     base = _REC_HEAD.size + len(OPERAND_KEYS) * _OPERAND.size
     fields = []
-    for h in range(heads if kind in (KIND_GEMM, KIND_ATTENTION) else 0):
+    all_heads = kind == KIND_ATTENTION and bool(loop & 4)  # one field block: unused
+    for h in range(1 if all_heads else heads if kind in (KIND_GEMM, KIND_ATTENTION) else 0):
         b = _FIELDS.unpack_from(raw, base + h * _FIELDS.size)
         if kind == KIND_ATTENTION:
             fields.append((b[0], b[1], _s8(b[2]), b[3], b[4], _s8(b[5])))
@@ -180,7 +181,7 @@ def unpack_record(raw: bytes | np.ndarray) -> OpRecord:
         order, cache = loop & 1, bool(loop & 2)
     return OpRecord(
         kind, flags, order, cache, heads, m, n, k, tm, tn, tiles, tuple(ops),
-        tuple(fields),
+        tuple(fields), all_heads=all_heads,
     )  # fmt: skip
 
 

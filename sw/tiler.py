@@ -1,16 +1,19 @@
 """Tiler: L1 tiles, loop order and buffering of every engine op, chosen by a cycle model.
 
-An **op** is one GEMM job of the lowered program, or the consecutive ``ATTENTION`` jobs of one
-attention op (one per head, run as a head loop). The runtime executes an op as a loop nest::
+An **op** is one GEMM job of the lowered program, or the ``ATTENTION`` job(s) of one
+attention op: one job over all heads with a per-head requantization table
+(``FLAG_PER_HEAD``, what :mod:`tinyattn.sw.lowering` emits), or one job per head (run as a
+head loop). The runtime executes an op as a loop nest::
 
-    for h in heads:                     # attention only (GEMM: heads = 1)
+    for h in heads:                     # attention, one job per head (else heads = 1)
         for outer in tiles of M (or N):  # the loop order
             for inner in tiles of N (or M):
                 one engine job on L1 tiles
 
 GEMM tiles are ``tm`` rows of M and ``tn`` columns of N; K is never split (the engine cannot
-accumulate across jobs). Attention tiles are ``tm`` queries of one head, with the head's whole
-K and Vᵀ in L1. Each operand is in one of three buffering modes:
+accumulate across jobs). Attention tiles are ``tm`` queries of one head (of every head, with
+``FLAG_PER_HEAD``: the heads' columns side by side), with the whole K and Vᵀ of the head(s)
+and the head table in L1. Each operand is in one of three buffering modes:
 
 - ``ONCE``: its tile never changes, loaded once (one slot), e.g. Wᵀ when ``tn = n``;
 - ``DOUBLE``: two slots; the load for the next job goes to the slot the job before last used,
@@ -37,8 +40,16 @@ from dataclasses import dataclass, field
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.dma import Direction
-from tinyattn.hw.job import FLAG_PER_ROW, FLAG_RESIDUAL, PARAM_RECORD_BYTES, Job, JobError, Op
-from tinyattn.sw.lowering import EngineJob, Placement
+from tinyattn.hw.job import (
+    FLAG_PER_HEAD,
+    FLAG_PER_ROW,
+    FLAG_RESIDUAL,
+    PARAM_RECORD_BYTES,
+    Job,
+    JobError,
+    Op,
+)
+from tinyattn.sw.lowering import EngineJob, Operand, Placement
 from tinyattn.sw.memplan import L2_ALIGN, L1Arena, PlanError, l1_footprint, plan_l1
 from tinyattn.verif.engine_model import check_job
 
@@ -65,6 +76,7 @@ __all__ = [
     "op_actions",
     "plan_op",
     "simulate",
+    "split_heads",
 ]
 
 KIND_GEMM, KIND_ATTENTION, KIND_GATHER, KIND_FILL = 1, 2, 3, 4
@@ -476,15 +488,21 @@ class OpRecord:
     #: 0 or 1. Not in the packed record (engine ops run from the command stream); the
     #: schedule flips it where that lets the op's first tiles load during the previous op.
     first_slot: int = 0
+    #: An attention op with ``FLAG_PER_HEAD`` run as one job over all heads per query tile
+    #: (else one job per head, each reading its own record of the head table). Not packed.
+    all_heads: bool = False
 
     def operand(self, key: str) -> OperandRecord:
         return self.operands[OPERAND_KEYS.index(key)]
 
 
-def deps(kind: int, key: str, flags: int) -> str:
-    """Loop indices (``h``, ``m``, ``n``) that select an operand's tile."""
+def deps(kind: int, key: str, flags: int, all_heads: bool = False) -> str:
+    """Loop indices (``h``, ``m``, ``n``) that select an operand's tile (``all_heads``: an
+    attention op run as one job over all heads per query tile)."""
+    if all_heads:
+        return {"a": "m", "b": "", "c": "m", "d": "", "p": ""}[key]
     if kind == KIND_ATTENTION:
-        return {"a": "hm", "b": "h", "c": "hm", "d": "h"}[key]
+        return {"a": "hm", "b": "h", "c": "hm", "d": "h", "p": "h"}[key]
     if key == "p":
         return "m" if flags & FLAG_PER_ROW else "n"
     return {"a": "m", "b": "n", "c": "mn", "d": "mn"}[key]
@@ -494,9 +512,13 @@ def _rect(rec: OpRecord, key: str, i: int, j: int) -> tuple[int, int, int, int]:
     """``(row0, rows, col0, row_bytes)`` of an operand's tile ``(i, j)`` in its tensor."""
     m0, mr = i * rec.tm, min(rec.tm, rec.m - i * rec.tm)
     if rec.kind == KIND_ATTENTION:
+        # All heads: their columns (rows of Vᵀ) side by side, and the head table.
+        width = rec.k * (rec.heads if rec.all_heads else 1)
+        if key == "p":  # the head table, or head h's record (its L2 head stride)
+            return 0, rec.heads if rec.all_heads else 1, 0, 16
         if key in "ac":
-            return m0, mr, 0, rec.k
-        return (0, rec.n, 0, rec.k) if key == "b" else (0, rec.k, 0, rec.n)
+            return m0, mr, 0, width
+        return (0, rec.n, 0, width) if key == "b" else (0, width, 0, rec.n)
     n0, nc = j * rec.tn, min(rec.tn, rec.n - j * rec.tn)
     if key == "a":
         return m0, mr, 0, rec.k
@@ -512,7 +534,7 @@ def iterations(rec: OpRecord) -> list[tuple[int, int, int]]:
     tmc = _cdiv(rec.m, rec.tm)
     tnc = 1 if rec.kind == KIND_ATTENTION else _cdiv(rec.n, rec.tn)
     its = []
-    for h in range(rec.heads):
+    for h in range(1 if rec.all_heads else rec.heads):
         if rec.order == ORDER_MN:
             its += [(h, i, j) for i in range(tmc) for j in range(tnc)]
         else:
@@ -525,6 +547,28 @@ def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
     addr = {k: rec.operand(k).l1_addr + slot[k] * rec.operand(k).l1_slot for k in slot}
     pitch = {k: rec.operand(k).l1_pitch for k in slot}
     _, rows, _, _ = _rect(rec, "a" if rec.kind == KIND_ATTENTION else "c", i, j)
+    if rec.all_heads:
+        return Job(
+            op=Op.ATTENTION,
+            m=rows,
+            n=rec.n,
+            k=rec.k,
+            heads=rec.heads,
+            flags=FLAG_PER_HEAD,
+            a_addr=addr["a"],
+            b_addr=addr["b"],
+            c_addr=addr["c"],
+            d_addr=addr["d"],
+            p_addr=addr["p"],
+            a_stride=pitch["a"],
+            b_stride=pitch["b"],
+            c_stride=pitch["c"],
+            d_stride=pitch["d"],
+            a_hstride=rec.k,
+            b_hstride=rec.k,
+            c_hstride=rec.k,
+            d_hstride=rec.k * pitch["d"],
+        )
     if rec.kind == KIND_ATTENTION:
         return Job(
             op=Op.ATTENTION,
@@ -540,6 +584,8 @@ def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
             b_stride=pitch["b"],
             c_stride=pitch["c"],
             d_stride=pitch["d"],
+            flags=rec.flags,
+            p_addr=addr["p"] if rec.flags & FLAG_PER_HEAD else 0,
             qk=(f[0], f[1], f[2]),
             av=(f[3], f[4], f[5]),
         )
@@ -595,7 +641,9 @@ def op_actions(rec: OpRecord, cost: CostModel) -> list[Action]:
     """
     keys = [k for k in ("a", "b", "d", "p") if rec.operand(k).mode != UNUSED]
     var_pos = {"h": 0, "m": 1, "n": 2}
-    dep_pos = {k: [var_pos[v] for v in deps(rec.kind, k, rec.flags)] for k in [*keys, "c"]}
+    dep_pos = {
+        k: [var_pos[v] for v in deps(rec.kind, k, rec.flags, rec.all_heads)] for k in [*keys, "c"]
+    }
     its = iterations(rec)
     last_key: dict[str, tuple[int, ...]] = {}
     loaded: dict[str, int] = dict.fromkeys(keys, 0)
@@ -671,7 +719,7 @@ class OpPlan:
     @property
     def order(self) -> str:
         if self.kind == KIND_ATTENTION:
-            return "h,m"
+            return "m" if self.record.all_heads else "h,m"
         return "m,n" if self.record.order == ORDER_MN else "n,m"
 
     def modes(self) -> dict[str, str]:
@@ -721,6 +769,7 @@ class _Shape:
     flags: int
     l2: tuple[tuple[int, int, int] | None, ...]  # per operand: (addr, pitch, hstride)
     fields: tuple[tuple[int, ...], ...]
+    all_heads: bool = False
 
 
 def _shape(jobs: Sequence[EngineJob], placements: dict[str, Placement]) -> _Shape:
@@ -738,6 +787,20 @@ def _shape(jobs: Sequence[EngineJob], placements: dict[str, Placement]) -> _Shap
             raise PlanError(f"{j0.op}: the heads' {key} operands are not evenly spaced in L2")
         pitch = PARAM_RECORD_BYTES if key == "p" else placements[ops[0].tensor].pitch
         l2.append((addrs[0], pitch, hstride))
+    if job.op == Op.ATTENTION and job.flags & FLAG_PER_HEAD and len(jobs) == 1:
+        # One job, all heads: their tiles are moved as one, so the heads must be adjacent.
+        for key, o in (("a", j0.a), ("b", j0.b), ("c", j0.c), ("d", j0.d)):
+            assert o is not None
+            adjacent = (o.head_cols, o.head_rows) == ((job.k, 0) if key != "d" else (0, job.k))
+            if job.heads > 1 and not adjacent:
+                raise PlanError(
+                    f"{j0.name}: its heads' {key} operands are not side by side (head stride "
+                    f"{o.head_rows} rows + {o.head_cols} bytes, head dim {job.k})"
+                )
+        fields = ((*job.qk, *job.av),)
+        return _Shape(
+            KIND_ATTENTION, job.m, job.n, job.k, job.heads, job.flags, tuple(l2), fields, True
+        )
     if job.op == Op.ATTENTION:
         fields = tuple((*ej.job.qk, *ej.job.av) for ej in jobs)
         for ej in jobs:
@@ -783,7 +846,11 @@ def _candidates(s: _Shape, cfg: ClusterConfig, cost: CostModel) -> list[_Candida
     out = []
     macs = s.m * s.n * s.k * (2 * s.heads if s.kind == KIND_ATTENTION else 1)
     for tm, tn, order, cache in combos:
-        counts = {"h": s.heads, "m": _cdiv(s.m, tm), "n": _cdiv(s.n, tn)}
+        counts = {
+            "h": 1 if s.all_heads else s.heads,
+            "m": _cdiv(s.m, tm),
+            "n": _cdiv(s.n, tn),
+        }
         inner = "n" if order == ORDER_MN else "m"
         outer = "m" if inner == "n" else "n"
         c = _Candidate(tm, tn, order, cache)
@@ -791,9 +858,12 @@ def _candidates(s: _Shape, cfg: ClusterConfig, cost: CostModel) -> list[_Candida
         traffic = 0
         transfers = 0
         for k in keys:
-            d = deps(s.kind, k, s.flags)
+            d = deps(s.kind, k, s.flags, s.all_heads)
             varying = [v for v in d if counts[v] > 1]
-            rec = OpRecord(s.kind, s.flags, order, cache, 1, s.m, s.n, s.k, tm, tn, 1, ())
+            rec = OpRecord(
+                s.kind, s.flags, order, cache, s.heads, s.m, s.n, s.k, tm, tn, 1, (),
+                all_heads=s.all_heads,
+            )  # fmt: skip
             _, rows, _, nbytes = _rect(rec, k, 0, 0)
             pitch = 16 if k == "p" else _up(nbytes, 4)
             if not varying:
@@ -810,6 +880,8 @@ def _candidates(s: _Shape, cfg: ClusterConfig, cost: CostModel) -> list[_Candida
                 full = s.heads * (s.m * s.k if k in "ac" else s.n * s.k)
             if k == "p":
                 full = (s.m if s.flags & FLAG_PER_ROW else s.n) * 16
+                if s.kind == KIND_ATTENTION:
+                    full = s.heads * 16
             reloads = counts[outer] if (d == inner and counts[inner] > 1 and not cache) else 1
             traffic += full * reloads
             loads = 1
@@ -851,8 +923,36 @@ def _record(s: _Shape, c: _Candidate, arena: L1Arena) -> OpRecord:
         )
     return OpRecord(
         s.kind, s.flags, c.order, c.cache, s.heads, s.m, s.n, s.k, c.tm, c.tn, c.tiles,
-        tuple(ops), s.fields,
+        tuple(ops), s.fields, all_heads=s.all_heads,
     )  # fmt: skip
+
+
+def split_heads(ej: EngineJob) -> list[EngineJob]:
+    """The one-job-per-head form of an all-heads ``FLAG_PER_HEAD`` attention job: job ``h``
+    runs head ``h`` (``heads = 1``) with record ``h`` of the head table."""
+    j = ej.job
+    assert ej.d is not None and ej.p is not None
+    out = []
+    for h in range(j.heads):
+
+        def moved(o: Operand, h: int = h) -> Operand:
+            row, col = o.row + h * o.head_rows, o.col + h * o.head_cols
+            return dataclasses.replace(o, row=row, col=col, head_rows=0, head_cols=0)
+
+        p = dataclasses.replace(ej.p, row=ej.p.row + h)
+        out.append(
+            dataclasses.replace(
+                ej,
+                name=f"{ej.name}.head{h}",
+                job=j.replace(heads=1),
+                a=moved(ej.a),
+                b=moved(ej.b),
+                c=moved(ej.c),
+                d=moved(ej.d),
+                p=p,
+            )
+        )
+    return out
 
 
 def plan_op(
@@ -864,7 +964,7 @@ def plan_op(
     *,
     memo: dict[object, tuple[int, int, int, bool]] | None = None,
 ) -> OpPlan:
-    """The fastest plan of one op (a GEMM job, or the head jobs of an attention op).
+    """The fastest plan of one op (a GEMM job, or the attention job(s) of an attention op).
 
     Exhaustive over tile sizes (balanced splits of M and N), loop orders and the cache
     choice; plans that do not fit ``capacity`` bytes of L1 are dropped, the rest timed by
@@ -883,6 +983,9 @@ def plan_op(
     s = _shape(jobs, placements)
     cands = _candidates(s, cfg, cost)
     feasible = [c for c in cands if l1_footprint(c.buffers) <= capacity]
+    if not feasible and s.all_heads and s.heads > 1:
+        # Every head's K and Vᵀ at once do not fit: a head loop, one head's at a time.
+        return plan_op(split_heads(jobs[0]), placements, cfg, capacity, cost, memo=memo)
     if not feasible:
         small = min(cands, key=lambda c: (l1_footprint(c.buffers), c.tiles))
         bufs = ", ".join(f"{k} {n}x{b:,}" for k, b, n in small.buffers)

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from tinyattn.config import ClusterConfig, EngineConfig
-from tinyattn.hw.job import FLAG_AFFINE, FLAG_PER_ROW, FLAG_RELU, FLAG_RESIDUAL, Op
+from tinyattn.hw.job import (
+    FLAG_AFFINE,
+    FLAG_PER_HEAD,
+    FLAG_PER_ROW,
+    FLAG_RELU,
+    FLAG_RESIDUAL,
+    Op,
+    unpack_head_params,
+)
 from tinyattn.sw.intops import GemmOp, QuantizedLayer, Requant
 from tinyattn.sw.lowering import (
     EngineJob,
@@ -95,7 +103,7 @@ def test_synthetic_24_layers(seed: int) -> None:
     calib = np.random.default_rng(1).integers(0, model.config.vocab_size, (4, 128))
     q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
     program = _check_bit_exact(q, 128, seed)
-    assert len(program.jobs()) == 1 + 24 * 19
+    assert len(program.jobs()) == 1 + 24 * 16
 
 
 SMALL = MobileBertConfig(
@@ -150,7 +158,8 @@ def test_default_quantization_lowers(model: MobileBert, calib_ids: np.ndarray) -
 def test_jobs_and_macs_per_layer_match_the_mapping(
     qmodel: QuantizedMobileBert, synthetic2: QuantizedMobileBert
 ) -> None:
-    """docs/mobilebert-mapping.md: 15 GEMMs + 4 ATTENTION and 111.2 M MACs per layer at S=128."""
+    """docs/mobilebert-mapping.md: 15 GEMMs + 1 ATTENTION (all heads) and 111.2 M MACs per
+    layer at S=128."""
     for q in (qmodel, synthetic2):
         c = q.config
         S, E, B, I = 128, c.hidden_size, c.intra_bottleneck_size, c.intermediate_size
@@ -169,7 +178,7 @@ def test_jobs_and_macs_per_layer_match_the_mapping(
         for layer in q.layers:
             jobs = [j for j in program.jobs() if j.block == layer.name]
             assert sum(j.kind == "gemm" for j in jobs) == 15
-            assert sum(j.kind == "attention" for j in jobs) == 4
+            assert sum(j.kind == "attention" for j in jobs) == 1
             assert program.macs.per_block[layer.name] == expected
         # 111,149,056: the doc's 111.2 M is the sum of its rounded rows.
         assert abs(expected / 1e6 - 111.2) < 0.1
@@ -207,15 +216,21 @@ def test_job_fields_follow_the_mapping(qmodel: QuantizedMobileBert) -> None:
         "embeddings",
         "layer0.attention.value.T",
     )
-    # One job per head, columns 32h of Q, K, O and rows 32h of Vᵀ, the head's own requant.
+    # One job for all heads: head h at columns 32h of Q, K, O and rows 32h of Vᵀ, its
+    # requantization record h of the op's head table.
     heads = qmodel.layers[0].attention.heads
-    for h, hp in enumerate(heads):
-        j = jobs[f"layer0.attention.head{h}"]
-        assert j.job.op == Op.ATTENTION and j.job.heads == 1
-        assert (j.job.m, j.job.n, j.job.k) == (128, 128, 32)
-        assert (j.a.col, j.b.col, j.c.col, j.d.row) == (32 * h,) * 4
-        assert (j.job.a_hstride, j.job.d_hstride) == (32, 32 * t["layer0.attention.value.T"].pitch)
-        assert j.job.qk == hp.qk_requant and j.job.av == hp.av_requant
+    j = jobs["layer0.attention"]
+    assert j.job.op == Op.ATTENTION and j.job.heads == len(heads) == 4
+    assert j.job.flags == FLAG_PER_HEAD
+    assert (j.job.m, j.job.n, j.job.k) == (128, 128, 32)
+    assert (j.a.col, j.b.col, j.c.col, j.d.row) == (0,) * 4
+    assert (j.job.a_hstride, j.job.d_hstride) == (32, 32 * t["layer0.attention.value.T"].pitch)
+    assert j.p is not None and j.p.tensor == "layer0.attention.heads"
+    table = t["layer0.attention.heads"]
+    assert (table.rows, table.kind) == (4, "params")
+    assert unpack_head_params(table.data.tobytes(), 4) == [
+        (hp.qk_requant, hp.av_requant) for hp in heads
+    ]
     # Parameter records: one per output channel (per value feature for Vᵀ).
     assert t["layer0.attention.value.params"].rows == 128
     assert t["layer0.ffn0.intermediate.params"].rows == 512
@@ -258,8 +273,8 @@ def test_lowering_is_deterministic(qmodel: QuantizedMobileBert) -> None:
 
 def test_describe(qmodel: QuantizedMobileBert) -> None:
     text = lower(qmodel, CFG, 128).describe()
-    assert "layer1.attention.head3" in text and "128x128x32" in text
-    assert text.splitlines()[-1].startswith("45 steps: 31 GEMM + 8 ATTENTION jobs")
+    assert "layer1.attention " in text and "128x128x32" in text
+    assert text.splitlines()[-1].startswith("39 steps: 31 GEMM + 2 ATTENTION jobs")
 
 
 # ---- refusals: one line naming the op, the problem and the fix -----------------------------
@@ -396,7 +411,7 @@ def test_input_values_checks_the_range_for_the_l2_image_too(qmodel: QuantizedMob
 
 
 def test_gemm_ops_keep_their_names(qmodel: QuantizedMobileBert) -> None:
-    """Every GemmOp is one job of its name; every head one job named after its HeadParams."""
+    """Every GemmOp is one job of its name, every attention op one job of its name."""
     program = lower(qmodel, CFG, 128)
     names = [j.name for j in program.jobs()]
     expected: list[str] = []
@@ -404,7 +419,7 @@ def test_gemm_ops_keep_their_names(qmodel: QuantizedMobileBert) -> None:
         if isinstance(op, GemmOp):
             expected.append(op.name)
         else:
-            expected += [h.name for h in op.heads]
+            expected.append(op.name)
     assert names == expected
 
 
