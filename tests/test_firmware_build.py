@@ -28,7 +28,7 @@ import pytest
 
 from tinyattn.config import ClusterConfig, CoreConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.dma import Direction
-from tinyattn.hw.job import FLAG_AFFINE, FLAG_RELU, FLAG_RESIDUAL, Job, Op
+from tinyattn.hw.job import FLAG_AFFINE, FLAG_PER_HEAD, FLAG_RELU, FLAG_RESIDUAL, Job, Op
 from tinyattn.hw.regmap import MemoryMap, register_map
 from tinyattn.sw import firmware
 from tinyattn.sw.firmware import (
@@ -791,6 +791,7 @@ JOBS = [
     Job(op=Op.GEMM, m=8, n=4, k=12, heads=0, flags=FLAG_AFFINE, **_ALL),
     Job(op=Op.ATTENTION, m=32, n=64, k=16, heads=2, **_ALL),
     Job(op=Op.ATTENTION, m=16, n=16, k=4, heads=1, **{**_ALL, "qk": (1, 0, -128)}),
+    Job(op=Op.ATTENTION, m=32, n=64, k=32, heads=4, flags=FLAG_PER_HEAD, **_ALL),
     Job(op=3, m=1, n=4, k=4, heads=1, **_ALL),  # an unknown op: pushed for the engine to reject
 ]
 DESCRIPTORS = [
@@ -810,7 +811,9 @@ def _expected_job_registers(job: Job) -> set[str]:
         if job.flags & FLAG_AFFINE:
             regs.add("JOB_AFF")
     elif job.op == Op.ATTENTION:
-        regs |= {"JOB_D_ADDR", "JOB_D_STRIDE", "JOB_QK", "JOB_AV"}
+        regs |= {"JOB_D_ADDR", "JOB_D_STRIDE"}
+        # With FLAG_PER_HEAD the head table replaces the job's own requantization.
+        regs |= {"JOB_P_ADDR"} if job.flags & FLAG_PER_HEAD else {"JOB_QK", "JOB_AV"}
         if job.heads > 1:
             regs |= {f"JOB_{t}_HSTRIDE" for t in "ABCD"}
     return regs

@@ -122,11 +122,17 @@ void ta_job_stage(const ta_job_t *job)
             tinyattn_engine_job_c_hstride_write(regs, job->c_hstride);
             tinyattn_engine_job_d_hstride_write(regs, job->d_hstride);
         }
-        /* ADD is the int8's bit pattern. */
-        tinyattn_engine_job_qk_write(
-            regs, tinyattn_engine_job_qk_pack(job->qk.mult, job->qk.shift, (uint8_t)job->qk.add));
-        tinyattn_engine_job_av_write(
-            regs, tinyattn_engine_job_av_pack(job->av.mult, job->av.shift, (uint8_t)job->av.add));
+        if (job->flags & TINYATTN_ATTENTION_FLAG_PER_HEAD) {
+            tinyattn_engine_job_p_addr_write(regs, job->p_addr); /* the head table */
+        } else {
+            /* ADD is the int8's bit pattern. */
+            tinyattn_engine_job_qk_write(
+                regs,
+                tinyattn_engine_job_qk_pack(job->qk.mult, job->qk.shift, (uint8_t)job->qk.add));
+            tinyattn_engine_job_av_write(
+                regs,
+                tinyattn_engine_job_av_pack(job->av.mult, job->av.shift, (uint8_t)job->av.add));
+        }
     }
     /* Any other op is pushed as it is: the engine rejects it with UNKNOWN_OP. */
 }

@@ -93,21 +93,28 @@ typedef struct {
 } ta_requant_t;
 
 /*
+ * ATTENTION flag (hw/job.py FLAG_PER_HEAD; it reuses the bit of TINYATTN_FLAG_PER_ROW):
+ * head h's qk/av come from record h of the table at p_addr (16 bytes a head, qk in
+ * word 0 and av in word 1, each mult [7:0], shift [12:8], add [23:16]), not from the job.
+ */
+#define TINYATTN_ATTENTION_FLAG_PER_HEAD 8u
+
+/*
  * An engine job: the ENGINE_JOB_* staging registers field by field, named as in
  * hw/job.py (Job). Addresses are L1 offsets, strides in bytes. Only the registers the
  * job uses are written; the others keep older values, which the engine ignores.
  */
 typedef struct {
     uint8_t op;    /* TINYATTN_OP_GEMM or TINYATTN_OP_ATTENTION */
-    uint8_t flags; /* TINYATTN_FLAG_* (GEMM) */
+    uint8_t flags; /* TINYATTN_FLAG_* (GEMM), TINYATTN_ATTENTION_FLAG_PER_HEAD */
     uint8_t heads; /* attention heads */
     uint32_t m, n, k;
     uint32_t a_addr, a_stride, a_hstride; /* X (GEMM) / Q */
     uint32_t b_addr, b_stride, b_hstride; /* W^T (GEMM) / K */
     uint32_t c_addr, c_stride, c_hstride; /* Y (GEMM) / O */
     uint32_t d_addr, d_stride, d_hstride; /* R, the residual (GEMM) / V^T */
-    uint32_t p_addr;                      /* GEMM parameter records */
-    ta_requant_t qk, av;                  /* attention */
+    uint32_t p_addr;     /* GEMM parameter records; attention head table (PER_HEAD) */
+    ta_requant_t qk, av; /* attention without PER_HEAD */
     uint8_t res_y_mult, res_r_mult, res_shift; /* GEMM with TINYATTN_FLAG_RESIDUAL */
     uint8_t aff_shift;                         /* GEMM with TINYATTN_FLAG_AFFINE */
 } ta_job_t;
