@@ -178,6 +178,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "(job.n[:1] != 0)",
         _ENGINE,
     ),
+    Mutant(
+        "per-head-record-of-head-0",
+        "an attention job with FLAG_PER_HEAD requantizes every head with head 0's record",
+        "hw/engine_param_fetcher.py",
+        "base = Mux(attention, walker.head, Mux(per_row, walker.m0, walker.n0))",
+        "base = Mux(attention, 0, Mux(per_row, walker.m0, walker.n0))",
+        _ENGINE,
+    ),
     # -- ITAMax (the streaming softmax) ----------------------------------------------
     Mutant(
         "itamax-numerator",

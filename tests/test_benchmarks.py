@@ -31,6 +31,7 @@ def test_cases_are_the_issue_workloads() -> None:
         "gemm 128x128x512",
         "attention S=128 H=4 D=32",
         "attention S=64 H=4 D=32",
+        "attention S=128 H=4 D=32, one job, per-head parameters",
     ]
     # GEMM names read M x K x N with Y (M, N): the case tuples are (m, n, k).
     assert ENGINE_CASES[0][2:5] == (128, 128, 512)

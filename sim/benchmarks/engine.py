@@ -41,11 +41,20 @@ ENGINE_BENCH = "tinyattn.verif.benches.engine_bench"
 
 #: (name, kind, m, n, k, heads): the issue's reference workloads. GEMM names read
 #: M x K x N (Y (M, N) = X (M, K) · W (K, N)); attention names give S, heads, head dim.
+#: Kind ``attention-per-head``: the heads' qk/av from a table in L1 (``FLAG_PER_HEAD``).
 ENGINE_CASES: list[tuple[str, str, int, int, int, int]] = [
     ("gemm 128x512x128", "gemm", 128, 128, 512, 1),
     ("gemm 128x128x512", "gemm", 128, 512, 128, 1),
     ("attention S=128 H=4 D=32", "attention", 128, 128, 32, 4),
     ("attention S=64 H=4 D=32", "attention", 64, 64, 32, 4),
+    (
+        "attention S=128 H=4 D=32, one job, per-head parameters",
+        "attention-per-head",
+        128,
+        128,
+        32,
+        4,
+    ),
 ]
 
 #: (name, jobs, shapes as job (m, n, k)): queues of GEMMs pushed at once. MobileBERT's FFN
@@ -94,7 +103,8 @@ def run_engine_bench(
     for name, kind, m, n, k, heads in cases:
         for withhold in stalls:
             env = {
-                "TINYATTN_PERF_KIND": kind,
+                "TINYATTN_PERF_KIND": kind.removesuffix("-per-head"),
+                "TINYATTN_PERF_PER_HEAD": str(int(kind.endswith("-per-head"))),
                 "TINYATTN_PERF_M": str(m),
                 "TINYATTN_PERF_N": str(n),
                 "TINYATTN_PERF_K": str(k),
@@ -115,7 +125,7 @@ def run_engine_bench(
                 **metrics,
                 "sim": sim,
             }
-            if kind == "attention":
+            if kind.startswith("attention"):
                 record["bound"] = round(attention_bound(cfg, k), 4)
             records.append(record)
     return records
