@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
-from tinyattn.hw.job import FLAG_PER_ROW, Job, JobError, Op, pack_params, unpack_params
+from tinyattn.hw.job import (
+    FLAG_PER_HEAD,
+    FLAG_PER_ROW,
+    Job,
+    JobError,
+    Op,
+    pack_params,
+    unpack_head_params,
+    unpack_params,
+)
 from tinyattn.verif import golden
 from tinyattn.verif.engine_jobs import Allocator, random_attention, random_gemm
 from tinyattn.verif.engine_model import check_job, read_matrix, run_job, write_matrix
@@ -78,6 +87,48 @@ def test_attention_job_is_golden_attention_per_head() -> None:
                                      acc_bits=24)  # fmt: skip
         got = read_matrix(mem, job.c_addr + h * job.c_hstride, job.c_stride, 10, 8)
         assert np.array_equal(got, want)
+
+
+def test_per_head_attention_uses_each_heads_record() -> None:
+    """FLAG_PER_HEAD: head h is the one-head job with record h's qk/av (not the job's)."""
+    mem, rng = fresh(6)
+    job = random_attention(mem, CFG, rng, m=10, n=24, k=8, heads=3, per_head=True)
+    assert job.flags == FLAG_PER_HEAD
+    table = unpack_head_params(mem[job.p_addr : job.p_addr + 3 * 16], 3)
+    assert len({rq for rq in table}) == 3, "the random table must differ per head"
+    before = mem.copy()
+    assert run_job(mem, job, CFG) == JobError.NONE
+    for h, (qk, av) in enumerate(table):
+        one = before.copy()
+        head = job.replace(
+            flags=0, heads=1, qk=qk, av=av,
+            a_addr=job.a_addr + h * job.a_hstride, b_addr=job.b_addr + h * job.b_hstride,
+            c_addr=job.c_addr + h * job.c_hstride, d_addr=job.d_addr + h * job.d_hstride,
+        )  # fmt: skip
+        assert run_job(one, head, CFG) == JobError.NONE
+        want = read_matrix(one, head.c_addr, job.c_stride, 10, 8)
+        got = read_matrix(mem, head.c_addr, job.c_stride, 10, 8)
+        assert np.array_equal(got, want), h
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"flags": FLAG_PER_HEAD | 1}, JobError.UNKNOWN_OP),
+        ({"p_addr": None}, JobError.MISALIGNED),  # the table 2 bytes off
+        ({"p_addr": CFG.memory.size_bytes - 2 * 16 + 4}, JobError.OUT_OF_RANGE),
+        ({"p_addr": CFG.memory.size_bytes - 2 * 16}, JobError.NONE),  # the exact edge
+    ],
+)
+def test_per_head_attention_checks_its_table(change: dict, code: JobError) -> None:
+    mem, rng = fresh(7)
+    job = random_attention(mem, CFG, rng, m=4, n=16, k=8, heads=2, per_head=True)
+    assert check_job(job, CFG) == JobError.NONE
+    if change.get("p_addr", 0) is None:
+        change = {"p_addr": job.p_addr + 2}
+    assert check_job(job.replace(**change), CFG) == code
+    # Without the flag the table is not read: a misaligned p_addr is no error.
+    assert check_job(job.replace(flags=0, p_addr=job.p_addr + 2), CFG) == JobError.NONE
 
 
 @pytest.mark.parametrize(
