@@ -134,6 +134,21 @@ def test_fixture_small_config(qmodel_small: QuantizedMobileBert, seed: int) -> N
     assert sched.cfg.memory.size_bytes == 32 * 1024
 
 
+def test_attention_runs_as_a_head_loop_when_all_heads_do_not_fit(
+    qmodel_small: QuantizedMobileBert, seed: int
+) -> None:
+    """SMALL with 128 keys: every head's K and Vᵀ (32 KiB) do not fit its L1, so each
+    attention op runs one FLAG_PER_HEAD job per head and query tile, each reading its
+    head's record of the table; still bit-exact."""
+    cfg = dataclasses.replace(SMALL, engine=dataclasses.replace(SMALL.engine, max_seq=128))
+    sched = _check_bit_exact(qmodel_small, cfg, 128, seed)
+    attention = [r for r in sched.records if r.kind == KIND_ATTENTION]
+    assert attention and all(not r.all_heads and r.heads == 4 for r in attention)
+    # At S = 64 the same cluster runs each attention op as jobs over all four heads.
+    small = _check_bit_exact(qmodel_small, SMALL, 64, seed)
+    assert all(r.all_heads for r in small.records if r.kind == KIND_ATTENTION)
+
+
 def test_synthetic_first_two_layers(seed: int) -> None:
     q = _synthetic(2)
     assert q.config.vocab_size == 30522
