@@ -6,8 +6,8 @@
     cores[j] ----------->          --l1[..]-> Tcdm.narrow[count+j]  (j < n_cores - count)
     CommandSequencer.bus ->        --periph-> RegBlock.bus          (shares core port 0)
     RegBlock.seq <--------------------> CommandSequencer (list, start, bases, status)
-    RegBlock.engine <-----------------> Engine (jobs, clear, done, status, counters)
-    RegBlock.dma <--------------------> Dma (cmd, clear, error_ack, done, status)
+    RegBlock.engine <-----------------> Engine.control (jobs, clear, done, status, counters)
+    RegBlock.dma <--------------------> Dma.control (cmd, clear, error_ack, done, status)
     RegBlock.irq ---------------------> irq, ControlCore[i].irq
     RegBlock.host --------------------> host (console, end of run)
     Engine.mem[j] --------------------> Tcdm.wide[j]                (j < vec_len / 4)
@@ -27,14 +27,16 @@
 - The DMA's L1 lanes are the narrow ports after the cores; its L2 streams are the
   cluster's ``l2_req`` / ``l2_rsp`` ports (L2 lives outside the cluster).
 - The engine's wide port is the TCDM's wide side.
-- The register block is connected to the engine and the DMA with
-  :func:`~tinyattn.hw.regblock.connect_engine` / :func:`~tinyattn.hw.regblock.connect_dma`.
-  It decodes the whole 4 KiB peripheral window (``addr_bits = PERIPH_BITS``): addresses
-  above its 1 KiB map are unmapped registers (read 0, ``BUS_ERROR``). The register
-  block has no input for the CoreBus's decode errors; instead the CoreBus passes an
-  access to an unmapped cluster address to the register block as a read of
-  ``UNMAPPED_OFFSET``, an unmapped register address, so that it raises
-  ``EVENTS_IRQ_STATUS.BUS_ERROR`` like any other unmapped access.
+- The register block's ``engine`` and ``dma`` ports connect to the engine's and the
+  DMA's ``control`` ports with ``wiring.connect`` (one control signature each:
+  :func:`~tinyattn.hw.engine.engine_control_signature`,
+  :func:`~tinyattn.hw.dma.dma_control_signature`). It decodes the whole 4 KiB
+  peripheral window (``addr_bits = PERIPH_BITS``): addresses above its map are
+  unmapped registers (read 0, ``BUS_ERROR``). The register block has no input for the
+  CoreBus's decode errors; instead the CoreBus passes an access to an unmapped cluster
+  address to the register block as a read of ``UNMAPPED_OFFSET``, an unmapped register
+  address, so that it raises ``EVENTS_IRQ_STATUS.BUS_ERROR`` like any other unmapped
+  access.
 
 See ``docs/cluster.md`` for the address map and how firmware drives the cluster.
 """
@@ -47,6 +49,7 @@ from amaranth.lib.wiring import In, Out
 
 from tinyattn.config import ClusterConfig
 
+from .cluster_registers import host_signature, register_map
 from .control_core import ControlCore, FaultCause, fault_layout, loader_signature
 from .core_bus import (
     L1_BASE,
@@ -59,8 +62,7 @@ from .core_bus import (
 from .dma import Dma, l2_req_layout, l2_rsp_layout
 from .engine import Engine
 from .obi import ObiArbiter, obi_signature
-from .regblock import RegBlock, connect_dma, connect_engine
-from .regmap import host_signature, register_map
+from .regblock import RegBlock
 from .sequencer import CommandSequencer
 from .tcdm import Tcdm
 
@@ -88,7 +90,7 @@ class Cluster(wiring.Component):
     loader : In(signature of ``valid``, ``core``, ``addr``, ``data``)
         While ``fetch_enable`` is low: write ``data`` at word ``addr`` of core
         ``core``'s private memory in each cycle with ``valid``.
-    host : Out(:func:`~tinyattn.hw.regmap.host_signature`)
+    host : Out(:func:`~tinyattn.hw.cluster_registers.host_signature`)
         The console bytes and the end of run written by the firmware (``HOST`` registers).
     faults : Out(ArrayLayout(:func:`~tinyattn.hw.control_core.fault_layout`, core.count))
         Per control core: why it stopped (``cause``) and the refused address.
@@ -183,11 +185,12 @@ class Cluster(wiring.Component):
 
         # Control: the register block drives the engine's job queue and the DMA's
         # descriptor queue and reads their status; its irq is the cluster's.
-        connect_engine(m, regs, engine)
-        connect_dma(m, regs, dma)
+        wiring.connect(m, regs.engine, engine.control)
+        wiring.connect(m, regs.dma, dma.control)
         wiring.connect(m, regs.seq, seq.control)
         m.d.comb += seq.hw_error.eq(
-            (engine.done & (engine.status.error != 0)) | (dma.done & dma.done_error)
+            (engine.control.done & (engine.control.status.error != 0))
+            | (dma.control.done & dma.control.done_error)
         )
         m.d.comb += self.irq.eq(regs.irq)
         wiring.connect(m, regs.host, wiring.flipped(self.host))

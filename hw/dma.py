@@ -3,7 +3,7 @@
 A transfer copies ``rows`` rows of ``row_bytes`` bytes. Row ``i`` starts at
 ``l2_addr + i * l2_stride`` in L2 and at ``l1_addr + i * l1_stride`` in L1; the
 direction says which side is read. Descriptors (:data:`descriptor_layout`) are
-queued on the ``cmd`` stream and run one after the other, in order.
+queued on the ``control.cmd`` stream and run one after the other, in order.
 
 Data path, per transfer (the same hardware serves both directions)::
 
@@ -52,6 +52,7 @@ __all__ = [
     "Dma",
     "DmaError",
     "descriptor_layout",
+    "dma_control_signature",
     "l2_req_layout",
     "l2_rsp_layout",
 ]
@@ -90,6 +91,29 @@ descriptor_layout = data.StructLayout(
         "l1_stride": unsigned(32),  # bytes from one row start to the next in L1
     }
 )
+
+
+def dma_control_signature(cfg: ClusterConfig) -> wiring.Signature:
+    """The DMA's control ports, seen from the controller (the register block).
+
+    ``cmd`` (out): stream of :data:`descriptor_layout`; ``clear``, ``error_ack`` (out);
+    ``done``, ``done_error``, ``busy`` (in, 1 bit), ``queue_level`` (in,
+    ``range(queue_depth + 1)``), ``error`` (in, 1 bit), ``error_code`` (in, 3 bits,
+    :class:`DmaError`). :class:`Dma` has it as ``control : In(...)``; see its ports.
+    """
+    return wiring.Signature(
+        {
+            "cmd": Out(stream.Signature(descriptor_layout)),
+            "clear": Out(1),
+            "error_ack": Out(1),
+            "done": In(1),
+            "done_error": In(1),
+            "busy": In(1),
+            "queue_level": In(range(cfg.dma.queue_depth + 1)),
+            "error": In(1),
+            "error_code": In(3),
+        }
+    )
 
 
 def l2_req_layout(cfg: ClusterConfig) -> data.StructLayout:
@@ -133,9 +157,25 @@ class Dma(wiring.Component):
 
     Ports
     -----
-    cmd : In(stream of :data:`descriptor_layout`)
-        Accepted while the queue has room and ``clear`` is low. ``queue_depth``
-        descriptors wait while a further one runs.
+    control : In(:func:`dma_control_signature`)
+        The controller's side, flipped; the members:
+
+        - ``cmd``: the descriptor queue's input, accepted while the queue has room and
+          ``clear`` is low. ``queue_depth`` descriptors wait while a further one runs.
+        - ``clear``: soft clear, see ``docs/dma.md``: drops the queue and the running
+          transfer, clears the error status, completes the bus requests already offered
+          and discards the responses, then returns to idle (``busy`` low).
+        - ``error_ack``: clears ``error`` and ``error_code`` without touching the queue.
+        - ``done``: one-cycle pulse when a transfer has completed (all its writes
+          acknowledged) or a bad descriptor was skipped; one per accepted descriptor, in
+          order, except those dropped by ``clear``.
+        - ``done_error``: with ``done``: the descriptor was rejected (nothing was
+          accessed).
+        - ``busy``: a transfer is running, waits in the queue, or a clear is draining.
+        - ``queue_level``: descriptors waiting in the queue (the running one not counted).
+        - ``error``: sticky: a descriptor was rejected since the last ``clear`` /
+          ``error_ack``.
+        - ``error_code``: :class:`DmaError` of the first rejected descriptor since then.
     l1 : Out(:func:`~tinyattn.hw.obi.obi_signature` ``(log2(L1 bytes))``).array(dma_bits // 32)
         OBI initiators. Word requests only (``be`` is always ``0b1111``); lane ``i``
         only ever addresses words with ``(addr // 4) % lanes == i``.
@@ -143,26 +183,6 @@ class Dma(wiring.Component):
         Payload and ``valid`` are stable until ``ready``.
     l2_rsp : In(stream of :func:`l2_rsp_layout`)
         Exactly one response per accepted request, reads and writes, in request order.
-    clear : In(1)
-        Soft clear, see ``docs/dma.md``: drops the queue and the running transfer, clears
-        the error status, completes the bus requests already offered and discards the
-        responses, then returns to idle (``busy`` low).
-    error_ack : In(1)
-        Clears ``error`` and ``error_code`` without touching the queue.
-    done : Out(1)
-        One-cycle pulse when a transfer has completed (all its writes acknowledged) or a
-        bad descriptor was skipped; one per accepted descriptor, in order, except those
-        dropped by ``clear``.
-    done_error : Out(1)
-        With ``done``: the descriptor was rejected (nothing was accessed).
-    busy : Out(1)
-        A transfer is running, waits in the queue, or a clear is draining.
-    queue_level : Out(range(queue_depth + 1))
-        Descriptors waiting in the queue (the running one not counted).
-    error : Out(1)
-        Sticky: a descriptor was rejected since the last ``clear`` / ``error_ack``.
-    error_code : Out(3)
-        :class:`DmaError` of the first rejected descriptor since then.
     """
 
     def __init__(
@@ -185,18 +205,10 @@ class Dma(wiring.Component):
         self.l2_addr_bits = cfg.dma.l2_addr_bits
         super().__init__(
             {
-                "cmd": In(stream.Signature(descriptor_layout)),
+                "control": In(dma_control_signature(cfg)),
                 "l1": Out(obi_signature(self.l1_addr_bits)).array(self.n_lanes),
                 "l2_req": Out(stream.Signature(l2_req_layout(cfg))),
                 "l2_rsp": In(stream.Signature(l2_rsp_layout(cfg))),
-                "clear": In(1),
-                "error_ack": In(1),
-                "done": Out(1),
-                "done_error": Out(1),
-                "busy": Out(1),
-                "queue_level": Out(range(cfg.dma.queue_depth + 1)),
-                "error": Out(1),
-                "error_code": Out(3),
             }
         )
 
@@ -236,12 +248,12 @@ class Dma(wiring.Component):
         # Clear empties it through a synchronous reset of the FIFO's pointers (which
         # wins over a write in the same cycle).
         q = SyncFIFO(width=descriptor_layout.size, depth=cfg.dma.queue_depth)
-        m.submodules.queue = ResetInserter(self.clear)(q)
+        m.submodules.queue = ResetInserter(self.control.clear)(q)
         m.d.comb += [
-            q.w_stream.payload.eq(self.cmd.payload),
-            q.w_stream.valid.eq(self.cmd.valid & ~self.clear),
-            self.cmd.ready.eq(q.w_stream.ready & ~self.clear),
-            self.queue_level.eq(q.level),
+            q.w_stream.payload.eq(self.control.cmd.payload),
+            q.w_stream.valid.eq(self.control.cmd.valid & ~self.control.clear),
+            self.control.cmd.ready.eq(q.w_stream.ready & ~self.control.clear),
+            self.control.queue_level.eq(q.level),
         ]
 
         desc = Signal(descriptor_layout)
@@ -349,7 +361,7 @@ class Dma(wiring.Component):
         ]
         rd_ready = Mux(to_l2, lanes_ready(rd_mask) & mask_fifo.w_stream.ready, l2_room)
         rd_take = Signal()
-        m.d.comb += rd_take.eq(rd_active & rd_ready & ~self.clear)
+        m.d.comb += rd_take.eq(rd_active & rd_ready & ~self.control.clear)
 
         rd_next = Signal(AW)
         m.d.comb += rd_next.eq(Mux(start, src0, rd_row + src_stride))
@@ -440,9 +452,11 @@ class Dma(wiring.Component):
         merge = Signal()
         m.d.comb += [
             merge.eq(~have_src & d_last & (wr_rows != 1) & ld_lead),
-            emit.eq(emit_valid & dst_ready & ~self.clear),
+            emit.eq(emit_valid & dst_ready & ~self.control.clear),
             src_ready.eq(
-                wr_active & (have_src & (lead_only | dst_ready) | merge & dst_ready) & ~self.clear
+                wr_active
+                & (have_src & (lead_only | dst_ready) | merge & dst_ready)
+                & ~self.control.clear
             ),
             take.eq(src_valid & src_ready),
         ]
@@ -531,7 +545,7 @@ class Dma(wiring.Component):
         l1_end = Signal(51)
         l2_end = Signal(51)
         m.d.comb += rows_m1.eq(desc.rows - 1)
-        m.d.sync += [self.done.eq(0), self.done_error.eq(0)]
+        m.d.sync += [self.control.done.eq(0), self.control.done_error.eq(0)]
         m.d.comb += start.eq(0)
 
         zero = (desc.rows == 0) | (desc.row_bytes == 0)
@@ -550,12 +564,12 @@ class Dma(wiring.Component):
         with m.Elif(l2_bad):
             m.d.comb += code.eq(DmaError.L2_RANGE)
 
-        with m.If(self.error_ack):
-            m.d.sync += [self.error.eq(0), self.error_code.eq(0)]
+        with m.If(self.control.error_ack):
+            m.d.sync += [self.control.error.eq(0), self.control.error_code.eq(0)]
 
         def clear_to_drain() -> None:
             # Clear wins over every transition of the state (later statements win).
-            with m.If(self.clear):
+            with m.If(self.control.clear):
                 m.next = "DRAIN"
 
         with m.FSM(name="ctrl") as fsm:
@@ -576,12 +590,12 @@ class Dma(wiring.Component):
                 clear_to_drain()
             with m.State("DECIDE"):  # reject it (error + done) or start the walkers
                 with m.If(code != DmaError.NONE):
-                    m.d.sync += [self.done.eq(1), self.done_error.eq(1)]
+                    m.d.sync += [self.control.done.eq(1), self.control.done_error.eq(1)]
                     m.next = "IDLE"
                     # The first error since the last ack/clear is kept; a new one wins
                     # over an ack in the same cycle.
-                    with m.If(~self.error | self.error_ack):
-                        m.d.sync += [self.error.eq(1), self.error_code.eq(code)]
+                    with m.If(~self.control.error | self.control.error_ack):
+                        m.d.sync += [self.control.error.eq(1), self.control.error_code.eq(code)]
                 with m.Else():
                     m.d.comb += start.eq(1)
                     m.next = "RUN"
@@ -589,7 +603,7 @@ class Dma(wiring.Component):
             with m.State("RUN"):  # leaves when every response came back
                 m.d.comb += running.eq(1)
                 with m.If(~rd_active & ~wr_active & bus_idle):
-                    m.d.sync += self.done.eq(1)
+                    m.d.sync += self.control.done.eq(1)
                     m.next = "IDLE"
                 clear_to_drain()
             with m.State("DRAIN"):  # after clear: completing requests already offered
@@ -599,16 +613,16 @@ class Dma(wiring.Component):
                 clear_to_drain()
 
         # Clear wins over everything above, including a completion in the same cycle.
-        with m.If(self.clear):
+        with m.If(self.control.clear):
             m.d.sync += [
                 rd_active.eq(0),
                 wr_active.eq(0),
-                self.done.eq(0),
-                self.done_error.eq(0),
-                self.error.eq(0),
-                self.error_code.eq(0),
+                self.control.done.eq(0),
+                self.control.done_error.eq(0),
+                self.control.error.eq(0),
+                self.control.error_code.eq(0),
             ]
             m.d.comb += start.eq(0)
 
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | q.r_stream.valid)
+        m.d.comb += self.control.busy.eq(~fsm.ongoing("IDLE") | q.r_stream.valid)
         return m

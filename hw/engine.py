@@ -73,7 +73,7 @@ from .job_layout import JobOp, job_layout
 from .obi import obi_signature
 from .wide_port import WidePort
 
-__all__ = ["Engine", "status_layout"]
+__all__ = ["Engine", "engine_control_signature", "status_layout"]
 
 
 def status_layout() -> data.StructLayout:
@@ -86,28 +86,49 @@ def status_layout() -> data.StructLayout:
     )
 
 
+def engine_control_signature(cfg: ClusterConfig) -> wiring.Signature:
+    """The engine's control ports, seen from the controller (the register block).
+
+    ``jobs`` (out): stream of :func:`~tinyattn.hw.job_layout.job_layout`; ``clear``
+    (out): soft clear; ``done`` (in): one-cycle event per finished job; ``status`` (in):
+    :func:`status_layout`; ``busy_cycles``, ``stall_cycles``, ``idle_cycles`` (in, 32
+    bits) and ``macs`` (in, 64 bits): the counters. :class:`Engine` has it as
+    ``control : In(...)``. A function of ``cfg`` alone, so that the register map exists
+    for configurations the engine cannot elaborate (``vec_len < 16``).
+    """
+    return wiring.Signature(
+        {
+            "jobs": Out(stream.Signature(job_layout(cfg))),
+            "clear": Out(1),
+            "done": In(1),
+            "status": In(status_layout()),
+            "busy_cycles": In(32),
+            "stall_cycles": In(32),
+            "idle_cycles": In(32),
+            "macs": In(64),
+        }
+    )
+
+
 class Engine(wiring.Component):
     """The attention engine top.
 
     Ports
     -----
-    jobs : In(stream of :func:`tinyattn.hw.job_layout.job_layout`)
-        The job queue's input; ``ready`` is low while the queue is full.
+    control : In(:func:`engine_control_signature`)
+        The controller's side, flipped. ``control.jobs``: the job queue's input;
+        ``ready`` is low while the queue is full. ``control.clear``: soft clear,
+        drops queued jobs and the running one; requests already queued on the port
+        lanes still complete and their responses are drained; then the engine is
+        idle (``status.busy`` low). ``control.done``: one-cycle event per finished
+        job, successful or rejected. ``control.status``: :func:`status_layout`.
+        ``control.busy_cycles``, ``stall_cycles``, ``idle_cycles``: cycles with a
+        job running; of those, cycles in which the array had work left but issued
+        no beat (waiting for operands or for the writer); cycles with no job
+        running. Only ``rst`` clears them. ``control.macs``: useful
+        multiply-accumulates of the finished jobs.
     mem : Out(OBI).array(port_lanes)
         The wide L1 port; lane ``i`` carries word ``i`` of a beat.
-    clear : In(1)
-        Soft clear: drops queued jobs and the running one. Requests already
-        queued on the port lanes still complete and their responses are
-        drained; then the engine is idle (``status.busy`` low).
-    done : Out(1)
-        One-cycle event per finished job, successful or rejected.
-    status : Out(:func:`status_layout`)
-    busy_cycles, stall_cycles, idle_cycles : Out(32)
-        Cycles with a job running; of those, cycles in which the array had
-        work left but issued no beat (waiting for operands or for the
-        writer); cycles with no job running. Only ``rst`` clears them.
-    macs : Out(64)
-        Useful multiply-accumulates of the finished jobs.
     """
 
     def __init__(self, cfg: ClusterConfig) -> None:
@@ -124,15 +145,8 @@ class Engine(wiring.Component):
         addr_bits = cfg.memory.size_bytes.bit_length() - 1
         super().__init__(
             {
-                "jobs": In(stream.Signature(job_layout(cfg))),
+                "control": In(engine_control_signature(cfg)),
                 "mem": Out(obi_signature(addr_bits)).array(e.port_lanes),
-                "clear": In(1),
-                "done": Out(1),
-                "status": Out(status_layout()),
-                "busy_cycles": Out(32),
-                "stall_cycles": Out(32),
-                "idle_cycles": Out(32),
-                "macs": Out(64),
             }
         )
 
@@ -156,12 +170,12 @@ class Engine(wiring.Component):
         internal_reset = Signal()
         m.submodules.queue = ResetInserter(internal_reset)(queue)
         m.d.comb += [
-            queue.w_stream.payload.eq(self.jobs.payload),
-            queue.w_stream.valid.eq(self.jobs.valid & ~clearing),
-            self.jobs.ready.eq(queue.w_stream.ready & ~clearing),
-            self.status.queued.eq(queue.level),
+            queue.w_stream.payload.eq(self.control.jobs.payload),
+            queue.w_stream.valid.eq(self.control.jobs.valid & ~clearing),
+            self.control.jobs.ready.eq(queue.w_stream.ready & ~clearing),
+            self.control.status.queued.eq(queue.level),
         ]
-        with m.If(self.clear):
+        with m.If(self.control.clear):
             m.d.sync += clearing.eq(1)
         with m.Elif(internal_reset):
             m.d.sync += clearing.eq(0)
@@ -293,7 +307,7 @@ class Engine(wiring.Component):
         err_code = Signal(3)
         # done is registered: it rises in the cycle after the job's end, with the
         # error code and the MAC counter.
-        m.d.sync += self.done.eq(0)
+        m.d.sync += self.control.done.eq(0)
 
         # A job is done once the writer has issued its last row and those writes have
         # landed (the port is busy with the next job's reads by then).
@@ -316,10 +330,10 @@ class Engine(wiring.Component):
         ]
         with m.If(report):
             m.d.sync += [
-                self.done.eq(1),
+                self.control.done.eq(1),
                 err_code.eq(JobError.NONE),
                 reported.eq(reported + 1),
-                self.macs.eq(self.macs + slot_macs[reported[0]]),
+                self.control.macs.eq(self.control.macs + slot_macs[reported[0]]),
             ]
 
         macs_job = job.m * job.n * job.k
@@ -340,7 +354,7 @@ class Engine(wiring.Component):
                 with m.Elif(checker.error != 0):
                     # Rejected: reported in order, after the jobs before it; L1 untouched.
                     with m.If(in_flight == 0):
-                        m.d.sync += [self.done.eq(1), err_code.eq(checker.error)]
+                        m.d.sync += [self.control.done.eq(1), err_code.eq(checker.error)]
                         m.next = "IDLE"
                 with m.Elif((in_flight == 0) | ((in_flight == 1) & ~checker.reads_written)):
                     for slot in range(2):
@@ -357,16 +371,21 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
         # A soft clear abandons the jobs (later statements win).
         with m.If(internal_reset):
-            m.d.sync += [accepted.eq(0), reported.eq(0), writer_finished.eq(0), self.done.eq(0)]
-        m.d.comb += self.status.error.eq(err_code)
+            m.d.sync += [
+                accepted.eq(0),
+                reported.eq(0),
+                writer_finished.eq(0),
+                self.control.done.eq(0),
+            ]
+        m.d.comb += self.control.status.error.eq(err_code)
 
         # ---------------------------------------------------------------- counters
         m.d.sync += [
-            self.busy_cycles.eq(self.busy_cycles + running),
-            self.stall_cycles.eq(self.stall_cycles + issuer.stalled),
-            self.idle_cycles.eq(self.idle_cycles + ~running),
+            self.control.busy_cycles.eq(self.control.busy_cycles + running),
+            self.control.stall_cycles.eq(self.control.stall_cycles + issuer.stalled),
+            self.control.idle_cycles.eq(self.control.idle_cycles + ~running),
         ]
-        m.d.comb += self.status.busy.eq(
+        m.d.comb += self.control.status.busy.eq(
             running | queue.r_stream.valid | clearing | ~port.idle | ctrl_fsm.ongoing("CHECK")
         )
         return m

@@ -1,10 +1,11 @@
 """The register block: the peripheral registers of the cluster behind one OBI target port.
 
-Generated from :func:`tinyattn.hw.regmap.register_map`: every field of the map becomes
-its storage, source, pulse or sticky flag here according to its access mode and binding;
-nothing is placed by hand. The few pieces of logic the map only names
-(``internal.<name>`` bindings: the push handshakes, the done counters, the MACS latch,
-the events) are written out below and checked against :data:`~tinyattn.hw.regmap.INTERNAL`.
+Generated from :func:`tinyattn.hw.cluster_registers.register_map`: every field of the map
+becomes its storage, source, pulse or sticky flag here according to its access mode and
+binding; nothing is placed by hand. The few pieces of logic the map only names (its
+:class:`~tinyattn.hw.cluster_registers.Internal` signals: the push handshakes, the done
+counters, the MACS latch, the events) are written out below and checked against
+:data:`~tinyattn.hw.cluster_registers.INTERNAL`.
 
 Bus contract (``bus``, an OBI target, 32-bit words):
 
@@ -29,23 +30,11 @@ from amaranth.lib.wiring import In, Out
 
 from tinyattn.config import ClusterConfig
 
+from .cluster_registers import INTERNAL, Internal, control_ports_signature, register_map
 from .obi import obi_signature
-from .regmap import (
-    DMA_CONTROL,
-    ENGINE_CONTROL,
-    INTERNAL,
-    REG_BITS,
-    Access,
-    MemoryMap,
-    dma_control_signature,
-    engine_control_signature,
-    host_signature,
-    parse_key,
-    register_map,
-)
-from .sequencer import sequencer_control_signature
+from .registers import CONSTANT, REG_BITS, Access, Binding, InternalSignal, MemoryMap
 
-__all__ = ["RegBlock", "connect_dma", "connect_engine"]
+__all__ = ["RegBlock"]
 
 
 class RegBlock(wiring.Component):
@@ -63,17 +52,18 @@ class RegBlock(wiring.Component):
     -----
     bus : In(obi_signature(addr_bits))
         The OBI target port.
-    engine : Out(:func:`~tinyattn.hw.regmap.engine_control_signature`)
+    engine : Out(:func:`~tinyattn.hw.engine.engine_control_signature`)
         ``jobs`` (stream of ``job_layout(cfg)``), ``clear`` out; ``done``, ``status``,
-        ``busy_cycles``, ``stall_cycles``, ``idle_cycles``, ``macs`` in. Names and
-        shapes are those of :class:`~tinyattn.hw.engine.Engine`; see
-        :func:`connect_engine`.
-    dma : Out(:func:`~tinyattn.hw.regmap.dma_control_signature`)
+        ``busy_cycles``, ``stall_cycles``, ``idle_cycles``, ``macs`` in: connects to
+        :class:`~tinyattn.hw.engine.Engine`'s ``control`` with ``wiring.connect``.
+    dma : Out(:func:`~tinyattn.hw.dma.dma_control_signature`)
         ``cmd`` (stream of ``descriptor_layout``), ``clear``, ``error_ack`` out;
         ``done``, ``done_error``, ``busy``, ``queue_level``, ``error``, ``error_code``
-        in. Those of :class:`~tinyattn.hw.dma.Dma`; see :func:`connect_dma`.
-    host : Out(:func:`~tinyattn.hw.regmap.host_signature`)
+        in: connects to :class:`~tinyattn.hw.dma.Dma`'s ``control``.
+    host : Out(:func:`~tinyattn.hw.cluster_registers.host_signature`)
         The console byte stream and the end-of-run flag and exit code (``HOST`` block).
+    seq : Out(:func:`~tinyattn.hw.sequencer.sequencer_control_signature`)
+        The ``SEQ`` registers: connects to the sequencer's ``control``.
     irq : Out(1)
         OR of the enabled pending event flags (``IRQ_STATUS & IRQ_ENABLE``), from flops.
     """
@@ -87,31 +77,22 @@ class RegBlock(wiring.Component):
                 f"addr_bits = {addr_bits}: the map needs {self.map.addr_bits}..32 bits"
             )
         self.addr_bits = addr_bits
-        super().__init__(
-            {
-                "bus": In(obi_signature(addr_bits)),
-                "engine": Out(engine_control_signature(cfg)),
-                "dma": Out(dma_control_signature(cfg)),
-                "host": Out(host_signature()),
-                "seq": Out(sequencer_control_signature()),
-                "irq": Out(1),
-            }
-        )
+        # engine, dma, host, seq: the ports the map's fields bind to.
+        controls = control_ports_signature(cfg).members
+        super().__init__({"bus": In(obi_signature(addr_bits)), **controls, "irq": Out(1)})
 
-    def _resolve(self, key: str, internal: dict[str, Signal]) -> Value:
-        """The signal a binding names (a port path or an internal signal), sliced."""
-        path, sl = parse_key(key)
-        head, _, rest = path.partition(".")
-        if head == "internal":
-            value: object = internal[rest]
-        else:
-            value = self
-            for part in path.split("."):
-                value = getattr(value, part)
+    def _resolve(self, binding: Binding, internal: dict[InternalSignal, Signal]) -> Value:
+        """The signal a binding names (a port member, a field of one, an internal signal)."""
+        if isinstance(binding, InternalSignal):
+            return internal[binding]
+        assert binding is not CONSTANT
+        value: object = self
+        for name in binding.path:
+            value = getattr(value, name)
         if isinstance(value, data.View):
             value = value.as_value()
-        assert isinstance(value, Value), key
-        return value[sl[0] : sl[1]] if sl is not None else value
+        assert isinstance(value, Value), binding
+        return value if binding.bits is None else value[binding.bits[0] : binding.bits[1]]
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -119,20 +100,21 @@ class RegBlock(wiring.Component):
         bus, eng, dma = self.bus, self.engine, self.dma
 
         # The map's internal bindings, as named signals; driven further down.
-        internal = {name: Signal(spec.width, name=f"int_{name}") for name, spec in INTERNAL.items()}
+        internal = {spec: Signal(spec.width, name=f"int_{spec.name}") for spec in INTERNAL}
         used = {
-            parse_key(k)[0].removeprefix("internal.")
+            binding
             for reg in mm.registers
-            for k in (
-                *(f.hw for f in reg.fields if f.hw),
+            for binding in (
+                *(f.hw for f in reg.fields),
                 reg.register.read_action,
                 reg.register.write_action,
                 reg.register.stall_while,
             )
-            if k and k.startswith("internal.")
+            if isinstance(binding, InternalSignal)
         }
         if used != set(INTERNAL):
-            raise ValueError(f"internal bindings not used by the map: {set(INTERNAL) - used}")
+            unused = sorted(spec.name for spec in set(INTERNAL) - used)
+            raise ValueError(f"internal signals not used by the map: {unused}")
 
         # ---------------------------------------------------------------- bus decode
         word = bus.addr[2:]
@@ -155,7 +137,7 @@ class RegBlock(wiring.Component):
         wr = accept & bus.we
         rd = accept & ~bus.we
         wmask = Cat(*(bus.be[i].replicate(8) for i in range(4)))
-        m.d.comb += internal["bus_error"].eq(accept & ~any_hit)
+        m.d.comb += internal[Internal.BUS_ERROR].eq(accept & ~any_hit)
 
         # ---------------------------------------------------------------- fields
         storage: dict[tuple[str, str, str], Signal] = {}
@@ -182,7 +164,7 @@ class RegBlock(wiring.Component):
                     assert f.hw is not None
                     source = (
                         Const(f.reset, f.width)
-                        if f.hw == "const"
+                        if f.hw is CONSTANT
                         else self._resolve(f.hw, internal)
                     )
                     m.d.comb += value[lo:hi].eq(source)
@@ -224,57 +206,59 @@ class RegBlock(wiring.Component):
         # high from the cycle after `clear` until the drain is over.
         e_pending = Signal()
         e_clear_wait = Signal()
-        e_offer = internal["engine_push_pending"]
+        e_offer = internal[Internal.ENGINE_PUSH_PENDING]
         m.d.comb += [
-            e_offer.eq(e_pending | internal["engine_push"]),
+            e_offer.eq(e_pending | internal[Internal.ENGINE_PUSH]),
             eng.jobs.valid.eq(e_offer & ~eng.clear & ~e_clear_wait),
         ]
         with m.If(eng.clear):
             m.d.sync += e_pending.eq(0)
         with m.Elif(eng.jobs.valid & eng.jobs.ready):
             m.d.sync += e_pending.eq(0)
-        with m.Elif(internal["engine_push"]):
+        with m.Elif(internal[Internal.ENGINE_PUSH]):
             m.d.sync += e_pending.eq(1)
         with m.If(eng.clear):
             m.d.sync += e_clear_wait.eq(1)
         with m.Elif(~eng.status.busy):
             m.d.sync += e_clear_wait.eq(0)
 
-        m.d.sync += internal["jobs_done"].eq(internal["jobs_done"] + eng.done)
-        with m.If(internal["macs_latch"]):
-            m.d.sync += internal["macs_hi"].eq(eng.macs[32:64])
+        m.d.sync += internal[Internal.JOBS_DONE].eq(internal[Internal.JOBS_DONE] + eng.done)
+        with m.If(internal[Internal.MACS_LATCH]):
+            m.d.sync += internal[Internal.MACS_HI].eq(eng.macs[32:64])
         m.d.comb += [
-            internal["engine_done"].eq(eng.done),
-            internal["engine_error"].eq(eng.done & (eng.status.error != 0)),
+            internal[Internal.ENGINE_DONE].eq(eng.done),
+            internal[Internal.ENGINE_ERROR].eq(eng.done & (eng.status.error != 0)),
         ]
 
         # ---------------------------------------------------------------- DMA
         # The same push rule. The DMA takes descriptors again from the cycle after a
         # clear, so no wait is needed here.
         d_pending = Signal()
-        d_offer = internal["dma_push_pending"]
+        d_offer = internal[Internal.DMA_PUSH_PENDING]
         m.d.comb += [
-            d_offer.eq(d_pending | internal["dma_push"]),
+            d_offer.eq(d_pending | internal[Internal.DMA_PUSH]),
             dma.cmd.valid.eq(d_offer & ~dma.clear),
         ]
         with m.If(dma.clear):
             m.d.sync += d_pending.eq(0)
         with m.Elif(dma.cmd.valid & dma.cmd.ready):
             m.d.sync += d_pending.eq(0)
-        with m.Elif(internal["dma_push"]):
+        with m.Elif(internal[Internal.DMA_PUSH]):
             m.d.sync += d_pending.eq(1)
 
-        m.d.sync += internal["dma_done_count"].eq(internal["dma_done_count"] + dma.done)
+        m.d.sync += internal[Internal.DMA_DONE_COUNT].eq(
+            internal[Internal.DMA_DONE_COUNT] + dma.done
+        )
         m.d.comb += [
-            internal["dma_done"].eq(dma.done),
-            internal["dma_error"].eq(dma.done & dma.done_error),
+            internal[Internal.DMA_DONE].eq(dma.done),
+            internal[Internal.DMA_ERROR].eq(dma.done & dma.done_error),
         ]
 
         # ---------------------------------------------------------------- host
         # The console byte is stored at the write's edge; valid follows one cycle later
         # with it. `ended` is sticky so that a host polling it cannot miss the end.
-        m.d.sync += self.host.console_valid.eq(internal["console_write"])
-        with m.If(internal["exit_write"]):
+        m.d.sync += self.host.console_valid.eq(internal[Internal.CONSOLE_WRITE])
+        with m.If(internal[Internal.EXIT_WRITE]):
             m.d.sync += self.host.ended.eq(1)
 
         # ---------------------------------------------------------------- irq
@@ -288,31 +272,3 @@ class RegBlock(wiring.Component):
             raise ValueError("EVENTS_IRQ_STATUS and EVENTS_IRQ_ENABLE must have the same fields")
         m.d.comb += self.irq.eq(Cat(*pending).any())
         return m
-
-
-def _connect(m: Module, ours: object, theirs: object, names: tuple[str, ...]) -> None:
-    signature = ours.signature  # type: ignore[attr-defined]
-    for name in names:
-        member = signature.members[name]
-        a, b = getattr(ours, name), getattr(theirs, name)
-        if member.is_signature:
-            wiring.connect(m, a, b)
-        elif member.flow == wiring.Flow.Out:
-            m.d.comb += b.eq(a)
-        else:
-            m.d.comb += a.eq(b)
-
-
-def connect_engine(m: Module, regs: RegBlock, engine: object) -> None:
-    """Connect ``regs.engine`` to an :class:`~tinyattn.hw.engine.Engine`'s control ports.
-
-    ``jobs`` with :func:`amaranth.lib.wiring.connect`, the other members of
-    :data:`~tinyattn.hw.regmap.ENGINE_CONTROL` with one assignment each (the engine's
-    ``mem`` port is not the register block's business).
-    """
-    _connect(m, regs.engine, engine, ENGINE_CONTROL)
-
-
-def connect_dma(m: Module, regs: RegBlock, dma: object) -> None:
-    """Connect ``regs.dma`` to a :class:`~tinyattn.hw.dma.Dma`'s control ports."""
-    _connect(m, regs.dma, dma, DMA_CONTROL)

@@ -48,7 +48,8 @@ TOPS: dict[str, Top] = {
     "regblock": Top(
         "regblock",
         "RegBlock",
-        "peripheral registers (engine, DMA, events) behind an OBI target, from hw/regmap.py",
+        "peripheral registers (engine, DMA, events) behind an OBI target, from "
+        "hw/cluster_registers.py",
     ),
     "cluster": Top(
         "cluster",

@@ -52,7 +52,7 @@ PUBLIC_LANES = ("tinyattn_cluster.tcdm:narrow__*", "tinyattn_cluster.tcdm:wide__
 PUBLIC = (
     "picorv32:reg_pc",
     "tinyattn_cluster.regs:int_jobs_done",
-    "tinyattn_cluster.engine:busy_cycles",
+    "tinyattn_cluster.engine:control__busy_cycles",
     *PUBLIC_LANES,
 )
 OBJCOPY = "riscv64-unknown-elf-objcopy"

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.job import Job
-from tinyattn.hw.regmap import MemoryMap, register_map
+from tinyattn.hw.registers import MemoryMap
 from tinyattn.hw.sequencer import SeqOp, WaitBase
 
 __all__ = [

@@ -36,7 +36,7 @@ import numpy as np
 
 from tinyattn.cache import build_root, file_lock
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.regmap import register_map
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.sw.regmap_emit import HEADER_NAME, c_header
 
 __all__ = [

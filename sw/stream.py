@@ -31,9 +31,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job
-from tinyattn.hw.regmap import MemoryMap, register_map
+from tinyattn.hw.registers import MemoryMap
 from tinyattn.hw.sequencer import SeqOp
 from tinyattn.sw.command_list import CommandList
 from tinyattn.sw.memplan import PlanError

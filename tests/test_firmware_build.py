@@ -27,9 +27,10 @@ import numpy as np
 import pytest
 
 from tinyattn.config import ClusterConfig, CoreConfig, DmaConfig, EngineConfig, MemoryConfig
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.dma import Direction
 from tinyattn.hw.job import FLAG_AFFINE, FLAG_PER_HEAD, FLAG_RELU, FLAG_RESIDUAL, Job, Op
-from tinyattn.hw.regmap import MemoryMap, register_map
+from tinyattn.hw.registers import MemoryMap
 from tinyattn.sw import firmware
 from tinyattn.sw.firmware import (
     SDK_DIR,

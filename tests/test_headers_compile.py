@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
-from tinyattn.hw.regmap import Access, MemoryMap, register_map
+from tinyattn.hw.cluster_registers import register_map
+from tinyattn.hw.registers import Access, MemoryMap
 from tinyattn.sim.verilog import file_lock
 from tinyattn.sw.regmap_emit import HEADER_NAME, CFunction, c_functions, c_header
 

@@ -13,29 +13,35 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Module, Shape
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from tinyattn.cli import main
 from tinyattn.config import ClusterConfig, ConfigError, DmaConfig, EngineConfig, MemoryConfig
-from tinyattn.hw.dma import Direction, Dma, DmaError, descriptor_layout
-from tinyattn.hw.engine import Engine
+from tinyattn.hw import cluster_registers
+from tinyattn.hw.cluster_registers import (
+    INTERNAL,
+    Internal,
+    control_ports_signature,
+    register_map,
+)
+from tinyattn.hw.dma import Direction, Dma, DmaError, descriptor_layout, dma_control_signature
+from tinyattn.hw.engine import Engine, engine_control_signature
 from tinyattn.hw.job import FLAGS_ALL, JobError, Op
 from tinyattn.hw.job_layout import job_layout
-from tinyattn.hw.regblock import RegBlock, connect_dma, connect_engine
-from tinyattn.hw.regmap import (
-    DMA_CONTROL,
-    ENGINE_CONTROL,
-    INTERNAL,
+from tinyattn.hw.regblock import RegBlock
+from tinyattn.hw.registers import (
+    CONSTANT,
     Access,
     Block,
     EnumValue,
     Field,
+    InternalSignal,
     MapBuilder,
+    PortBinding,
+    Ports,
     Register,
     RegMapError,
-    dma_control_signature,
-    engine_control_signature,
-    register_map,
+    SignalKind,
 )
 from tinyattn.sw import regmap_emit
 
@@ -103,13 +109,14 @@ def test_staging_fields_cover_the_payloads(name: str) -> None:
     cfg = CONFIGS[name]
     mm = register_map(cfg)
     for prefix, layout in (
-        ("engine.jobs.payload.", job_layout(cfg)),
-        ("dma.cmd.payload.", descriptor_layout),
+        (("engine", "jobs", "payload"), job_layout(cfg)),
+        (("dma", "cmd", "payload"), descriptor_layout),
     ):
         bound = {
-            f.hw.removeprefix(prefix): f
+            ".".join(f.hw.path[len(prefix) :]): f
             for _, f in mm.fields()
-            if f.hw and f.hw.startswith(prefix) and f.access is RW
+            if isinstance(f.hw, PortBinding) and f.hw.path[: len(prefix)] == prefix
+            if f.access is RW
         }
 
         def leaves(lay: data.Layout, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -140,19 +147,21 @@ def test_named_values_come_from_the_enums() -> None:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_control_signatures_match_the_engine_and_dma(name: str) -> None:
-    """The block's `engine` / `dma` members are the flipped Engine / Dma ports."""
+    """The block's `engine` / `dma` ports are the Engine's / Dma's `control`, flipped."""
     cfg = CONFIGS[name]
-    for sig, unit, names in (
-        (engine_control_signature(cfg), _quiet(Engine, cfg), ENGINE_CONTROL),
-        (dma_control_signature(cfg), _quiet(Dma, cfg), DMA_CONTROL),
+    regs = _quiet(RegBlock, cfg).signature.members  # type: ignore[attr-defined]
+    for port, sig, unit in (
+        ("engine", engine_control_signature(cfg), _quiet(Engine, cfg)),
+        ("dma", dma_control_signature(cfg), _quiet(Dma, cfg)),
     ):
-        assert list(sig.members) == list(names)
-        for n in names:
-            assert sig.members[n] == unit.signature.members[n].flip(), n
+        assert regs[port] == Out(sig), port
+        assert unit.signature.members["control"] == In(sig), port  # type: ignore[attr-defined]
+    assert set(control_ports_signature(cfg).members) <= set(regs)
 
 
-def test_connect_helpers_wire_engine_and_dma() -> None:
-    """A cluster-top fragment: the helpers connect every control port (Verilog converts)."""
+def test_control_ports_connect_with_wiring_connect() -> None:
+    """A cluster-top fragment: `wiring.connect` joins the block to the engine and the DMA
+    (it checks that the signatures match), and the result converts to Verilog."""
 
     class Top(wiring.Component):
         def __init__(self, cfg: ClusterConfig) -> None:
@@ -164,13 +173,13 @@ def test_connect_helpers_wire_engine_and_dma() -> None:
             m.submodules.regs = regs = RegBlock(self.cfg)
             m.submodules.engine = engine = Engine(self.cfg)
             m.submodules.dma = dma = Dma(self.cfg)
-            connect_engine(m, regs, engine)
-            connect_dma(m, regs, dma)
+            wiring.connect(m, regs.engine, engine.control)
+            wiring.connect(m, regs.dma, dma.control)
             m.d.comb += self.irq.eq(regs.irq)
             return m
 
     text = verilog.convert(Top(SMALL), name="top", emit_src=False)
-    assert "regs" in text and "engine" in text
+    assert ".control__jobs__valid(" in text and ".control__cmd__valid(" in text
 
 
 def _quiet(cls: type, *args: object, **kwargs: object) -> object:
@@ -199,15 +208,12 @@ def test_map_exists_without_a_buildable_engine() -> None:
 # ---------------------------------------------------------------------------- validation
 
 
-def _ports() -> wiring.Signature:
-    cfg = SMALL
-    return wiring.Signature(
-        {"engine": Out(engine_control_signature(cfg)), "dma": Out(dma_control_signature(cfg))}
-    )
+#: Bindings to the ports of the small configuration's register block.
+P = Ports(control_ports_signature(SMALL))
 
 
-def _build(*blocks: tuple[Block, int], ports: bool = True) -> None:
-    b = MapBuilder("t", ports=_ports() if ports else None)
+def _build(*blocks: tuple[Block, int]) -> None:
+    b = MapBuilder("t", internal=INTERNAL)
     for block, base in blocks:
         b.add(block, base)
     b.build()
@@ -216,6 +222,10 @@ def _build(*blocks: tuple[Block, int], ports: bool = True) -> None:
 def _reg(name: str = "R", *fields: Field, **kw: object) -> Register:
     return Register(name, "r", fields or (Field("F", 0, 8, RW),), **kw)  # type: ignore[arg-type]
 
+
+#: Internal signals the builder is not given.
+_NOPE = InternalSignal("nope", 1, SignalKind.SOURCE, "not in INTERNAL")
+_NOPE_SINK = InternalSignal("nope", 1, SignalKind.SINK, "not in INTERNAL")
 
 CASES = {
     "blocks overlap": (
@@ -252,7 +262,7 @@ CASES = {
         "A_R.F: reset value 0x10 does not fit 4 bits",
     ),
     "W1P reset": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 1, W1P, 1, hw="dma.clear")),)), 0)],
+        [(Block("A", "", (_reg("R", Field("F", 0, 1, W1P, 1, hw=P.dma.clear)),)), 0)],
         "a W1P field resets to 0",
     ),
     "bad name": ([(Block("A", "", (_reg("r"),)), 0)], "register name 'r'"),
@@ -261,24 +271,28 @@ CASES = {
         "A_R.F: a RO field needs a binding",
     ),
     "unknown internal": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 1, RO, hw="internal.nope")),)), 0)],
+        [(Block("A", "", (_reg("R", Field("F", 0, 1, RO, hw=_NOPE)),)), 0)],
         "unknown internal binding 'internal.nope'",
     ),
-    "unknown port": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 1, RO, hw="engine.nope")),)), 0)],
-        "'engine.nope' names no port",
+    "internal of the wrong kind": (
+        [(Block("A", "", (_reg("R", Field("F", 0, 1, RO, hw=Internal.ENGINE_PUSH)),)), 0)],
+        "internal 'engine_push' is a sink, the field reads it",
     ),
     "wrong direction": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 1, RW, hw="engine.done")),)), 0)],
+        [(Block("A", "", (_reg("R", Field("F", 0, 1, RW, hw=P.engine.done)),)), 0)],
         "'engine.done' is an input of the register block, the field drives it",
     ),
     "wrong width": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 8, RO, hw="engine.busy_cycles")),)), 0)],
+        [(Block("A", "", (_reg("R", Field("F", 0, 8, RO, hw=P.engine.busy_cycles)),)), 0)],
         "8-bit field bound to 32-bit 'engine.busy_cycles'",
     ),
-    "bad slice": (
-        [(Block("A", "", (_reg("R", Field("F", 0, 8, RO, hw="engine.macs[60:68]")),)), 0)],
-        r"slice \[60:68\] outside the 64-bit",
+    "wrong slice width": (
+        [(Block("A", "", (_reg("R", Field("F", 0, 8, RO, hw=P.engine.macs[0:32])),)), 0)],
+        r"8-bit field bound to 32-bit 'engine.macs\[0:32\]'",
+    ),
+    "constant that is written": (
+        [(Block("A", "", (_reg("R", Field("F", 0, 8, RW, hw=CONSTANT)),)), 0)],
+        "only RO fields can be constants",
     ),
     "driven twice": (
         [
@@ -287,8 +301,8 @@ CASES = {
                     "A",
                     "",
                     (
-                        _reg("R", Field("F", 0, 1, W1P, hw="dma.clear")),
-                        _reg("S", Field("G", 0, 1, W1P, hw="dma.clear")),
+                        _reg("R", Field("F", 0, 1, W1P, hw=P.dma.clear)),
+                        _reg("S", Field("G", 0, 1, W1P, hw=P.dma.clear)),
                     ),
                 ),
                 0,
@@ -297,8 +311,12 @@ CASES = {
         "'dma.clear' is already driven by A_R.F",
     ),
     "stall_while not a source": (
-        [(Block("A", "", (_reg("R", stall_while="internal.engine_push"),)), 0)],
+        [(Block("A", "", (_reg("R", stall_while=Internal.ENGINE_PUSH),)), 0)],
         "is not an internal one-bit source",
+    ),
+    "action not given to the builder": (
+        [(Block("A", "", (_reg("R", read_action=_NOPE_SINK),)), 0)],
+        "'internal.nope' is not an internal one-bit sink",
     ),
     "values without enum name": (
         [(Block("A", "", (_reg("R", Field("F", 0, 2, RW, values=(EnumValue("X", 1),))),)), 0)],
@@ -327,34 +345,53 @@ def test_validation_errors(case: str) -> None:
         _build(*blocks)
 
 
+def test_port_bindings_name_ports_and_fields() -> None:
+    """Bindings walk the block's signature by attribute; a wrong name or slice is named."""
+    binding = P.engine.jobs.payload.qk.mult
+    assert str(binding) == "engine.jobs.payload.qk.mult" and binding.width == 8
+    assert binding.flow == wiring.Flow.Out and P.engine.done.flow == wiring.Flow.In
+    assert str(P.engine.macs[32:64]) == "engine.macs[32:64]" and P.engine.macs[32:64].width == 32
+    assert P.engine.macs[0:32] == P.engine.macs[0:32] != P.engine.macs[32:64]
+    with pytest.raises(RegMapError, match=r"'engine\.nope' names no port"):
+        _ = P.engine.nope
+    with pytest.raises(RegMapError, match=r"'engine\.jobs\.payload\.nope' names no port"):
+        _ = P.engine.jobs.payload.nope
+    with pytest.raises(RegMapError, match=r"slice \[60:68\] outside the 64-bit engine.macs"):
+        _ = P.engine.macs[60:68]
+
+
+def test_internal_signal_names_are_unique() -> None:
+    with pytest.raises(RegMapError, match="internal signal names repeat"):
+        MapBuilder("t", internal=(_NOPE, _NOPE_SINK))
+
+
 def test_payload_coverage_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dropping one staging register is an error naming the undriven payload field."""
-    from tinyattn.hw import regmap
+    original = cluster_registers._dma_block
 
-    original = regmap._dma_block
-
-    def without_rows(ports: wiring.Signature) -> Block:
+    def without_rows(ports: Ports) -> Block:
         block = original(ports)
         regs = tuple(r for r in block.registers if r.name != "ROWS")
         return dataclasses.replace(block, registers=regs)
 
-    monkeypatch.setattr(regmap, "_dma_block", without_rows)
-    regmap.register_map.cache_clear()
+    monkeypatch.setattr(cluster_registers, "_dma_block", without_rows)
+    register_map.cache_clear()
     try:
         with pytest.raises(RegMapError, match=r"no staging register drives dma.cmd.payload.rows"):
-            regmap.register_map(SMALL)
+            register_map(SMALL)
     finally:
-        regmap.register_map.cache_clear()
+        register_map.cache_clear()
 
 
 def test_every_internal_binding_is_used() -> None:
     mm = register_map(ClusterConfig())
-    keys = set()
+    bindings: set[object] = set()
     for reg in mm.registers:
-        keys |= {f.hw for f in reg.fields if f.hw}
-        keys |= {reg.register.read_action, reg.register.write_action, reg.register.stall_while}
-    used = {k.removeprefix("internal.") for k in keys if k and k.startswith("internal.")}
-    assert used == set(INTERNAL)
+        bindings |= {f.hw for f in reg.fields}
+        bindings |= {reg.register.read_action, reg.register.write_action}
+        bindings.add(reg.register.stall_while)
+    used = {b for b in bindings if isinstance(b, InternalSignal)}
+    assert used == set(INTERNAL) == set(mm.internal)
 
 
 # ---------------------------------------------------------------------------- artifacts

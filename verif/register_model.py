@@ -1,8 +1,9 @@
 """The register block as the register map says it behaves: the bench's reference model.
 
-- :class:`PortMap`: where a binding of the map (``engine.status.busy``,
-  ``dma.cmd.payload.rows``, ...) sits in the block's flattened Verilog ports (port
-  name, lsb, width), from the block's signature;
+- :class:`PortMap`: where a port binding of the map (``engine.status.busy``,
+  ``dma.cmd.payload.rows``, ...: a :class:`~tinyattn.hw.registers.PortBinding`) sits in
+  the block's flattened Verilog ports (port name, lsb, width), from the block's
+  signature;
 - :class:`RegModel`: the block one clock edge at a time, field by field according to
   the access mode and binding (``RW`` storage with byte enables, ``RO`` bound inputs,
   ``W1P`` pulses in the cycle after the write's grant, ``W1C`` sticky flags, set wins)
@@ -19,7 +20,18 @@ from __future__ import annotations
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
-from tinyattn.hw.regmap import Access, Field, MappedRegister, MemoryMap, parse_key
+from tinyattn.hw.cluster_registers import Internal
+from tinyattn.hw.registers import (
+    CONSTANT,
+    Access,
+    Binding,
+    Field,
+    InternalSignal,
+    MappedRegister,
+    MemoryMap,
+    PortBinding,
+    Ports,
+)
 from tinyattn.verif.obi import BE_MASKS, ObiTransaction
 
 __all__ = ["PortMap", "RegModel", "mask_bits"]
@@ -31,9 +43,13 @@ def mask_bits(width: int) -> int:
 
 
 class PortMap:
-    """Where a binding of the map sits in the Verilog ports: (port name, lsb, width)."""
+    """Where a binding of the map sits in the Verilog ports: (port name, lsb, width).
+
+    ``bindings`` makes the bindings of the block's ports (``bindings.engine.clear``).
+    """
 
     def __init__(self, signature: wiring.Signature) -> None:
+        self.bindings = Ports(signature)
         self.members = {path: m for path, m in signature.members.flatten() if m.is_port}
         self.inputs = {
             "__".join(path): Shape.cast(m.shape).width
@@ -41,9 +57,8 @@ class PortMap:
             if m.flow == wiring.In and path[0] != "bus"
         }
 
-    def locate(self, key: str) -> tuple[str, int, int]:
-        path, sl = parse_key(key)
-        parts = tuple(path.split("."))
+    def locate(self, binding: PortBinding) -> tuple[str, int, int]:
+        parts = binding.path
         for cut in range(len(parts), 0, -1):
             member = self.members.get(parts[:cut])
             if member is None:
@@ -53,13 +68,13 @@ class PortMap:
                 f = data.Layout.cast(shape)[name]
                 shape, lsb = f.shape, lsb + f.offset
             width = Shape.cast(shape).width
-            if sl is not None:
-                lsb, width = lsb + sl[0], sl[1] - sl[0]
+            if binding.bits is not None:
+                lsb, width = lsb + binding.bits[0], binding.width
             return "__".join(parts[:cut]), lsb, width
-        raise KeyError(key)
+        raise KeyError(str(binding))
 
-    def read(self, values: dict[str, int], key: str) -> int:
-        name, lsb, width = self.locate(key)
+    def read(self, values: dict[str, int], binding: PortBinding) -> int:
+        name, lsb, width = self.locate(binding)
         return values[name] >> lsb & mask_bits(width)
 
 
@@ -79,7 +94,7 @@ class RegModel:
         for reg, f in mm.fields():
             if f.access in (Access.RW, Access.W1C):
                 self.store[(reg.name, f.name)] = f.reset
-        self.pulse: dict[str, int] = {}  # W1P binding -> value in this cycle
+        self.pulse: dict[Binding, int] = {}  # W1P binding -> value in this cycle
         self.e_pending = self.d_pending = self.e_clear_wait = 0
         self.jobs_done = self.dma_done_count = self.macs_hi = 0
         self.bus_error = 0
@@ -91,31 +106,29 @@ class RegModel:
 
     # -- values during the cycle ------------------------------------------------------
 
-    def internal(self, name: str, inp: dict[str, int]) -> int:
+    def internal(self, signal: InternalSignal, inp: dict[str, int]) -> int:
         p = self.ports
         done, dma_done = inp["engine__done"], inp["dma__done"]
         values = {
-            "engine_push_pending": self.e_pending | self.pulse.get("internal.engine_push", 0),
-            "dma_push_pending": self.d_pending | self.pulse.get("internal.dma_push", 0),
-            "jobs_done": self.jobs_done,
-            "dma_done_count": self.dma_done_count,
-            "macs_hi": self.macs_hi,
-            "engine_done": done,
-            "engine_error": done & int(p.read(inp, "engine.status.error") != 0),
-            "dma_done": dma_done,
-            "dma_error": dma_done & inp["dma__done_error"],
-            "bus_error": self.bus_error,
+            Internal.ENGINE_PUSH_PENDING: self.e_pending | self.pulse.get(Internal.ENGINE_PUSH, 0),
+            Internal.DMA_PUSH_PENDING: self.d_pending | self.pulse.get(Internal.DMA_PUSH, 0),
+            Internal.JOBS_DONE: self.jobs_done,
+            Internal.DMA_DONE_COUNT: self.dma_done_count,
+            Internal.MACS_HI: self.macs_hi,
+            Internal.ENGINE_DONE: done,
+            Internal.ENGINE_ERROR: done & int(p.read(inp, p.bindings.engine.status.error) != 0),
+            Internal.DMA_DONE: dma_done,
+            Internal.DMA_ERROR: dma_done & inp["dma__done_error"],
+            Internal.BUS_ERROR: self.bus_error,
         }
-        return values[name]
+        return values[signal]
 
     def source(self, f: Field, inp: dict[str, int]) -> int:
-        assert f.hw is not None
-        if f.hw == "const":
+        if f.hw is CONSTANT:
             return f.reset
-        path, sl = parse_key(f.hw)
-        if path.startswith("internal."):
-            value = self.internal(path.removeprefix("internal."), inp)
-            return value >> sl[0] & mask_bits(sl[1] - sl[0]) if sl else value
+        if isinstance(f.hw, InternalSignal):
+            return self.internal(f.hw, inp)
+        assert isinstance(f.hw, PortBinding), f
         return self.ports.read(inp, f.hw)
 
     def read(self, reg: MappedRegister, inp: dict[str, int]) -> int:
@@ -132,20 +145,21 @@ class RegModel:
 
     def held(self, reg: MappedRegister, inp: dict[str, int]) -> bool:
         """A write to ``reg`` is held this cycle (no ``gnt``)."""
-        key = reg.register.stall_while
-        return key is not None and bool(self.internal(key.removeprefix("internal."), inp))
+        signal = reg.register.stall_while
+        return signal is not None and bool(self.internal(signal, inp))
 
     def valid(self, inp: dict[str, int]) -> tuple[int, int]:
         """(engine jobs.valid, dma cmd.valid) in this cycle."""
+        ports = self.ports.bindings
         e = (
-            (self.e_pending | self.pulse.get("internal.engine_push", 0))
-            & ~self.pulse.get("engine.clear", 0)
+            (self.e_pending | self.pulse.get(Internal.ENGINE_PUSH, 0))
+            & ~self.pulse.get(ports.engine.clear, 0)
             & ~self.e_clear_wait
             & 1
         )
         d = (
-            (self.d_pending | self.pulse.get("internal.dma_push", 0))
-            & ~self.pulse.get("dma.clear", 0)
+            (self.d_pending | self.pulse.get(Internal.DMA_PUSH, 0))
+            & ~self.pulse.get(ports.dma.clear, 0)
             & 1
         )
         return e, d
@@ -154,7 +168,7 @@ class RegModel:
         """Every output of the block except the bus response: port name -> value."""
         out: dict[str, int] = {}
         for reg, f in self.mm.fields():
-            if f.hw is None or f.hw.startswith("internal.") or f.hw == "const":
+            if not isinstance(f.hw, PortBinding):
                 continue
             if f.access is Access.RW:
                 name, lsb, _ = self.ports.locate(f.hw)
@@ -177,16 +191,17 @@ class RegModel:
         """Apply the edge at the end of this cycle; ``txn`` was granted in it (if any)."""
         p = self.ports
         e_valid, d_valid = self.valid(inp)
-        e_clear, d_clear = self.pulse.get("engine.clear", 0), self.pulse.get("dma.clear", 0)
-        e_push = self.pulse.get("internal.engine_push", 0)
-        d_push = self.pulse.get("internal.dma_push", 0)
+        e_clear = self.pulse.get(p.bindings.engine.clear, 0)
+        d_clear = self.pulse.get(p.bindings.dma.clear, 0)
+        e_push = self.pulse.get(Internal.ENGINE_PUSH, 0)
+        d_push = self.pulse.get(Internal.DMA_PUSH, 0)
         if e_clear or (e_valid and inp["engine__jobs__ready"]):
             self.e_pending = 0
         elif e_push:
             self.e_pending = 1
         if e_clear:
             self.e_clear_wait = 1
-        elif not p.read(inp, "engine.status.busy"):
+        elif not p.read(inp, p.bindings.engine.status.busy):
             self.e_clear_wait = 0
         if d_clear or (d_valid and inp["dma__cmd__ready"]):
             self.d_pending = 0
@@ -195,7 +210,7 @@ class RegModel:
 
         reg = self.register_at(txn.addr) if txn is not None else None
         cleared: dict[str, int] = {}
-        pulses: dict[str, int] = {}
+        pulses: dict[Binding, int] = {}
         if txn is not None and reg is not None and txn.we:
             wmask = BE_MASKS[txn.be]
             for f in reg.fields:
@@ -210,7 +225,7 @@ class RegModel:
                 elif f.access is Access.W1C:
                     cleared[f.name] = wd & wm
         if txn is not None and reg is not None and not txn.we and reg.register.read_action:
-            self.macs_hi = p.read(inp, "engine.macs") >> 32
+            self.macs_hi = p.read(inp, p.bindings.engine.macs) >> 32
         for f in self.status.fields:
             key = (self.status.name, f.name)
             event = self.source(f, inp)

@@ -4,7 +4,7 @@ The cluster's RISC-V cores are held in reset (``fetch_enable`` low); the first e
 core port (``cores[0]``, core port ``core.count``) runs a small Python "firmware"
 (:class:`Firmware`): ``mmio_write`` and
 ``mmio_read`` over an :class:`~tinyattn.verif.obi.ObiInitiator`, with every register
-address and field position taken from :func:`tinyattn.hw.regmap.register_map` and the
+address and field position taken from :func:`tinyattn.hw.cluster_registers.register_map` and the
 address map from :mod:`tinyattn.hw.core_bus` (no hard-coded offsets). The L2 outside the
 cluster is :class:`~tinyattn.verif.l2_model.L2Model` (random back-pressure,
 latency and response gaps, protocol checks), the DMA bench's model.
@@ -51,11 +51,12 @@ import cocotb
 import numpy as np
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.core_bus import L1_BASE, PERIPH_BASE, PERIPH_BITS
 from tinyattn.hw.dma import Direction, DmaError
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.hw.job import FLAG_RELU, Job, JobError, Op
-from tinyattn.hw.regmap import MappedRegister, MemoryMap, register_map
+from tinyattn.hw.registers import MappedRegister, MemoryMap
 from tinyattn.verif.benches.common import (
     bench_config,
     bench_seed,

@@ -97,7 +97,7 @@ class DmaTB:
     """
 
     #: The DMA's streams and OBI lanes (Verilog name prefixes).
-    CMD = "cmd"
+    CMD = "control__cmd"
     L1_LANES = "l1"
     L2_REQUESTS = "l2_req"
     L2_RESPONSES = "l2_rsp"
@@ -110,10 +110,10 @@ class DmaTB:
         self.beat = cfg.dma.dma_bits // 8
         self.n_lanes = cfg.dma.dma_bits // 32
         # The DMA's control and status pins.
-        self.clear_pin, self.error_ack_pin = dut.clear, dut.error_ack
-        self.busy_pin, self.queue_level_pin = dut.busy, dut.queue_level
-        self.done_pin, self.done_error_pin = dut.done, dut.done_error
-        self.error_pin, self.error_code_pin = dut.error, dut.error_code
+        self.clear_pin, self.error_ack_pin = dut.control__clear, dut.control__error_ack
+        self.busy_pin, self.queue_level_pin = dut.control__busy, dut.control__queue_level
+        self.done_pin, self.done_error_pin = dut.control__done, dut.control__done_error
+        self.error_pin, self.error_code_pin = dut.control__error, dut.control__error_code
         # The memories and their reference copies. l1_mem is a view of the L1 model's
         # bytes: the model writes them, the bench compares them.
         self.l1_bytes = bytearray(self.rng.integers(0, 256, cfg.memory.size_bytes, np.uint8))

@@ -154,7 +154,7 @@ class EngineTB:
     """
 
     #: The engine's job stream and its wide L1 port (Verilog name prefixes).
-    JOBS = "jobs"
+    JOBS = "control__jobs"
     L1_LANES = "mem"
 
     def __init__(self, dut: Any, cfg: ClusterConfig, seed: int, withhold: float) -> None:
@@ -162,12 +162,13 @@ class EngineTB:
         self.cfg = cfg
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        # The engine's control, status and counter pins.
-        self.clear_pin, self.done_pin, self.status_pin = dut.clear, dut.done, dut.status
+        # The engine's control, status and counter pins (its `control` signature).
+        self.clear_pin, self.done_pin = dut.control__clear, dut.control__done
+        self.status_pin = dut.control__status
         self.counter_pins = {
-            "busy_cycles": dut.busy_cycles,
-            "stall_cycles": dut.stall_cycles,
-            "macs": dut.macs,
+            "busy_cycles": dut.control__busy_cycles,
+            "stall_cycles": dut.control__stall_cycles,
+            "macs": dut.control__macs,
         }
         self.mem = bytearray(cfg.memory.size_bytes)
         self.image = np.frombuffer(self.mem, dtype=np.uint8)  # a view: writes go to mem

@@ -38,9 +38,9 @@ from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.control_core import FaultCause, fault_layout
 from tinyattn.hw.core_bus import PERIPH_BASE
-from tinyattn.hw.regmap import register_map
 from tinyattn.sim.progress import EVERY_CYCLES, write_progress
 from tinyattn.verif.benches.common import CLOCK_PERIOD_NS, bench_config, start_clock_and_reset
 from tinyattn.verif.bits import unpack
@@ -111,7 +111,11 @@ async def sample_activity(dut: Any, every: int, samples: list[tuple[int, int, in
     """Every ``every`` cycles: the engine's busy counter, its done count and the L2 beats
     (the ``tinyattn_cluster_l2`` top's counter), for a measured activity timeline."""
     cluster = dut.cluster
-    busy, done, beats = cluster.engine.busy_cycles, cluster.regs.int_jobs_done, dut.l2_beats
+    busy, done, beats = (
+        cluster.engine.control__busy_cycles,
+        cluster.regs.int_jobs_done,
+        dut.l2_beats,
+    )
     while True:
         await Timer(every * CLOCK_PERIOD_NS, unit="ns")
         samples.append((int(busy.value), int(done.value), int(beats.value)))

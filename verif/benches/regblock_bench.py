@@ -1,7 +1,7 @@
 """cocotb bench of the register block (``hw/regblock.py``), generated from the register map.
 
 Nothing here lists a register by hand: the tests walk
-:func:`tinyattn.hw.regmap.register_map`, and
+:func:`tinyattn.hw.cluster_registers.register_map`, and
 :class:`~tinyattn.verif.register_model.RegModel` predicts the block
 from the same map, field by field according to the access mode and binding:
 
@@ -31,9 +31,10 @@ from typing import Any
 import cocotb
 
 from tinyattn.config import ClusterConfig
+from tinyattn.hw.cluster_registers import Internal
 from tinyattn.hw.job_layout import job_layout
 from tinyattn.hw.regblock import RegBlock
-from tinyattn.hw.regmap import Access, MappedRegister, MemoryMap
+from tinyattn.hw.registers import Access, MappedRegister, MemoryMap, PortBinding
 from tinyattn.verif.benches.common import (
     bench_config,
     bench_seed,
@@ -127,7 +128,7 @@ class Scoreboard:
             {
                 tb.ports.locate(f.hw)[0]
                 for _, f in tb.mm.fields()
-                if f.access is Access.W1P and f.hw and not f.hw.startswith("internal.")
+                if f.access is Access.W1P and isinstance(f.hw, PortBinding)
             }
         )
 
@@ -271,17 +272,16 @@ class RegblockTB:
 
 
 def _push_register(mm: MemoryMap, unit: str) -> MappedRegister:
+    push = Internal.ENGINE_PUSH if unit == "ENGINE" else Internal.DMA_PUSH
     return next(
-        r
-        for r in mm.registers
-        if r.block.name == unit and any(f.hw == f"internal.{unit.lower()}_push" for f in r.fields)
+        r for r in mm.registers if r.block.name == unit and any(f.hw == push for f in r.fields)
     )
 
 
 def _staging(mm: MemoryMap, unit: str) -> list[MappedRegister]:
-    key = "internal.engine_push_pending" if unit == "ENGINE" else "internal.dma_push_pending"
+    pending = Internal.ENGINE_PUSH_PENDING if unit == "ENGINE" else Internal.DMA_PUSH_PENDING
     push = _push_register(mm, unit)
-    return [r for r in mm.registers if r.register.stall_while == key and r is not push]
+    return [r for r in mm.registers if r.register.stall_while == pending and r is not push]
 
 
 # ---------------------------------------------------------------------------- tests
@@ -328,9 +328,9 @@ async def rw_registers(dut: Any) -> None:
     payload = unpack(layout, int(dut.engine__jobs__payload.value))
     for reg in regs:
         for f in reg.fields:
-            if f.hw and f.hw.startswith("engine.jobs.payload."):
+            if isinstance(f.hw, PortBinding) and f.hw.path[:3] == ("engine", "jobs", "payload"):
                 got: Any = payload
-                for part in f.hw.split(".")[3:]:
+                for part in f.hw.path[3:]:
                     got = got[part]
                 want = values[reg] >> f.offset & mask_bits(f.width)
                 assert got == want, f"job payload {f.hw}: {got:#x}, want {want:#x}"
@@ -403,14 +403,14 @@ async def pulses(dut: Any) -> None:
     pulse_fields = [
         (reg, f)
         for reg, f in tb.mm.fields()
-        if f.access is Access.W1P and not f.hw.startswith("internal.")  # type: ignore[union-attr]
+        if f.access is Access.W1P and isinstance(f.hw, PortBinding)
     ]
     for _ in range(60):
         reg, _ = rng.choice(pulse_fields)
         value, be = rng.getrandbits(32), rng.randrange(16)
         tb.write(reg, value, be)
         for f in reg.fields:
-            if value & BE_MASKS[be] & f.mask and f.hw:
+            if value & BE_MASKS[be] & f.mask and isinstance(f.hw, PortBinding):
                 name = tb.ports.locate(f.hw)[0]
                 want[name] = want.get(name, 0) + 1
         if rng.random() < 0.3:
@@ -476,7 +476,7 @@ async def push_pending(dut: Any) -> None:
         assert len(accepted) == before, f"{unit}: a push survived CLEAR"
     # Engine: a push right after CLEAR waits until status.busy falls (the drain). The
     # engine is busy when the clear comes and stays busy while it drains.
-    busy_bit = tb.ports.locate("engine.status.busy")[1]
+    busy_bit = tb.ports.locate(tb.ports.bindings.engine.status.busy)[1]
     accepted = tb.scoreboard.accepted["engine"]
     before = len(accepted)
     tb.inputs.values["engine__status"] |= 1 << busy_bit
