@@ -342,6 +342,15 @@ class PortBinding:
             raise RegMapError(f"binding {'.'.join((*self.path, name))!r} names no port")
         return PortBinding((*self.path, name), None, shape[name].shape, self.flow)
 
+    def below(self, outer: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The path of this binding below ``outer`` (``("qk", "mult")`` for
+        ``engine.jobs.payload.qk.mult`` below ``("engine", "jobs", "payload")``), or
+        ``None`` when it is not strictly below it or is a bit slice."""
+        n = len(outer)
+        if self.bits is not None or len(self.path) <= n or self.path[:n] != outer:
+            return None
+        return self.path[n:]
+
     def __getitem__(self, bits: slice) -> PortBinding:
         width = Shape.cast(self.shape).width
         lo, hi = bits.start, bits.stop

@@ -17,7 +17,7 @@ import numpy as np
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.job import Job
-from tinyattn.hw.registers import MemoryMap
+from tinyattn.hw.registers import MemoryMap, PortBinding
 from tinyattn.hw.sequencer import SeqOp, WaitBase
 
 __all__ = [
@@ -210,11 +210,12 @@ def decode(words: Sequence[int] | np.ndarray, addr: int = 0) -> list[Command]:
 
 
 def _staging_values(
-    mm: MemoryMap, block: str, prefix: str, value_of: object
+    mm: MemoryMap, block: str, payload: tuple[str, ...], value_of: object
 ) -> list[tuple[str, int]]:
     """``(register, value)`` for each staging register of ``block``, in address order.
 
-    A field bound to ``<prefix>.<path>`` takes ``value_of(path)``; the register value
+    A field bound below the stream payload ``payload`` (a port path, e.g. ``("dma", "cmd",
+    "payload")``), at ``<path>``, takes ``value_of("<path>")`` (dotted); the register value
     is its fields ORed at their offsets, each masked to its width.
     """
     out = []
@@ -223,8 +224,9 @@ def _staging_values(
             continue
         value, bound = 0, False
         for f in reg.fields:
-            if f.hw and f.hw.startswith(prefix + "."):
-                v = int(value_of(f.hw[len(prefix) + 1 :]))  # type: ignore[operator]
+            path = f.hw.below(payload) if isinstance(f.hw, PortBinding) else None
+            if path:
+                v = int(value_of(".".join(path)))  # type: ignore[operator]
                 if not 0 <= v < 1 << f.width and not -(1 << (f.width - 1)) <= v < 0:
                     raise CommandListError(
                         f"{reg.name}.{f.name} = {v} does not fit its {f.width} bits"
@@ -246,9 +248,9 @@ def job_registers(mm: MemoryMap, job: Job) -> list[tuple[str, int]]:
             v = v[part]  # type: ignore[index]
         return int(v)  # type: ignore[call-overload]
 
-    return _staging_values(mm, "ENGINE", "engine.jobs.payload", value_of)
+    return _staging_values(mm, "ENGINE", ("engine", "jobs", "payload"), value_of)
 
 
 def transfer_registers(mm: MemoryMap, t: object) -> list[tuple[str, int]]:
     """The ``DMA_*`` staging register values of the descriptor ``t``."""
-    return _staging_values(mm, "DMA", "dma.cmd.payload", lambda key: getattr(t, key))
+    return _staging_values(mm, "DMA", ("dma", "cmd", "payload"), lambda key: getattr(t, key))

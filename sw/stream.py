@@ -34,7 +34,7 @@ from tinyattn.config import ClusterConfig
 from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.dma import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job
-from tinyattn.hw.registers import MemoryMap
+from tinyattn.hw.registers import MemoryMap, PortBinding
 from tinyattn.hw.sequencer import SeqOp
 from tinyattn.sw.command_list import CommandList
 from tinyattn.sw.memplan import PlanError
@@ -357,16 +357,20 @@ class StreamError(ValueError):
     """The stream does something the sequencer would refuse, or races its own chunks."""
 
 
-def _fields(mm: MemoryMap, block: str, prefix: str, regs: dict[int, int]) -> dict[str, int]:
-    """The payload leaves (``path`` -> value) that the staging registers hold."""
+def _fields(
+    mm: MemoryMap, block: str, payload: tuple[str, ...], regs: dict[int, int]
+) -> dict[str, int]:
+    """The payload leaves (``"qk.mult"`` -> value) that the staging registers hold;
+    ``payload`` is the path of the stream payload they are bound below."""
     out: dict[str, int] = {}
     for reg in mm.registers:
         if reg.block.name != block or reg.register.stall_while is None:
             continue
         value = regs.get(reg.address, 0)
         for f in reg.fields:
-            if f.hw and f.hw.startswith(prefix + "."):
-                out[f.hw[len(prefix) + 1 :]] = (value & f.mask) >> f.offset
+            path = f.hw.below(payload) if isinstance(f.hw, PortBinding) else None
+            if path:
+                out[".".join(path)] = (value & f.mask) >> f.offset
     return out
 
 
@@ -409,13 +413,13 @@ def run_stream(
                 a = off + 4 * i
                 regs[a] = value
                 if a == reg["DMA_PUSH"]:
-                    d = _fields(mm, "DMA", "dma.cmd.payload", regs)
+                    d = _fields(mm, "DMA", ("dma", "cmd", "payload"), regs)
                     m.transfer(  # type: ignore[attr-defined]
                         d["direction"], d["l2_addr"], d["l1_addr"], d["row_bytes"], d["rows"],
                         d["l2_stride"], d["l1_stride"],
                     )  # fmt: skip
                 elif a == reg["ENGINE_JOB_PUSH"]:
-                    m.job(_job_from(_fields(mm, "ENGINE", "engine.jobs.payload", regs)))  # type: ignore[attr-defined]
+                    m.job(_job_from(_fields(mm, "ENGINE", ("engine", "jobs", "payload"), regs)))  # type: ignore[attr-defined]
             pc += 4 * (1 + count)
         elif code == SeqOp.WAIT:
             target = operands[0]

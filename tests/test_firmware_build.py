@@ -30,7 +30,7 @@ from tinyattn.config import ClusterConfig, CoreConfig, DmaConfig, EngineConfig, 
 from tinyattn.hw.cluster_registers import register_map
 from tinyattn.hw.dma import Direction
 from tinyattn.hw.job import FLAG_AFFINE, FLAG_PER_HEAD, FLAG_RELU, FLAG_RESIDUAL, Job, Op
-from tinyattn.hw.registers import MemoryMap
+from tinyattn.hw.registers import MemoryMap, PortBinding
 from tinyattn.sw import firmware
 from tinyattn.sw.firmware import (
     SDK_DIR,
@@ -822,17 +822,20 @@ def _expected_job_registers(job: Job) -> set[str]:
 
 def _job_register_values(mm: MemoryMap, job: Job) -> dict[str, int]:
     """Every ENGINE staging register's value for ``job``, through the map's bindings."""
-    prefix = "engine.jobs.payload."
     payload = job.payload()
     values = {}
     for reg in mm.registers:
-        bound = [f for f in reg.fields if f.hw and f.hw.startswith(prefix)]
+        bound = [
+            (f, path)
+            for f in reg.fields
+            if isinstance(f.hw, PortBinding) and (path := f.hw.below(("engine", "jobs", "payload")))
+        ]
         if reg.block.name != "ENGINE" or not bound:
             continue
         value = 0
-        for f in bound:
+        for f, path in bound:
             v: object = payload
-            for part in f.hw.removeprefix(prefix).split("."):
+            for part in path:
                 v = v[part]  # type: ignore[index]
             value |= (int(v) & ((1 << f.width) - 1)) << f.offset  # type: ignore[call-overload]
         values[reg.register.name] = value

@@ -56,7 +56,7 @@ from tinyattn.hw.core_bus import L1_BASE, PERIPH_BASE, PERIPH_BITS
 from tinyattn.hw.dma import Direction, DmaError
 from tinyattn.hw.interconnect import n_narrow, narrow_wait_bound, wide_wait_bound
 from tinyattn.hw.job import FLAG_RELU, Job, JobError, Op
-from tinyattn.hw.registers import MappedRegister, MemoryMap
+from tinyattn.hw.registers import MappedRegister, MemoryMap, PortBinding
 from tinyattn.verif.benches.common import (
     bench_config,
     bench_seed,
@@ -89,8 +89,8 @@ from tinyattn.verif.obi import (
 )
 from tinyattn.verif.paged_memory import PagedMemory
 
-#: Binding prefix of the engine's job staging fields in the register map.
-JOB_PAYLOAD = "engine.jobs.payload."
+#: Port path of the job payload that the engine's staging fields are bound below.
+JOB_PAYLOAD = ("engine", "jobs", "payload")
 #: Cycles an MMIO access may take (a write held while a push is pending included).
 MMIO_TIMEOUT = 2_000_000
 
@@ -503,15 +503,19 @@ class Firmware:
         payload = job.payload()
         out = []
         for r in self.mm.registers:
-            bound = [f for f in r.fields if f.hw and f.hw.startswith(JOB_PAYLOAD)]
+            bound = {
+                f.name: path
+                for f in r.fields
+                if isinstance(f.hw, PortBinding) and (path := f.hw.below(JOB_PAYLOAD))
+            }
             if r.block.name != "ENGINE" or not bound:
                 continue
             fields = {}
-            for f in bound:
+            for name, path in bound.items():
                 v: Any = payload
-                for part in f.hw.removeprefix(JOB_PAYLOAD).split("."):
+                for part in path:
                     v = v[part]
-                fields[f.name] = int(v)
+                fields[name] = int(v)
             out.append((r.register.name, self.pack("ENGINE", r.register.name, **fields)))
         return out
 
