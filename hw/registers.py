@@ -32,6 +32,7 @@ field's width.
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 from collections.abc import Iterable, Iterator
@@ -377,10 +378,9 @@ class Ports:
     member raises :class:`RegMapError`.
     """
 
-    def __init__(self, signature: wiring.Signature, path: tuple[str, ...] = ()) -> None:
-        self._signature = signature
-        self._path = path
+    def __init__(self, signature: wiring.Signature) -> None:
         self._members = dict(signature.members.flatten())
+        self._path: tuple[str, ...] = ()
 
     def __getattr__(self, name: str) -> Ports | PortBinding:
         if name.startswith("_"):
@@ -391,9 +391,9 @@ class Ports:
             raise RegMapError(f"binding {'.'.join(path)!r} names no port of the register block")
         if member.is_port:
             return PortBinding(path, None, member.shape, member.flow)
-        sub = Ports.__new__(Ports)
-        sub._signature, sub._path, sub._members = self._signature, path, self._members
-        return sub
+        inner = copy.copy(self)
+        inner._path = path
+        return inner
 
 
 def payload_leaves(stream_binding: Ports) -> Iterator[PortBinding]:
