@@ -829,12 +829,12 @@ async def queue_perf(dut: Any) -> None:
     for job in jobs:
         assert run_job(want, job, cfg) == JobError.NONE
     macs = sum(job.m * job.n * job.k for job in jobs)
-    macs0 = int(dut.macs.value)
+    macs0 = tb.counters()["macs"]
     timeout = 40 * macs // e.macs_per_cycle + 20_000
     results = await tb.run_jobs(jobs, timeout=timeout)
     assert [err for _, err in results] == [0] * count, f"{results} (seed {seed})"
     tb.check_image(want, f"{count} queued GEMMs")
-    counted = int(dut.macs.value) - macs0
+    counted = tb.counters()["macs"] - macs0
     assert counted == macs, f"MAC counter {counted}, want {macs}"
     # run_jobs counts from the cycle the jobs were handed to the source; the first push
     # (valid with the first job) is in that cycle.
