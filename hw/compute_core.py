@@ -12,11 +12,19 @@ which is :func:`tinyattn.verif.golden.dot_array` followed by
 :func:`tinyattn.verif.golden.requantize`. ``acc_in`` carries the bias on a tile's
 first K chunk and the running partial sum on later chunks, so the core serves any K.
 Operand lanes are int8 or, for ``P · V`` with softmax probabilities, uint8.
+
+**Split-lane beats** (QKᵀ with a short head dimension). A beat with ``split = log2 s``
+(``s <= cfg.max_split``) cuts every unit's lanes into ``s`` segments of ``vec_len / s``
+lanes. The core repeats the operand row's first segment into every segment, so each
+segment of unit ``j`` computes its own dot product: segment ``g``'s sum is the adder
+tree's node over those lanes, and its requantized value is ``y[g * n_pe + j]``
+(requantized with unit ``j``'s parameters; ``acc_in`` must be 0). Weight writes fill
+one segment of a unit (``segment``, ``split`` in :func:`weight_layout`).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,13 +55,24 @@ def _unit_shape(cfg: EngineConfig) -> unsigned:
     return unsigned(max(1, (cfg.n_pe - 1).bit_length()))
 
 
+def _split_shape(cfg: EngineConfig) -> unsigned:
+    """``log2 s`` of a split-lane beat (0: one dot product a unit)."""
+    return unsigned(max(1, (cfg.max_split.bit_length() - 1).bit_length()))
+
+
 def weight_layout(cfg: EngineConfig) -> data.StructLayout:
-    """One weight vector written into unit ``unit`` of weight bank ``bank``."""
+    """One weight vector written into unit ``unit`` of weight bank ``bank``.
+
+    With ``split = log2 s > 0`` only segment ``segment`` (lanes ``segment * vec_len / s``
+    on) of the unit is written, with the first ``vec_len / s`` lanes of ``w``.
+    """
     return data.StructLayout(
         {
             "w": data.ArrayLayout(signed(8), cfg.vec_len),
             "unit": _unit_shape(cfg),
             "bank": unsigned(1),
+            "segment": range(cfg.max_split),
+            "split": _split_shape(cfg),
         }
     )
 
@@ -69,28 +88,40 @@ def operand_layout(cfg: EngineConfig) -> data.StructLayout:
             "x_signed": unsigned(1),
             "bank": unsigned(1),
             "relu": unsigned(1),
+            "split": _split_shape(cfg),  # log2 of the dot products a unit computes
         }
     )
 
 
 def result_layout(cfg: EngineConfig) -> data.StructLayout:
-    """Raw accumulators (partial sums) and their requantized int8 values."""
+    """Raw accumulators (partial sums) and their requantized int8 values.
+
+    ``y[g * n_pe + j]`` is segment ``g`` of unit ``j`` (``g = 0`` but in split-lane
+    beats); ``acc`` holds whole-unit sums, meaningful for beats without split.
+    """
     return data.StructLayout(
         {
             "acc": data.ArrayLayout(signed(cfg.acc_bits), cfg.n_pe),
-            "y": data.ArrayLayout(signed(8), cfg.n_pe),
+            "y": data.ArrayLayout(signed(8), cfg.max_split * cfg.n_pe),
         }
     )
 
 
-def _tree_sum(terms: list) -> object:
-    """Balanced adder tree: depth log2(n) instead of a chain of n adders."""
+def _tree_levels(terms: list) -> list[list]:
+    """Balanced adder tree: depth log2(n) instead of a chain of n adders.
+
+    Returns every level, leaves first, root (``[sum]``) last. For ``n`` a power of
+    two, node ``i`` of level ``L`` sums the aligned lanes ``i * 2**L .. (i+1) * 2**L - 1``:
+    the segment sums of a split-lane beat.
+    """
+    levels = [terms]
     while len(terms) > 1:
         paired = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
         if len(terms) % 2:
             paired.append(terms[-1])
         terms = paired
-    return terms[0]
+        levels.append(terms)
+    return levels
 
 
 class ComputeCore(wiring.Component):
@@ -134,11 +165,26 @@ class ComputeCore(wiring.Component):
         wr = self.weights.payload
         # Registers take a write every cycle, so the weight stream never back-pressures.
         m.d.comb += self.weights.ready.eq(1)
+        # A split write fills one segment: lane groups of vec_len / max_split lanes
+        # are written separately, with the vector's first lanes repeated into them.
+        group_lanes = cfg.vec_len // cfg.max_split
+        w_repeated = self._repeat_segment(m, wr.w, wr.split, "w_seg")
+        group_en = Signal(cfg.max_split)
+        for g in range(cfg.max_split):
+            m.d.comb += group_en[g].eq(
+                (wr.split == 0) | self._segment_selects(wr.split, wr.segment, g)
+            )
         with m.If(self.weights.valid):
             for b in range(2):
                 for u in range(cfg.n_pe):
                     with m.If((wr.bank == b) & (wr.unit == u)):
-                        m.d.sync += banks[b][u].eq(wr.w)
+                        for g in range(cfg.max_split):
+                            lanes = slice(g * group_lanes, (g + 1) * group_lanes)
+                            with m.If(group_en[g]):
+                                m.d.sync += [
+                                    banks[b][u][lane].eq(w_repeated[lane])
+                                    for lane in range(lanes.start, lanes.stop)
+                                ]
 
         # -- pipeline control: a stage loads when it is empty or its successor loads.
         # Ready ripples back combinationally; bubbles collapse under back-pressure.
@@ -161,48 +207,91 @@ class ComputeCore(wiring.Component):
         acc_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.n_pe)
 
         # -- stage 1: dot products plus acc_in, wrapped to acc_bits ---------------
-        s1_acc = Signal(acc_shape)
+        # One sum per (segment, unit): index g * n_pe + u. Without split, segment 0
+        # holds the whole dot product and the others idle.
+        n_sums = cfg.max_split * cfg.n_pe
+        s1_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), n_sums))
         s1_rq = Signal(rq_shape)
         s1_relu = Signal()
+        s1_split = Signal.like(beat.split)
         # uint8 probabilities and int8 activations share the lanes: widen each
         # lane to 9 signed bits by zero- or sign-extension.
-        x_ext = [Mux(beat.x_signed, lane.as_signed(), lane) for lane in beat.x]
+        x_rep = self._repeat_segment(m, beat.x, beat.split, "x_seg")
+        x_ext = [Mux(beat.x_signed, lane.as_signed(), lane) for lane in x_rep]
+        root = len(_tree_levels(list(range(cfg.vec_len)))) - 1
         for u in range(cfg.n_pe):
             w_sel = [
                 Mux(beat.bank, banks[1][u][lane], banks[0][u][lane]) for lane in range(cfg.vec_len)
             ]
-            dot = _tree_sum([x_ext[lane] * w_sel[lane] for lane in range(cfg.vec_len)])
-            with m.If(load[0]):
-                m.d.sync += s1_acc[u].eq(beat.acc_in[u] + dot)  # truncation = wrap
+            levels = _tree_levels([x_ext[lane] * w_sel[lane] for lane in range(cfg.vec_len)])
+            for g in range(cfg.max_split):
+                # Segment g of a 2**t split is node g of the level t below the root.
+                options = [
+                    (t, levels[root - t][g]) for t in range(self._log2_max_split + 1) if g < 1 << t
+                ]
+                segment = options[-1][1]
+                for t, node in options[:-1]:
+                    segment = Mux(beat.split == t, node, segment)
+                if g == 0:
+                    segment = beat.acc_in[u] + segment
+                with m.If(load[0]):
+                    m.d.sync += s1_sum[g * cfg.n_pe + u].eq(segment)  # truncation = wrap
         with m.If(load[0]):
-            m.d.sync += [s1_rq.eq(beat.requant), s1_relu.eq(beat.relu)]
+            m.d.sync += [s1_rq.eq(beat.requant), s1_relu.eq(beat.relu), s1_split.eq(beat.split)]
 
         # -- stage 2: mult * acc -------------------------------------------------
+        # The extra segments' requantizers take their unit's parameters (a split beat
+        # is QKᵀ: one set per head).
         prod_bits = cfg.acc_bits + 9
-        s2_prod = Signal(data.ArrayLayout(signed(prod_bits), cfg.n_pe))
+        s2_prod = Signal(data.ArrayLayout(signed(prod_bits), n_sums))
         s2_acc = Signal(acc_shape)
         s2_rq = Signal(rq_shape)
         s2_relu = Signal()
         with m.If(load[1]):
-            for u in range(cfg.n_pe):
-                m.d.sync += s2_prod[u].eq(s1_acc[u] * s1_rq[u].mult)
-            m.d.sync += [s2_acc.eq(s1_acc), s2_rq.eq(s1_rq), s2_relu.eq(s1_relu)]
+            for i in range(n_sums):
+                m.d.sync += s2_prod[i].eq(s1_sum[i] * s1_rq[i % cfg.n_pe].mult)
+            m.d.sync += [s2_rq.eq(s1_rq), s2_relu.eq(s1_relu)]
+            m.d.sync += [s2_acc[u].eq(s1_sum[u]) for u in range(cfg.n_pe)]
 
         # -- stage 3: round half up, shift, add, saturate, ReLU -------------------
         s3_acc = Signal(acc_shape)
-        s3_y = Signal(data.ArrayLayout(signed(8), cfg.n_pe))
+        s3_y = Signal(data.ArrayLayout(signed(8), n_sums))
         with m.If(load[2]):
             m.d.sync += s3_acc.eq(s2_acc)
-            for u in range(cfg.n_pe):
-                rq = s2_rq[u]
+            for i in range(n_sums):
+                rq = s2_rq[i % cfg.n_pe]
                 half = (Const(1, unsigned(32)) << rq.shift) >> 1
-                shifted = (s2_prod[u] + half) >> rq.shift
-                total = Signal(signed(prod_bits + 2), name=f"s3_total_u{u}")
+                shifted = (s2_prod[i] + half) >> rq.shift
+                total = Signal(signed(prod_bits + 2), name=f"s3_total_{i}")
                 m.d.comb += total.eq(shifted + rq.add)
                 sat = Mux(total > 127, 127, Mux(total < -128, -128, total))
-                m.d.sync += s3_y[u].eq(Mux(s2_relu & (total < 0), 0, sat))
+                m.d.sync += s3_y[i].eq(Mux(s2_relu & (total < 0), 0, sat))
         m.d.comb += [
             self.results.payload.acc.eq(s3_acc),
             self.results.payload.y.eq(s3_y),
         ]
         return m
+
+    @property
+    def _log2_max_split(self) -> int:
+        return self.cfg.max_split.bit_length() - 1
+
+    def _repeat_segment(self, m: Module, lanes: object, split: object, name: str) -> Signal:
+        """``lanes`` with lane ``l`` taken from lane ``l mod (vec_len / s)``, ``s = 2**split``."""
+        cfg = self.cfg
+        out = Signal.like(lanes, name=name)
+        choice = lanes.as_value()
+        for t in range(1, self._log2_max_split + 1):
+            segment_bits = (cfg.vec_len >> t) * 8
+            repeated = Cat(*([lanes.as_value()[:segment_bits]] * (1 << t)))
+            choice = Mux(split == t, repeated, choice)
+        m.d.comb += out.eq(choice)
+        return out
+
+    def _segment_selects(self, split: object, segment: object, group: int) -> object:
+        """Lane group ``group`` (of ``max_split``) lies in segment ``segment`` of a split write."""
+        selects = Const(0, 1)
+        for t in range(1, self._log2_max_split + 1):
+            groups_per_segment = self.cfg.max_split >> t
+            selects = selects | ((split == t) & (segment == group // groups_per_segment))
+        return selects

@@ -226,6 +226,7 @@ class Engine(wiring.Component):
             itamax.row.eq(collector.softmax_row),
             itamax.first.eq(collector.softmax_first),
             itamax.last.eq(collector.softmax_last),
+            itamax.groups.eq(collector.softmax_groups),
             itamax.logits.eq(collector.softmax_logits),
             itamax.read_row.eq(issuer.softmax_row),
             issuer.softmax_max.eq(itamax.read_m),

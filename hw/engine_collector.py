@@ -33,8 +33,9 @@ class Collector(wiring.Component):
     results : In(stream of :func:`~tinyattn.hw.compute_core.result_layout`)
         From the core; always ``ready``.
     acc, logits, ybuf : In(write port signatures of :mod:`~tinyattn.hw.engine_buffers`)
-    softmax_valid, softmax_row, softmax_first, softmax_last, softmax_logits : Out
-        One group of ``n_pe`` logits of a row into the softmax (its first and last group).
+    softmax_valid, softmax_row, softmax_first, softmax_last, softmax_groups, softmax_logits : Out
+        ``softmax_groups`` consecutive groups of ``n_pe`` logits of a row (a QK beat)
+        into the softmax (the row's first and last beat).
     outputs_full : Out(COUNT_BITS)
         Output units completely in YBUF (since the reset, over every job).
     output_rows : Out(range(tile_m + 1))
@@ -65,7 +66,8 @@ class Collector(wiring.Component):
                 "softmax_row": Out(range(e.tile_m)),
                 "softmax_first": Out(1),
                 "softmax_last": Out(1),
-                "softmax_logits": Out(data.ArrayLayout(signed(8), e.n_pe)),
+                "softmax_groups": Out(range(1, e.max_split + 1)),
+                "softmax_logits": Out(data.ArrayLayout(signed(8), e.max_split * e.n_pe)),
                 "outputs_full": Out(COUNT_BITS),
                 "output_rows": Out(range(e.tile_m + 1)),
                 "qk_done": Out(COUNT_BITS),
@@ -93,8 +95,21 @@ class Collector(wiring.Component):
         result = self.results
         valid = result.valid
         y_bits = result.payload.y.as_value()
-        group_sel = beat.nb[: (groups_per_word - 1).bit_length() or 1] if groups_per_word > 1 else 0
-        word_sel = beat.nb >> (groups_per_word.bit_length() - 1)
+        n_pe_bytes = cfg.engine.n_pe * 8
+        # A QK beat's first group (of n_pe keys) in the row; its s groups share one
+        # LOGITS word (s <= groups_per_word, both powers of two).
+        first_group = beat.nb << beat.split
+        group_sel = first_group[: (groups_per_word - 1).bit_length()] if groups_per_word > 1 else 0
+        word_sel = first_group >> (groups_per_word.bit_length() - 1)
+        # The logits repeated with the beat's period of s groups: group g of the word
+        # then holds the beat's group g mod s, and the enables pick the beat's own.
+        logits_word = Cat(*([y_bits[:n_pe_bytes]] * groups_per_word))
+        for t in range(1, cfg.engine.max_split.bit_length()):
+            period = y_bits[: n_pe_bytes << t]
+            logits_word = Mux(
+                beat.split == t, Cat(*([period] * (groups_per_word >> t))), logits_word
+            )
+        group_en = (Const(1, cfg.engine.max_split + 1) << beat.groups) - 1
         m.d.comb += [
             result.ready.eq(1),
             queue.r_stream.ready.eq(valid),
@@ -106,15 +121,16 @@ class Collector(wiring.Component):
             self.acc.data.eq(result.payload.acc.as_value()),
             self.acc.en.eq(valid & ~beat.final & ~beat.qk),
             self.ybuf.addr.eq(Cat(beat.row, beat.slot)),
-            self.ybuf.data.eq(Cat(*([y_bits] * n_acc_blocks))),
+            self.ybuf.data.eq(Cat(*([y_bits[:n_pe_bytes]] * n_acc_blocks))),
             self.ybuf.en.eq(Mux(valid & beat.final, Const(1, n_acc_blocks) << beat.nb, 0)),
             self.logits.addr.eq(beat.row * n_logit_words + word_sel),
-            self.logits.data.eq(Cat(*([y_bits] * groups_per_word))),
-            self.logits.en.eq(Mux(valid & beat.qk, Const(1, groups_per_word) << group_sel, 0)),
+            self.logits.data.eq(logits_word),
+            self.logits.en.eq(Mux(valid & beat.qk, group_en << group_sel, 0)),
             self.softmax_valid.eq(valid & beat.qk),
             self.softmax_row.eq(beat.row),
             self.softmax_first.eq(beat.block_first),
             self.softmax_last.eq(beat.block_last),
+            self.softmax_groups.eq(beat.groups),
             self.softmax_logits.eq(result.payload.y),
         ]
         with m.If(valid & beat.final & beat.tile_last):

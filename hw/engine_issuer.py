@@ -25,7 +25,9 @@ def beat_layout(cfg: ClusterConfig) -> data.StructLayout:
     ``row`` and ``nb`` (block of ``n_pe`` columns) within the unit; ``slot``, the
     unit's YBUF slot; ``final``, the result is output bytes (last chunk of an output
     unit); ``qk``, the result is logits; ``block_first``/``block_last``, the row's
-    first/last block; ``tile_last``, the unit's last beat.
+    first/last block; ``tile_last``, the unit's last beat. A QK beat with ``split =
+    log2 s`` covers ``s`` groups of ``n_pe`` keys (block ``nb`` of ``s * n_pe`` keys),
+    ``groups`` of them real (fewer in a ragged last block).
     """
     e = cfg.engine
     return data.StructLayout(
@@ -38,6 +40,8 @@ def beat_layout(cfg: ClusterConfig) -> data.StructLayout:
             "block_first": 1,
             "block_last": 1,
             "tile_last": 1,
+            "split": range(e.max_split.bit_length()),
+            "groups": range(1, e.max_split + 1),
         }
     )
 
@@ -162,6 +166,16 @@ class Issuer(wiring.Component):
             ),
         ]
 
+        # A QK beat's groups of n_pe keys: s of them but in a ragged last block.
+        split_groups = Signal(range(e.max_split + 1))
+        groups_left = Signal(range(blocks_max * n_pe + 1))
+        m.d.comb += [
+            split_groups.eq(1 << walker.split),
+            groups_left.eq(
+                (walker.cols >> (n_pe.bit_length() - 1)) - (block_in_chunk << walker.split)
+            ),
+        ]
+
         # ------------------------------------------------ stage B: the beat to the core
         stage_b = Signal(
             data.StructLayout(
@@ -206,6 +220,8 @@ class Issuer(wiring.Component):
             b.tile_last.eq(
                 last_chunk & (block_in_chunk == walker.blocks - 1) & (row == walker.rows - 1)
             ),
+            b.split.eq(walker.split),
+            b.groups.eq(Mux(groups_left > split_groups, split_groups, groups_left)),
         ]
         # Row by row, block by block, chunk by chunk, then to the next unit.
         with m.If(issue):
@@ -284,6 +300,7 @@ class Issuer(wiring.Component):
             op.x.eq(Mux(stage_b.pv, Cat(*probs), self.xbuf.data)),
             op.x_signed.eq(~stage_b.pv),
             op.bank.eq(stage_b.bank),
+            op.split.eq(b.split),
             op.relu.eq(stage_b.relu),
             self.operands.valid.eq(stage_b.valid),
             self.beats.payload.eq(b),

@@ -14,7 +14,7 @@ Also :func:`job_context_signature`, the signature every part receives the jobs b
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -120,8 +120,12 @@ class UnitWalker(wiring.Component):
         ``vec_len`` chunks of the unit's reduction axis.
     last_words : Out
         32-bit words of the last chunk.
+    split : Out
+        ``log2 s`` of the unit's split-lane beats: a QK unit of head dimension
+        ``k <= vec_len / s`` scores ``s`` keys a unit per beat (:meth:`EngineConfig.split_for
+        <tinyattn.config.EngineConfig.split_for>`); 0 for other units.
     blocks : Out
-        Blocks of ``n_pe`` output columns.
+        Blocks of output columns: ``n_pe << split`` each (keys of a QK beat), else ``n_pe``.
     """
 
     def __init__(self, cfg: ClusterConfig) -> None:
@@ -151,6 +155,7 @@ class UnitWalker(wiring.Component):
                 "cols": Out(self._cols_range),
                 "chunks": Out(16),
                 "last_words": Out(range(e.port_lanes + 1)),
+                "split": Out(range(e.max_split.bit_length())),
                 "blocks": Out(blocks_shape),
             }
         )
@@ -193,8 +198,16 @@ class UnitWalker(wiring.Component):
             self.last_words.eq(
                 Mux(self.is_qk, job.k >> 2, Mux(self.is_pv, n_last_words, k_last_words))
             ),
-            self.blocks.eq(ceil_div_pow2(self.cols, e.n_pe)),
         ]
+        # The largest split whose segments hold the head dimension (QK units only).
+        split = Const(0, self.split.shape())
+        for t in range(1, e.max_split.bit_length()):
+            split = Mux(job.k <= e.vec_len >> t, t, split)
+        m.d.comb += self.split.eq(Mux(self.is_qk, split, 0))
+        blocks = ceil_div_pow2(self.cols, e.n_pe)
+        for t in range(1, e.max_split.bit_length()):
+            blocks = Mux(self.split == t, ceil_div_pow2(self.cols, e.n_pe << t), blocks)
+        m.d.comb += self.blocks.eq(blocks)
 
         last_n = self.n0 + e.vec_len >= job.n
         last_m = self.m0 + e.tile_m >= job.m

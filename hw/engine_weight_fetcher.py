@@ -24,6 +24,8 @@ class WeightFetcher(wiring.Component):
     chunk of the reduction axis: rows of Wᵀ (GEMM), key rows (QK) or rows of Vᵀ (PV).
     Block ``b`` goes to bank ``b % 2``; blocks are counted over every job since the
     reset, so the next job's first blocks load while the current job's last ones compute.
+    A QK block with split ``s`` holds ``s * n_pe`` key rows: key ``i`` of the block into
+    segment ``i // n_pe`` of unit ``i % n_pe``, one key row (``k`` bytes) a request.
 
     Ports
     -----
@@ -63,20 +65,31 @@ class WeightFetcher(wiring.Component):
         job = walker.job
 
         # What each outstanding read is for, in issue order.
-        dest_layout = data.StructLayout({"unit": range(n_pe), "bank": 1, "last": 1})
+        dest_layout = data.StructLayout(
+            {
+                "unit": range(n_pe),
+                "segment": range(e.max_split),
+                "split": range(e.max_split.bit_length()),
+                "bank": 1,
+                "last": 1,
+            }
+        )
         m.submodules.dest = dest = SyncFIFOBuffered(width=dest_layout.size, depth=MAX_READS + 1)
 
         chunk = Signal(16)  # chunk of the reduction axis within the unit
         block_in_chunk = Signal(range(max(vec_len, e.max_seq) // n_pe))
-        unit = Signal(range(n_pe))  # core unit (weight vector) within the block
+        # Weight vector within the block: core unit ``vector % n_pe``, segment ``vector // n_pe``.
+        vector = Signal(range(e.max_split * n_pe))
         block = Signal(COUNT_BITS)  # blocks requested since the reset
 
-        units = Mux(
-            walker.cols - block_in_chunk * n_pe > n_pe, n_pe, walker.cols - block_in_chunk * n_pe
-        )
+        block_cols = Signal(range(e.max_split * n_pe + 1))
+        m.d.comb += block_cols.eq(n_pe << walker.split)
+        first_col = block_in_chunk * block_cols
+        vectors = Mux(walker.cols - first_col > block_cols, block_cols, walker.cols - first_col)
         words = Mux(chunk == walker.chunks - 1, walker.last_words, lanes)
-        last_unit = unit == units - 1
-        row = block_in_chunk * n_pe + unit
+        last_unit = vector == vectors - 1
+        row = first_col + vector
+        unit_bits = (n_pe - 1).bit_length()
         addr = Mux(
             walker.is_qk,
             job.b_addr + walker.head * job.b_hstride + row * job.b_stride,
@@ -97,7 +110,9 @@ class WeightFetcher(wiring.Component):
             request.payload.we.eq(0),
             request.payload.mask.eq(word_mask(m, words, lanes)),
             request.payload.tag.eq(ReadTag.WEIGHTS),
-            dest_in.unit.eq(unit),
+            dest_in.unit.eq(vector[:unit_bits] if unit_bits else 0),
+            dest_in.segment.eq(vector >> unit_bits),
+            dest_in.split.eq(walker.split),
             dest_in.bank.eq(block[0]),
             dest_in.last.eq(last_unit),
             dest.w_stream.payload.eq(dest_in),
@@ -106,7 +121,7 @@ class WeightFetcher(wiring.Component):
         # Walk unit by unit, block by block, chunk by chunk, then to the next unit.
         with m.If(accepted):
             with m.If(last_unit):
-                m.d.sync += [unit.eq(0), block.eq(block + 1)]
+                m.d.sync += [vector.eq(0), block.eq(block + 1)]
                 with m.If(block_in_chunk == walker.blocks - 1):
                     m.d.sync += block_in_chunk.eq(0)
                     with m.If(chunk == walker.chunks - 1):
@@ -117,7 +132,7 @@ class WeightFetcher(wiring.Component):
                 with m.Else():
                     m.d.sync += block_in_chunk.eq(block_in_chunk + 1)
             with m.Else():
-                m.d.sync += unit.eq(unit + 1)
+                m.d.sync += vector.eq(vector + 1)
 
         # Read data: straight into the core's bank.
         response = self.response
@@ -127,11 +142,13 @@ class WeightFetcher(wiring.Component):
             self.weights.payload.w.eq(response.payload),
             self.weights.payload.unit.eq(dest_out.unit),
             self.weights.payload.bank.eq(dest_out.bank),
+            self.weights.payload.segment.eq(dest_out.segment),
+            self.weights.payload.split.eq(dest_out.split),
             dest.r_stream.ready.eq(response.valid),
         ]
         with m.If(response.valid & dest_out.last):
             m.d.sync += self.loaded.eq(self.loaded + 1)
 
         with m.If(self.ctrl.reset):
-            m.d.sync += [s.eq(0) for s in (chunk, block_in_chunk, unit, block, self.loaded)]
+            m.d.sync += [s.eq(0) for s in (chunk, block_in_chunk, vector, block, self.loaded)]
         return m

@@ -9,6 +9,10 @@ one register pair per row, updated in the cycle its group arrives::
     m' = max(m, max(g))
     s' = (s >> (m' - m)) + sum(256 >> (m' - x) for x in g)
 
+A split-lane QK beat (``docs/engine.md``) brings up to ``max_split`` consecutive
+groups of a row at once (``groups`` of them valid, in key order); the unit chains
+their updates in that cycle, so the state is the same as group by group.
+
 On a row's last group the unit also divides: ``inv = 65280 // s``. The
 probabilities are produced later, lane by lane, as ``p = inv >> (m - x)``
 (:func:`probabilities`), when the ``P · V`` pass reads the logits back.
@@ -42,9 +46,10 @@ class ItaMax(wiring.Component):
 
     Ports
     -----
-    valid, row, first, last, logits : In
-        One group: ``first`` starts the row (``m = -128, s = 0``), ``last``
-        finishes it (``inv`` is computed).
+    valid, row, first, last, groups, logits : In
+        ``groups`` (1..``max_split``) consecutive groups of a row, group ``g`` in
+        ``logits[g * n_pe : (g + 1) * n_pe]``: ``first`` starts the row (``m = -128,
+        s = 0``) before them, ``last`` finishes it after them (``inv`` is computed).
     read_row : In
         Row whose final ``m`` and ``inv`` appear combinationally on
         ``read_m`` / ``read_inv``.
@@ -61,7 +66,8 @@ class ItaMax(wiring.Component):
                 "row": In(range(e.tile_m)),
                 "first": In(1),
                 "last": In(1),
-                "logits": In(data.ArrayLayout(signed(8), e.n_pe)),
+                "groups": In(range(1, e.max_split + 1)),
+                "logits": In(data.ArrayLayout(signed(8), e.max_split * e.n_pe)),
                 "read_row": In(range(e.tile_m)),
                 "read_m": Out(signed(8)),
                 "read_inv": Out(unsigned(8)),
@@ -83,30 +89,16 @@ class ItaMax(wiring.Component):
             m_old.eq(Mux(self.first, -128, ms[self.row])),
             s_old.eq(Mux(self.first, 0, ss[self.row])),
         ]
-        # Group maximum by a balanced tree of comparisons.
-        level = list(self.logits)
-        while len(level) > 1:
-            nxt = [
-                Mux(level[i] > level[i + 1], level[i], level[i + 1])
-                for i in range(0, len(level) - 1, 2)
-            ]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level = nxt
-        m_new = Signal(signed(8))
-        m.d.comb += m_new.eq(Mux(level[0] > m_old, level[0], m_old))
-        grow = Signal(unsigned(9))  # m' - m, 0..255
-        m.d.comb += grow.eq(m_new - m_old)
-        terms = []
-        for i, x in enumerate(self.logits):
-            d = Signal(unsigned(9), name=f"d{i}")
-            m.d.comb += d.eq(m_new - x)
-            terms.append(_shr_sat(Const(256, unsigned(9)), d, 9))
-        total = terms[0]
-        for t in terms[1:]:
-            total = total + t
-        s_new = Signal(unsigned(sb))
-        m.d.comb += s_new.eq(_shr_sat(s_old, grow, sb) + total)
+        # The groups' updates, chained in key order; groups past ``groups`` keep the state.
+        m_new, s_new = m_old, s_old
+        for g in range(e.max_split):
+            group = list(self.logits)[g * e.n_pe : (g + 1) * e.n_pe]
+            m_next, s_next = self._group_update(m, m_new, s_new, group, f"g{g}")
+            if g == 0:
+                m_new, s_new = m_next, s_next
+            else:
+                m_new = Mux(self.groups > g, m_next, m_new)
+                s_new = Mux(self.groups > g, s_next, s_new)
 
         # inv = 65280 // s_new by restoring division: the quotient has 8 bits.
         rem = Const(ITAMAX_NUMERATOR, unsigned(17))
@@ -129,3 +121,34 @@ class ItaMax(wiring.Component):
                     m.d.sync += inv_regs[r].eq(inv)
         m.d.comb += [self.read_m.eq(ms[self.read_row]), self.read_inv.eq(invs[self.read_row])]
         return m
+
+    def _group_update(
+        self, m: Module, m_old: object, s_old: object, group: list, name: str
+    ) -> tuple[Signal, Signal]:
+        """``(m', s')`` after one group of ``n_pe`` logits."""
+        sb = self.sum_bits
+        # Group maximum by a balanced tree of comparisons.
+        level = list(group)
+        while len(level) > 1:
+            nxt = [
+                Mux(level[i] > level[i + 1], level[i], level[i + 1])
+                for i in range(0, len(level) - 1, 2)
+            ]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        m_new = Signal(signed(8), name=f"{name}_m")
+        m.d.comb += m_new.eq(Mux(level[0] > m_old, level[0], m_old))
+        grow = Signal(unsigned(9), name=f"{name}_grow")  # m' - m, 0..255
+        m.d.comb += grow.eq(m_new - m_old)
+        terms = []
+        for i, x in enumerate(group):
+            d = Signal(unsigned(9), name=f"{name}_d{i}")
+            m.d.comb += d.eq(m_new - x)
+            terms.append(_shr_sat(Const(256, unsigned(9)), d, 9))
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        s_new = Signal(unsigned(sb), name=f"{name}_s")
+        m.d.comb += s_new.eq(_shr_sat(s_old, grow, sb) + total)
+        return m_new, s_new

@@ -147,6 +147,12 @@ class EngineConfig(_Section):
         reused across them, so larger tiles need less memory bandwidth.
     job_queue_depth : int
         Jobs that firmware may queue while one runs.
+    qk_split : int
+        Split-lane dot products in QKᵀ: the most keys a unit scores per beat (1, 2 or
+        4). A head dimension ``k <= vec_len / s`` lets each unit compute ``s`` dot
+        products of ``vec_len / s`` lanes each, so QKᵀ uses every lane. The engine
+        builds :attr:`max_split` of them (the ``s * n_pe`` logits of a beat fill at
+        most one ``vec_len`` LOGITS word). 1 turns the mode off.
     """
 
     _section = "engine"
@@ -158,6 +164,7 @@ class EngineConfig(_Section):
     max_seq: int = 128
     tile_m: int = 64
     job_queue_depth: int = 2
+    qk_split: int = 4
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -180,6 +187,12 @@ class EngineConfig(_Section):
             self._fail("max_seq", "must be a multiple of n_pe and at most max_dim")
         self._check_pow2("tile_m", 8, 1024)
         self._check_range("job_queue_depth", 2, 16)
+        if self.qk_split not in (1, 2, 4):
+            self._fail(
+                "qk_split",
+                "must be 1, 2 or 4 (the most keys a unit scores per QK beat; 1 turns "
+                "split-lane dot products off)",
+            )
         if self.buffer_bytes > MAX_ENGINE_BUFFER_BYTES:
             self._fail(
                 "tile_m",
@@ -193,6 +206,21 @@ class EngineConfig(_Section):
     def macs_per_cycle(self) -> int:
         """Peak multiply-accumulates per clock cycle."""
         return self.n_pe * self.vec_len
+
+    @property
+    def max_split(self) -> int:
+        """Keys a unit scores per QK beat at most, as built: ``qk_split``, but no more
+        than a ``vec_len`` LOGITS word holds (``s * n_pe <= vec_len``) and no segment
+        narrower than the 4-byte head-dimension granule."""
+        return max(1, min(self.qk_split, self.vec_len // self.n_pe, self.vec_len // 4))
+
+    def split_for(self, k: int) -> int:
+        """Keys a unit scores per beat in the QK phase of an attention job of head
+        dimension ``k``: the largest power of two ``s <= max_split`` with ``k <= vec_len / s``."""
+        s = self.max_split
+        while s > 1 and k > self.vec_len // s:
+            s //= 2
+        return s
 
     @property
     def port_lanes(self) -> int:
