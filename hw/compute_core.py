@@ -207,18 +207,21 @@ class ComputeCore(wiring.Component):
         acc_shape = data.ArrayLayout(signed(cfg.acc_bits), cfg.n_pe)
 
         # -- stage 1: dot products plus acc_in, wrapped to acc_bits ---------------
-        # One sum per (segment, unit): index g * n_pe + u. Without split, segment 0
-        # holds the whole dot product and the others idle.
+        # One sum per (segment, unit): index g * n_pe + u. Segment 0 is the whole dot
+        # product (plus acc_in) of a beat without split; the others only serve split
+        # beats, whose sums (at most vec_len / 2 lanes, no acc_in) never wrap, so they
+        # are narrower: 17 bits a product and one more per doubling of the lanes.
         n_sums = cfg.max_split * cfg.n_pe
-        s1_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), n_sums))
+        segment_bits = 16 + (cfg.vec_len.bit_length() - 1)
+        sum_bits = [cfg.acc_bits if i < cfg.n_pe else segment_bits for i in range(n_sums)]
+        s1_sum = [Signal(signed(bits), name=f"s1_sum{i}") for i, bits in enumerate(sum_bits)]
         s1_rq = Signal(rq_shape)
         s1_relu = Signal()
-        s1_split = Signal.like(beat.split)
         # uint8 probabilities and int8 activations share the lanes: widen each
         # lane to 9 signed bits by zero- or sign-extension.
         x_rep = self._repeat_segment(m, beat.x, beat.split, "x_seg")
         x_ext = [Mux(beat.x_signed, lane.as_signed(), lane) for lane in x_rep]
-        root = len(_tree_levels(list(range(cfg.vec_len)))) - 1
+        root = cfg.vec_len.bit_length() - 1  # levels[root] is [sum of every lane]
         for u in range(cfg.n_pe):
             w_sel = [
                 Mux(beat.bank, banks[1][u][lane], banks[0][u][lane]) for lane in range(cfg.vec_len)
@@ -237,13 +240,12 @@ class ComputeCore(wiring.Component):
                 with m.If(load[0]):
                     m.d.sync += s1_sum[g * cfg.n_pe + u].eq(segment)  # truncation = wrap
         with m.If(load[0]):
-            m.d.sync += [s1_rq.eq(beat.requant), s1_relu.eq(beat.relu), s1_split.eq(beat.split)]
+            m.d.sync += [s1_rq.eq(beat.requant), s1_relu.eq(beat.relu)]
 
         # -- stage 2: mult * acc -------------------------------------------------
         # The extra segments' requantizers take their unit's parameters (a split beat
         # is QKᵀ: one set per head).
-        prod_bits = cfg.acc_bits + 9
-        s2_prod = Signal(data.ArrayLayout(signed(prod_bits), n_sums))
+        s2_prod = [Signal(signed(bits + 9), name=f"s2_prod{i}") for i, bits in enumerate(sum_bits)]
         s2_acc = Signal(acc_shape)
         s2_rq = Signal(rq_shape)
         s2_relu = Signal()
@@ -262,7 +264,7 @@ class ComputeCore(wiring.Component):
                 rq = s2_rq[i % cfg.n_pe]
                 half = (Const(1, unsigned(32)) << rq.shift) >> 1
                 shifted = (s2_prod[i] + half) >> rq.shift
-                total = Signal(signed(prod_bits + 2), name=f"s3_total_{i}")
+                total = Signal(signed(sum_bits[i] + 9 + 2), name=f"s3_total_{i}")
                 m.d.comb += total.eq(shifted + rq.add)
                 sat = Mux(total > 127, 127, Mux(total < -128, -128, total))
                 m.d.sync += s3_y[i].eq(Mux(s2_relu & (total < 0), 0, sat))

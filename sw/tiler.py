@@ -271,7 +271,9 @@ def _engine_work(job: Job, cfg: ClusterConfig, cost: CostModel) -> tuple[int, in
     for r0 in range(0, job.m, e.tile_m):
         rows = min(e.tile_m, job.m - r0)
         qk_beats, pv_beats = job.n + rows, job.k + rows
-        qk = max(rows * _cdiv(job.n, e.n_pe) * _cdiv(job.k, e.vec_len), qk_beats)
+        # Split-lane QK beats: split_for(k) keys a unit per beat (docs/engine.md).
+        qk_block = e.n_pe * e.split_for(job.k)
+        qk = max(rows * _cdiv(job.n, qk_block) * _cdiv(job.k, e.vec_len), qk_beats)
         pv = max(rows * _cdiv(job.k, e.n_pe) * _cdiv(job.n, e.vec_len), pv_beats)
         total += qk + pv + cost.att_pair
         port += qk_beats + pv_beats

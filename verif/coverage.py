@@ -28,7 +28,10 @@ Engine bins (one sample per completed job):
 - ``occupancy``: kind x the engine's status when it was pushed: idle, or busy with
   0 .. ``job_queue_depth - 1`` jobs queued (a push needs room in the queue; ``busy`` is
   also high while jobs wait, so idle with jobs queued does not exist);
-- ``error``: the code of every rejected job (all six classes).
+- ``error``: the code of every rejected job (all six classes);
+- ``split``: the keys a unit scores per QK beat in an attention job (split-lane dot
+  products, ``EngineConfig.split_for(k)``): each of 1 .. ``max_split`` a head dimension
+  of the configuration reaches.
 
 DMA bins (one sample per completed descriptor): ``transfer`` = direction x 1-D/2-D x
 outcome (done, or the error class), and ``alignment`` = direction x beat-aligned / word
@@ -89,6 +92,7 @@ __all__ = [
     "missing_bins",
     "occupancy_label",
     "read_coverage",
+    "split_label",
     "stall_class",
     "summary_line",
 ]
@@ -206,6 +210,7 @@ class _JobSample:
     stall: str
     occupancy: str
     error: str | None
+    split: str | None = None  # attention: split_label of its head dimension
 
 
 class EngineCoverage:
@@ -228,6 +233,10 @@ class EngineCoverage:
         self.depth = e.job_queue_depth
         self.occupancies = ["idle"] + [_busy_label(q) for q in range(self.depth)]
         self.errors = [err.name.lower() for err in JobError if err != JobError.NONE]
+        self.splits = sorted(
+            {split_label(e.split_for(k)) for k in range(4, e.vec_len + 1, 4)},
+            key=lambda label: int(label.split()[1]),
+        )
         points = [
             CoverPoint("engine.kind", xf=lambda s: s.kind, bins=list(KINDS)),
             CoverPoint(
@@ -243,6 +252,7 @@ class EngineCoverage:
             CoverPoint("engine.stall_bins", xf=lambda s: s.stall, bins=list(STALL_RATES)),
             CoverPoint("engine.queue", xf=lambda s: s.occupancy, bins=self.occupancies),
             CoverPoint("engine.error", xf=lambda s: s.error, bins=self.errors),
+            CoverPoint("engine.split", xf=lambda s: s.split, bins=self.splits),
         ]
         shape_ign = [
             (kind, shape)
@@ -282,7 +292,8 @@ class EngineCoverage:
             self._aimed_flags.discard(job.flags)
             flags = flags_label(job.flags) if kind == "gemm" else attention_flags_label(job.flags)
             shape = self.shape_of(job.m, job.n, job.k)
-            s = _JobSample(kind, flags, shape, stall, occupancy, None)
+            split = split_label(self.cfg.engine.split_for(job.k)) if kind == "attention" else None
+            s = _JobSample(kind, flags, shape, stall, occupancy, None, split)
         self._sample(s)
 
     # -- closure-directed stimulus: a random choice among the bins not hit yet
@@ -321,6 +332,17 @@ class EngineCoverage:
         m, n, k = (RAGGED in part for part in shape.split(", "))
         return m, n, k
 
+    def pick_head_dim(self, k: int, rng: np.random.Generator) -> int:
+        """An attention head dimension in ``k``'s shape class (ragged or aligned) whose split
+        bin is not hit yet, if the class has one; else ``k``."""
+        e = self.cfg.engine
+        unhit = set(self._unhit("engine.split"))
+        same_class = [
+            d for d in range(4, e.vec_len + 1, 4) if (d % e.vec_len == 0) == (k == e.vec_len)
+        ]
+        choices = [d for d in same_class if split_label(e.split_for(d)) in unhit]
+        return int(rng.choice(choices)) if choices else k
+
     def pick_stall(self, kind: str, rng: np.random.Generator, default: float) -> float:
         """A withholding probability for a ``kind`` job whose stall class is not hit yet,
         else ``default``."""
@@ -333,6 +355,11 @@ class EngineCoverage:
 
     def export(self, path: str | Path = COVERAGE_FILE) -> None:
         _export("engine", path)
+
+
+def split_label(split: int) -> str:
+    """The ``split`` bin of a QK beat scoring ``split`` keys a unit."""
+    return f"split {split}"
 
 
 def _sample_engine_job(sample: _JobSample) -> None:

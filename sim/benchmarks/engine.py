@@ -55,6 +55,7 @@ ENGINE_CASES: list[tuple[str, str, int, int, int, int]] = [
         32,
         4,
     ),
+    ("attention S=128 H=4 D=16", "attention", 128, 128, 16, 4),
 ]
 
 #: (name, jobs, shapes as job (m, n, k)): queues of GEMMs pushed at once. MobileBERT's FFN
@@ -83,11 +84,12 @@ def engine_bench_config(cfg: ClusterConfig) -> ClusterConfig:
 def attention_bound(cfg: ClusterConfig, k: int) -> float:
     """Best attention utilization of this engine for head dimension ``k``.
 
-    QKᵀ contracts over the head dimension: one operand beat uses ``k`` of the
-    ``vec_len`` lanes. P·V contracts over the keys and uses them all. With equal
-    MACs in both halves the bound is ``2 / (1 + vec_len / k)`` (k <= vec_len).
+    QKᵀ contracts over the head dimension: one operand beat uses ``s * k`` of the
+    ``vec_len`` lanes, ``s`` the split (``EngineConfig.split_for``: split-lane dot
+    products). P·V contracts over the keys and uses them all. With equal MACs in both
+    halves the bound is ``2 / (1 + vec_len / (s * k))`` (k <= vec_len).
     """
-    return 2 / (1 + cfg.engine.vec_len / k)
+    return 2 / (1 + cfg.engine.vec_len / (cfg.engine.split_for(k) * k))
 
 
 def run_engine_bench(

@@ -4,7 +4,11 @@ Every operand beat's result (raw accumulators and requantized int8) is checked
 bit for bit against :func:`tinyattn.verif.golden.dot_array` and
 :func:`tinyattn.verif.golden.requantize`, under random stalls on the operand
 stream, random back-pressure on the result stream, and random weight writes
-into the banks while beats are in flight.
+into the banks while beats are in flight. Split-lane beats (QKᵀ with a short head
+dimension, ``split = log2 s``) and segment weight writes are mixed in where the
+configuration builds them: segment ``g`` of unit ``j`` is the dot product of the
+beat's first ``vec_len / s`` lanes with lanes ``g * vec_len / s ..`` of the unit's
+weights, requantized with unit ``j``'s parameters.
 
 The streams are :mod:`tinyattn.verif.streams` models in the shared
 :class:`~tinyattn.verif.obi.CycleLoop`: driven after the falling edge and sampled in
@@ -60,6 +64,7 @@ class OperandBeat:
     shift: np.ndarray
     add: np.ndarray
     relu: bool
+    split: int = 0  # log2 of the dot products a unit computes (split-lane beat)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -72,6 +77,28 @@ class OperandBeat:
             "x_signed": int(self.x_signed),
             "bank": self.bank,
             "relu": int(self.relu),
+            "split": self.split,
+        }
+
+
+@dataclass
+class WeightWrite:
+    """One weight write: unit ``unit`` of bank ``bank``, or with ``split`` only segment
+    ``segment`` of it (from ``w``'s first ``vec_len >> split`` lanes)."""
+
+    bank: int
+    unit: int
+    w: np.ndarray
+    split: int = 0
+    segment: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "w": self.w,
+            "unit": self.unit,
+            "bank": self.bank,
+            "split": self.split,
+            "segment": self.segment,
         }
 
 
@@ -95,6 +122,13 @@ def random_beat(cfg: EngineConfig, rng: np.random.Generator) -> OperandBeat:
     shift = np.clip(np.round(np.log2(typical / 64)) + rng.integers(-2, 3, cfg.n_pe), 0, 31)
     wild = rng.random(cfg.n_pe) < 0.1
     shift = np.where(wild, rng.integers(0, 32, cfg.n_pe), shift).astype(np.int64)
+    # A third of the beats split-lane where the core has the mode (int8 queries, acc_in 0).
+    max_log2 = cfg.max_split.bit_length() - 1
+    split = int(rng.integers(1, max_log2 + 1)) if max_log2 and rng.random() < 1 / 3 else 0
+    if split:
+        x_signed = True
+        x = rng.integers(-128, 128, cfg.vec_len)
+        acc_in = np.zeros(cfg.n_pe, dtype=np.int64)
     return OperandBeat(
         x=x.astype(np.int64),
         x_signed=x_signed,
@@ -104,13 +138,35 @@ def random_beat(cfg: EngineConfig, rng: np.random.Generator) -> OperandBeat:
         shift=shift,
         add=rng.integers(-128, 128, cfg.n_pe),
         relu=bool(rng.random() < 0.3),
+        split=split,
     )
 
 
 def expected_result(
     cfg: EngineConfig, beat: OperandBeat, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Golden result of ``beat`` with weight bank contents ``weights`` (2, n_pe, vec_len)."""
+    """Golden result of ``beat`` with weight bank contents ``weights`` (2, n_pe, vec_len).
+
+    ``y`` has ``s * n_pe`` values (segment-major); ``acc`` is left out of split beats
+    (their whole-unit sums mean nothing).
+    """
+    if beat.split:
+        segments = 1 << beat.split
+        lanes = cfg.vec_len // segments
+        zero = np.zeros((1, cfg.n_pe), dtype=np.int64)
+        accs = [
+            golden.dot_array(
+                beat.x[None, :lanes],
+                weights[beat.bank][:, g * lanes : (g + 1) * lanes],
+                zero,
+                cfg.acc_bits,
+            )[0]
+            for g in range(segments)
+        ]
+        y = np.concatenate([golden.requantize(a, beat.mult, beat.shift, beat.add) for a in accs])
+        if beat.relu:
+            y = golden.relu(y)
+        return {"y": y.astype(np.int64)}
     acc = golden.dot_array(beat.x[None, :], weights[beat.bank], beat.acc_in[None, :], cfg.acc_bits)[
         0
     ]
@@ -142,9 +198,14 @@ class ComputeCoreTB:
         d.results__ready.value = 0
         await start_clock_and_reset(d)
 
-    def random_weight_write(self) -> tuple[int, int, np.ndarray]:
-        w = self.rng.integers(-128, 128, self.cfg.vec_len)
-        return int(self.rng.integers(2)), int(self.rng.integers(self.cfg.n_pe)), w
+    def random_weight_write(self) -> WeightWrite:
+        """A whole unit, or (where the core splits) one segment of it."""
+        rng, cfg = self.rng, self.cfg
+        w = rng.integers(-128, 128, cfg.vec_len)
+        max_log2 = cfg.max_split.bit_length() - 1
+        split = int(rng.integers(0, max_log2 + 1))
+        segment = int(rng.integers(1 << split))
+        return WeightWrite(int(rng.integers(2)), int(rng.integers(cfg.n_pe)), w, split, segment)
 
     async def run(
         self,
@@ -177,7 +238,8 @@ class ComputeCoreTB:
         def received(got: dict[str, np.ndarray], cycle: int) -> None:
             assert expected, f"cycle {cycle}: a result without an accepted operand beat"
             index, want = expected.popleft()
-            for key in ("acc", "y"):
+            got = {"acc": got["acc"], "y": got["y"][: want["y"].size]}
+            for key in want:
                 if not np.array_equal(got[key], want[key]):
                     raise AssertionError(
                         f"beat {index}: {key} mismatch\n got  {got[key].tolist()}\n"
@@ -219,25 +281,26 @@ class ComputeCoreTB:
                 self.dut,
                 "weights",
                 self.w_layout,
-                encode=lambda wr: {"w": wr[2], "unit": wr[1], "bank": wr[0]},
+                encode=WeightWrite.payload,
                 pause=random_pauses(self.rng, 1.0 - probability),
                 refill=self.random_weight_write,
                 on_accept=self._write_landed,
             )
         ]
 
-    def _write_landed(self, write: tuple[int, int, np.ndarray], cycle: int) -> None:
-        bank, unit, w = write
-        self.weights[bank, unit] = w
+    def _write_landed(self, write: WeightWrite, cycle: int) -> None:
+        lanes = self.cfg.vec_len >> write.split
+        start = write.segment * lanes
+        self.weights[write.bank, write.unit, start : start + lanes] = write.w[:lanes]
 
     async def load_weights(self, banks: np.ndarray) -> None:
         """Write ``banks`` (2, n_pe, vec_len) into the core, one unit a cycle."""
-        writes = [(b, u, banks[b, u]) for b in range(2) for u in range(self.cfg.n_pe)]
+        writes = [WeightWrite(b, u, banks[b, u]) for b in range(2) for u in range(self.cfg.n_pe)]
         source = StreamSource(
             self.dut,
             "weights",
             self.w_layout,
-            encode=lambda wr: {"w": wr[2], "unit": wr[1], "bank": wr[0]},
+            encode=WeightWrite.payload,
             on_accept=self._write_landed,
         )
         source.push(*writes)

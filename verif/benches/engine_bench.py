@@ -647,6 +647,7 @@ async def attention_random(dut: Any) -> None:
         m, n, k, heads = _attention_dims(
             cfg, tb.rng, tb.coverage.directed_shape("attention", tb.rng)
         )
+        k = tb.coverage.model.pick_head_dim(k, tb.rng)  # split-lane QK: small head dims
         tb.direct_stall("attention")
         per_head = tb.coverage.model.pick_per_head(tb.rng)
         job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head)
