@@ -127,7 +127,10 @@ class CostModel:
     #: row as it completes).
     gemm_job: int = 65
     #: ATTENTION job: S=128 H=4: 6225 - 6144 = 81 with 8 unit pairs; S=64 H=4: 1601 - 1536 =
-    #: 65 with 4 pairs; so 49 per job plus :attr:`att_pair` per (head, query tile).
+    #: 65 with 4 pairs; so 49 per job plus :attr:`att_pair` per (head, query tile). With
+    #: split-lane QK beats (split s) the job's first two key blocks are s times longer and
+    #: rank above the first query rows: 2 (s - 1) n_pe more (D=32: S=128 4209 cycles
+    #: measured = 8 x (512 + 4) + 49 + 32; S=64 1121 = 4 x (256 + 4) + 49 + 32).
     att_job: int = 49
     #: The array drains once between the QK and the PV unit of a query tile (see above).
     att_pair: int = 4
@@ -268,16 +271,19 @@ def _engine_work(job: Job, cfg: ClusterConfig, cost: CostModel) -> tuple[int, in
             port += count * beats
         return total + cost.gemm_job, port
     total = port = 0
+    # Split-lane QK beats: split_for(k) keys a unit per beat (docs/engine.md).
+    split = e.split_for(job.k)
     for r0 in range(0, job.m, e.tile_m):
         rows = min(e.tile_m, job.m - r0)
         qk_beats, pv_beats = job.n + rows, job.k + rows
-        # Split-lane QK beats: split_for(k) keys a unit per beat (docs/engine.md).
-        qk_block = e.n_pe * e.split_for(job.k)
-        qk = max(rows * _cdiv(job.n, qk_block) * _cdiv(job.k, e.vec_len), qk_beats)
-        pv = max(rows * _cdiv(job.k, e.n_pe) * _cdiv(job.n, e.vec_len), pv_beats)
-        total += qk + pv + cost.att_pair
+        qk = rows * _cdiv(job.n, e.n_pe * split) * _cdiv(job.k, e.vec_len)
+        pv = rows * _cdiv(job.k, e.n_pe) * _cdiv(job.n, e.vec_len)
+        # The fetchers run a unit ahead, so the pair is bound by its compute or its beats.
+        total += max(qk + pv, qk_beats + pv_beats) + cost.att_pair
         port += qk_beats + pv_beats
-    return job.heads * total + cost.att_job, job.heads * port
+    # The first two QK blocks (split * n_pe key rows each) rank above the first query rows.
+    first_blocks = 2 * (split - 1) * e.n_pe
+    return job.heads * total + cost.att_job + first_blocks, job.heads * port
 
 
 def engine_cycles(job: Job, cfg: ClusterConfig, cost: CostModel) -> int:

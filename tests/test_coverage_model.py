@@ -49,6 +49,13 @@ def test_reachability_follows_the_configuration() -> None:
     assert reach["gemm m"] == BOTH
     model = EngineCoverage(narrow)
     assert len(model.shapes["gemm"]) == 2 and len(model.shapes["attention"]) == 2
+    # Split-lane QK beats: one key a beat only, as vec_len / n_pe = 1 (a LOGITS word).
+    assert model.splits == ["split 1"]
+    assert EngineCoverage(ENGINE_CONFIGS["4x16"]).splits == ["split 1", "split 2", "split 4"]
+    assert EngineCoverage(ClusterConfig(engine=EngineConfig(qk_split=2))).splits == [
+        "split 1",
+        "split 2",
+    ]
     # A deeper queue: one more occupancy bin per kind.
     deep = ClusterConfig(engine=EngineConfig(job_queue_depth=4))
     assert EngineCoverage(deep).occupancies == ["idle"] + [f"busy, {q} queued" for q in range(4)]
@@ -83,13 +90,14 @@ def test_engine_bins_and_export(tmp_path) -> None:
         "engine.occupancy: gemm x idle",
         "engine.occupancy: attention x busy, 1 queued",
         "engine.error: granule",
+        "engine.split: split 2",  # k = 8 <= vec_len / 2: two keys a unit per QK beat
     }
-    assert len(missing_bins(cov)) == 54 - 11
-    assert summary_line(cov).startswith("11/54 bins (kind 2/2, flags 2/18, shape 2/16,")
+    assert len(missing_bins(cov)) == 57 - 12
+    assert summary_line(cov).startswith("12/57 bins (kind 2/2, flags 2/18, shape 2/16,")
 
 
 def test_directed_picks_close_the_engine_bins() -> None:
-    """16 GEMMs and 8 attention jobs drawn by the picks hit every flag and shape bin
+    """16 GEMMs and 8 attention jobs drawn by the picks hit every flag, shape and split bin
     (both attention forms: requantization in the job and per head)."""
     cfg = ENGINE_CONFIGS["8x32"]
     model = EngineCoverage(cfg)
@@ -106,10 +114,11 @@ def test_directed_picks_close_the_engine_bins() -> None:
     for _ in range(8):
         m, n, k = attention_dims(cfg, rng, model.pick_shape("attention", rng))
         flags = FLAG_PER_HEAD if model.pick_per_head(rng) else 0
+        k = model.pick_head_dim(k, rng)
         model.sample(Job(op=Op.ATTENTION, m=m, n=n, k=k, heads=1, flags=flags), 0, 0.3, "idle")
     from cocotb_coverage.coverage import coverage_db
 
-    for item in ("engine.flags", "engine.shape"):
+    for item in ("engine.flags", "engine.shape", "engine.split"):
         assert all(coverage_db[item].detailed_coverage.values()), item
 
 

@@ -616,7 +616,7 @@ def _export(prefix: str, path: str | Path) -> None:
 #: The reported (and required) items of each model: the crosses and the points that are
 #: no cross's axis of their own.
 REQUIRED = {
-    "engine": ("kind", "flags", "shape", "stall", "occupancy", "error"),
+    "engine": ("kind", "flags", "shape", "stall", "occupancy", "error", "split"),
     "dma": ("transfer", "alignment"),
     "interconnect": ("collision", "conflict", "wait"),
 }
