@@ -16,8 +16,16 @@ from tinyattn.sim.benchmarks.output import BenchmarkReport, format_table, write_
 
 def test_attention_bound() -> None:
     cfg = ClusterConfig()
-    assert abs(attention_bound(cfg, 32) - 2 / 3) < 1e-12
+    # Split-lane QK beats (qk_split 2 by default): two keys a unit per beat at k <= 32.
+    assert attention_bound(cfg, 32) == 1.0
+    assert abs(attention_bound(cfg, 16) - 2 / 3) < 1e-12  # 2 x 16 of the 64 lanes
     assert attention_bound(cfg, 64) == 1.0
+    assert abs(attention_bound(cfg, 36) - 2 / (1 + 64 / 36)) < 1e-12
+    # One key a beat: QKᵀ uses k of vec_len lanes.
+    off = ClusterConfig(engine=EngineConfig(qk_split=1))
+    assert abs(attention_bound(off, 32) - 2 / 3) < 1e-12
+    four = ClusterConfig(engine=EngineConfig(qk_split=4))
+    assert attention_bound(four, 16) == 1.0
     small = ClusterConfig(
         engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64)
     )
@@ -32,6 +40,7 @@ def test_cases_are_the_issue_workloads() -> None:
         "attention S=128 H=4 D=32",
         "attention S=64 H=4 D=32",
         "attention S=128 H=4 D=32, one job, per-head parameters",
+        "attention S=128 H=4 D=16",
     ]
     # GEMM names read M x K x N with Y (M, N): the case tuples are (m, n, k).
     assert ENGINE_CASES[0][2:5] == (128, 128, 512)

@@ -152,7 +152,10 @@ class EngineConfig(_Section):
         4). A head dimension ``k <= vec_len / s`` lets each unit compute ``s`` dot
         products of ``vec_len / s`` lanes each, so QKᵀ uses every lane. The engine
         builds :attr:`max_split` of them (the ``s * n_pe`` logits of a beat fill at
-        most one ``vec_len`` LOGITS word). 1 turns the mode off.
+        most one ``vec_len`` LOGITS word). 1 turns the mode off. The default, 2, serves
+        head dimensions up to ``vec_len / 2`` at full rate (32 at the default) for about
+        2% more cells per MAC; 4 adds 4 keys a beat for ``k <= vec_len / 4`` but costs
+        more than 5% (``docs/performance.md``, Area).
     """
 
     _section = "engine"
@@ -164,7 +167,7 @@ class EngineConfig(_Section):
     max_seq: int = 128
     tile_m: int = 64
     job_queue_depth: int = 2
-    qk_split: int = 4
+    qk_split: int = 2
 
     def __post_init__(self) -> None:
         self._check_types()

@@ -10,7 +10,9 @@ from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, Interconnect
 
 __all__ = ["CLUSTER_CONFIGS", "ENGINE_CONFIGS"]
 
-_SMALL_ENGINE = EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64)
+#: qk_split 4 (the default is 2) so that the tests reach every split-lane mode: 1, 2 and 4
+#: keys a unit per QK beat.
+_SMALL_ENGINE = EngineConfig(n_pe=4, vec_len=16, acc_bits=24, tile_m=8, max_seq=64, qk_split=4)
 
 #: The engine bench's: n_pe x vec_len (16 KiB and 32 KiB L1 for the small ones).
 ENGINE_CONFIGS: dict[str, ClusterConfig] = {
@@ -20,7 +22,7 @@ ENGINE_CONFIGS: dict[str, ClusterConfig] = {
         dma=DmaConfig(dma_bits=128),
     ),
     "8x32": ClusterConfig(
-        engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64),
+        engine=EngineConfig(n_pe=8, vec_len=32, tile_m=16, max_seq=64, qk_split=4),
         memory=MemoryConfig(n_banks=16, bank_words=512),
         dma=DmaConfig(dma_bits=128),
     ),
