@@ -71,7 +71,8 @@ def weight_layout(cfg: EngineConfig) -> data.StructLayout:
             "w": data.ArrayLayout(signed(8), cfg.vec_len),
             "unit": _unit_shape(cfg),
             "bank": unsigned(1),
-            "segment": range(cfg.max_split),
+            # At least one bit: a zero-width port is an ascending [-1:0] range in Verilog.
+            "segment": unsigned(max(1, (cfg.max_split - 1).bit_length())),
             "split": _split_shape(cfg),
         }
     )

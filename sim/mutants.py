@@ -93,8 +93,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "requant-no-rounding",
         "requantization drops its rounding bit (truncates instead of rounding half up)",
         "hw/compute_core.py",
-        "shifted = (s2_prod[u] + half) >> rq.shift",
-        "shifted = s2_prod[u] >> rq.shift",
+        "shifted = (s2_prod[i] + half) >> rq.shift",
+        "shifted = s2_prod[i] >> rq.shift",
         _CORE,
     ),
     Mutant(

@@ -69,7 +69,7 @@ def test_a_mutant_is_killed_and_a_harmless_change_survives(tmp_path: Path) -> No
     harmless = dataclasses.replace(
         rounding,
         name="harmless",
-        mutated="shifted = (s2_prod[u] + half) >> rq.shift  # same arithmetic",
+        mutated="shifted = (s2_prod[i] + half) >> rq.shift  # same arithmetic",
     )
     survived = run_mutant(harmless, CHECKOUT, tmp_path / "build")
     assert survived.outcome == "survived", survived

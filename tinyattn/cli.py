@@ -801,8 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure cycles against the ideal (engine, interconnect) under Verilator",
         description="Run the benchmarks and print a table of cycles, ideal cycles and "
         "utilization (useful MACs / (cycles x peak)); --json writes the records. engine: GEMM "
-        "128x512x128 and 128x128x512, attention S=128 and S=64 (H=4, head dim 32), each with "
-        "an ideal memory and with 10% random grant stalls, plus cells per MAC from yosys "
+        "128x512x128 and 128x128x512; attention S=128 and S=64 (H=4, head dim 32), S=128 with "
+        "per-head requantization in one job, and S=128 at head dim 16; 8 queued GEMMs (first "
+        "push to last done); each with an ideal memory and with 10% random grant stalls, each "
+        "with its bound; plus cells per MAC from yosys "
         "synth (in the background; about an hour for the default engine, then cached). "
         "interconnect: throughput and waits per port, and the engine's GEMM inside the "
         "cluster with 0/25/50% background core traffic. firmware: C firmware on the "
