@@ -11,7 +11,7 @@ import pytest
 from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.sim.benchmarks import BENCHMARKS, selected
 from tinyattn.sim.benchmarks.engine import ENGINE_CASES, attention_bound
-from tinyattn.sim.benchmarks.output import BenchmarkReport, format_table, write_json
+from tinyattn.sim.benchmarks.output import BenchmarkReport, Column, format_table, write_json
 
 
 def test_attention_bound() -> None:
@@ -53,7 +53,7 @@ def test_table_and_json(tmp_path: Path) -> None:
         {"name": "attention b", "cycles": 2000, "ideal_cycles": 1024, "utilization": 0.512,
          "bound": 0.6667},
     ]  # fmt: skip
-    table = format_table(records, ["bound"])
+    table = format_table(records, [Column("bound", fraction=True)])
     lines = table.splitlines()
     assert lines[0].split() == ["name", "cycles", "ideal_cycles", "utilization", "bound"]
     assert "97.5%" in lines[2] and "66.7%" in lines[3]
@@ -62,6 +62,44 @@ def test_table_and_json(tmp_path: Path) -> None:
     back = json.loads(out.read_text())
     assert back == records
     assert all({"name", "cycles", "ideal_cycles", "utilization"} <= set(r) for r in back)
+
+
+def test_columns_print_as_declared_not_by_value() -> None:
+    """A float column prints as a percentage only when declared a fraction: a mean wait
+    of 0.603 cycles is "0.6", a bound of 0.5 is "50.0%", whatever the values' sizes."""
+    records = [
+        {"name": "narrow", "cycles": 2000, "ideal_cycles": 2000, "utilization": 1.0,
+         "mean_wait": 0.603, "max_wait": 3, "bound": 0.5},
+        {"name": "single bank", "cycles": 2000, "ideal_cycles": 500, "utilization": 0.25,
+         "mean_wait": 7.25, "max_wait": 15, "bound": 1.0},
+    ]  # fmt: skip
+    lines = format_table(
+        records, [Column("mean_wait"), Column("max_wait"), Column("bound", fraction=True)]
+    ).splitlines()
+    assert lines[2].split() == ["narrow", "2000", "2000", "100.0%", "0.6", "3", "50.0%"]
+    assert lines[3].split() == ["single", "bank", "2000", "500", "25.0%", "7.2", "15", "100.0%"]
+    with pytest.raises(TypeError, match=r"extra column 'mean_wait' is not a Column: .*fraction"):
+        format_table(records, ["mean_wait"])  # type: ignore[list-item]
+
+
+def test_interconnect_and_cluster_tables_print_waits_in_cycles(monkeypatch, capsys) -> None:
+    """The benchmarks declare their columns: the interconnect's waits are cycles, the
+    cluster's background load a fraction (records as the benches return them)."""
+    from tinyattn.sim.benchmarks import cluster, interconnect
+
+    waits = {"name": "perf_uniform", "cycles": 2000, "ideal_cycles": 1800,
+             "utilization": 0.9, "mean_wait": 0.603, "max_wait": 4}  # fmt: skip
+    loaded = {"name": "gemm bg25%", "cycles": 9000, "ideal_cycles": 8192,
+              "utilization": 0.9102, "background": 0.25}  # fmt: skip
+    monkeypatch.setattr(interconnect, "run_interconnect_bench", lambda cfg, sim: [dict(waits)])
+    monkeypatch.setattr(cluster, "run_cluster_bench", lambda cfg, sim: [dict(loaded)])
+    report = BenchmarkReport(synthesize=False)
+    interconnect.report_interconnect(ClusterConfig(), "verilator", report)
+    cluster.report_cluster(ClusterConfig(), "verilator", report)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["perf_uniform", "2000", "1800", "90.0%", "0.6", "4"] in rows
+    assert ["gemm", "bg25%", "9000", "8192", "91.0%", "25.0%"] in rows
+    assert not any("60.3%" in row for row in rows)
 
 
 def test_registry_names_resolve_to_runners() -> None:

@@ -40,7 +40,7 @@ from tinyattn.hw.job import FLAG_RELU, PARAM_RECORD_BYTES
 
 from ..cosim import PUBLIC
 from ..runner import failure_report, run_bench
-from .output import BenchmarkReport
+from .output import BenchmarkReport, Column
 
 __all__ = ["DEFAULT_GEMM", "gemm_l1_bytes", "report_cluster", "run_cluster_bench"]
 
@@ -109,4 +109,4 @@ def report_cluster(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> Non
     """The cluster half of ``tinyattn bench interconnect``: :data:`DEFAULT_GEMM` under
     :data:`DEFAULT_BACKGROUNDS`."""
     report.say("engine GEMM in the cluster, with background traffic from the other cores")
-    report.table("cluster", run_cluster_bench(cfg, sim=sim), ["background"])
+    report.table("cluster", run_cluster_bench(cfg, sim=sim), [Column("background", fraction=True)])

@@ -23,7 +23,7 @@ from tinyattn.config import ClusterConfig
 
 from ..runner import failure_report, run_bench
 from ..verilog import verilog_for
-from .output import BenchmarkReport
+from .output import BenchmarkReport, Column
 
 __all__ = [
     "ENGINE_CASES",
@@ -257,7 +257,7 @@ def report_engine(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None
             )
     records = run_engine_bench(bench_cfg, sim=sim)
     records += run_queue_bench(bench_cfg, sim=sim)
-    report.table("engine", records, ["stall_cycles", "bound"])
+    report.table("engine", records, [Column("stall_cycles"), Column("bound", fraction=True)])
 
 
 def _report_area(synthesis: Synthesis, cfg: ClusterConfig, report: BenchmarkReport) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from tinyattn.config import ClusterConfig
 
 from ..cosim import run_firmware
-from .output import BenchmarkReport
+from .output import BenchmarkReport, Column
 
 __all__ = ["report_firmware", "run_firmware_bench"]
 
@@ -80,5 +80,5 @@ def report_firmware(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> No
     report.table(
         "firmware",
         run_firmware_bench(cfg, sim=sim),
-        ["submit_cycles", "cycles_per_second", "code_bytes"],
+        [Column("submit_cycles"), Column("cycles_per_second"), Column("code_bytes")],
     )

@@ -2,6 +2,8 @@
 
 Every record is a dict with at least ``name``, ``cycles``, ``ideal_cycles`` and
 ``utilization``; :class:`BenchmarkReport` adds ``group`` (the table it was printed in).
+A benchmark names the extra columns it prints as :class:`Column` values, each saying
+whether its values are fractions (printed as percentages) or quantities such as cycles.
 """
 
 from __future__ import annotations
@@ -9,19 +11,56 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["BenchmarkReport", "Record", "format_table", "write_json"]
+__all__ = ["BenchmarkReport", "Column", "Record", "format_table", "write_json"]
 
 #: One measurement: ``name``, ``cycles``, ``ideal_cycles``, ``utilization`` and more.
 Record = dict[str, Any]
 
 
-def format_table(records: Sequence[Record], extra: Sequence[str] = ()) -> str:
+@dataclass(frozen=True)
+class Column:
+    """A table column: the record ``key`` it shows and what its values are.
+
+    ``fraction`` columns (utilizations, bounds, shares of a budget, in 0..1) print as
+    percentages; the others (cycles, counts, rates) print as they are, floats to one
+    decimal. The benchmark declares this: a mean wait of 0.6 cycles is not 60%.
+    """
+
+    key: str
+    fraction: bool = False
+
+    def format(self, value: Any) -> str:
+        """``value`` as this column prints it (``""`` for a record without the key)."""
+        if isinstance(value, float):
+            return f"{value:.1%}" if self.fraction else f"{value:.1f}"
+        return str(value)
+
+
+#: The columns every table starts with.
+BASE_COLUMNS = (
+    Column("name"),
+    Column("cycles"),
+    Column("ideal_cycles"),
+    Column("utilization", fraction=True),
+)
+
+
+def format_table(records: Sequence[Record], extra: Sequence[Column] = ()) -> str:
     """A fixed-width text table: name, cycles, ideal, utilization and ``extra`` columns."""
-    cols = ["name", "cycles", "ideal_cycles", "utilization", *extra]
-    rows = [[_fmt(r.get(c, "")) for c in cols] for r in records]
+    for column in extra:
+        if not isinstance(column, Column):
+            raise TypeError(
+                f"extra column {column!r} is not a Column: declare it as "
+                f"Column({column!r}) for cycles or counts, or "
+                f"Column({column!r}, fraction=True) for a fraction printed as a percentage"
+            )
+    columns = [*BASE_COLUMNS, *extra]
+    cols = [c.key for c in columns]
+    rows = [[c.format(r.get(c.key, "")) for c in columns] for r in records]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     line = "  ".join(
         c.ljust(w) if i == 0 else c.rjust(w)
@@ -36,12 +75,6 @@ def format_table(records: Sequence[Record], extra: Sequence[str] = ()) -> str:
             )
         )
     return "\n".join(out)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.1%}" if v <= 1.5 else f"{v:.1f}"
-    return str(v)
 
 
 def write_json(path: str | Path, records: Sequence[Record]) -> None:
@@ -76,7 +109,7 @@ class BenchmarkReport:
             r["group"] = group
         self.records += records
 
-    def table(self, group: str, records: Sequence[Record], extra: Sequence[str] = ()) -> None:
+    def table(self, group: str, records: Sequence[Record], extra: Sequence[Column] = ()) -> None:
         """Record ``records`` under ``group`` and print them as a table with ``extra`` columns."""
         self.add(group, records)
         self.say(format_table(records, extra))
