@@ -45,7 +45,7 @@ class RegBlock(wiring.Component):
     cfg : ClusterConfig
     addr_bits : int, optional
         Byte address bits of ``bus``; default: what the map needs
-        (``register_map(cfg).addr_bits``, 10 bits for 1 KiB). Wider addresses are
+        (``register_map(cfg).addr_bits``, the bits that cover the map). Wider addresses are
         decoded in full: addresses above the map are unmapped.
 
     Ports

@@ -442,7 +442,7 @@ def markdown(cfg: ClusterConfig) -> str:
             value = f"{v.value:#x}" if f.flags else str(v.value)
             out.append(f"| {value} | `{v.name}` | {_md(v.desc)} |")
         out.append("")
-    out += _CONNECT.format(ports=_port_table(cfg)).splitlines()
+    out += _CONNECT.format(ports=_port_table(cfg), bits=mm.addr_bits).splitlines()
     out += ["", *_VERIFICATION.splitlines()]
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -547,7 +547,7 @@ wiring.connect(m, periph_port, regs.bus)   # the decoded OBI port of the cores
 
 **Notes for the cluster top.**
 
-- `bus` has `addr_bits` = 10 by default, which covers the map. Give the decoded offset
+- `bus` has `addr_bits` = {bits} by default, which covers the map. Give the decoded offset
   within the peripheral window, or pass `RegBlock(cfg, addr_bits=...)` to decode more
   bits (addresses above the map are unmapped).
 - There is one target port. With several cores, arbitrate in front of it. `gnt` is a

@@ -420,6 +420,16 @@ def test_committed_docs_are_current() -> None:
     )
 
 
+def test_markdown_states_the_address_bits_the_map_needs() -> None:
+    """Every width the page quotes is the map's: the intro and the cluster-top note."""
+    for cfg in CONFIGS.values():
+        bits = register_map(cfg).addr_bits
+        text = regmap_emit.markdown(cfg)
+        assert f"the block decodes {bits} address bits" in text
+        quoted = re.findall(r"`addr_bits` = (\d+) by default", text)
+        assert quoted == [str(bits)], f"the bus note quotes {quoted}, the map needs {bits}"
+
+
 def test_markdown_lists_every_register_and_field() -> None:
     mm = register_map(SMALL)
     text = regmap_emit.markdown(SMALL)
