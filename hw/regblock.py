@@ -34,7 +34,23 @@ from .cluster_registers import INTERNAL, Internal, control_ports_signature, regi
 from .obi import obi_signature
 from .registers import CONSTANT, REG_BITS, Access, Binding, InternalSignal, MemoryMap
 
-__all__ = ["RegBlock"]
+__all__ = ["RegBlock", "regblock_signature"]
+
+
+def regblock_signature(cfg: ClusterConfig, addr_bits: int | None = None) -> wiring.Signature:
+    """The ports of ``RegBlock(cfg, addr_bits=addr_bits)``, without building the block.
+
+    For code that needs the ports but elaborates nothing (a testbench locating the map's
+    bindings in the Verilog ports). ``addr_bits`` defaults to what the map needs; a
+    value outside ``register_map(cfg).addr_bits..32`` raises ``ValueError``.
+    """
+    needed = register_map(cfg).addr_bits
+    addr_bits = needed if addr_bits is None else addr_bits
+    if not needed <= addr_bits <= 32:
+        raise ValueError(f"addr_bits = {addr_bits}: the map needs {needed}..32 bits")
+    # engine, dma, host, seq: the ports the map's fields bind to.
+    controls = control_ports_signature(cfg).members
+    return wiring.Signature({"bus": In(obi_signature(addr_bits)), **controls, "irq": Out(1)})
 
 
 class RegBlock(wiring.Component):
@@ -71,15 +87,8 @@ class RegBlock(wiring.Component):
     def __init__(self, cfg: ClusterConfig, *, addr_bits: int | None = None) -> None:
         self.cfg = cfg
         self.map: MemoryMap = register_map(cfg)
-        addr_bits = self.map.addr_bits if addr_bits is None else addr_bits
-        if not self.map.addr_bits <= addr_bits <= 32:
-            raise ValueError(
-                f"addr_bits = {addr_bits}: the map needs {self.map.addr_bits}..32 bits"
-            )
-        self.addr_bits = addr_bits
-        # engine, dma, host, seq: the ports the map's fields bind to.
-        controls = control_ports_signature(cfg).members
-        super().__init__({"bus": In(obi_signature(addr_bits)), **controls, "irq": Out(1)})
+        self.addr_bits = self.map.addr_bits if addr_bits is None else addr_bits
+        super().__init__(regblock_signature(cfg, self.addr_bits))
 
     def _resolve(self, binding: Binding, internal: dict[InternalSignal, Signal]) -> Value:
         """The signal a binding names (a port member, a field of one, an internal signal)."""

@@ -31,9 +31,9 @@ from typing import Any
 import cocotb
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.cluster_registers import Internal
+from tinyattn.hw.cluster_registers import Internal, register_map
 from tinyattn.hw.job_layout import job_layout
-from tinyattn.hw.regblock import RegBlock
+from tinyattn.hw.regblock import regblock_signature
 from tinyattn.hw.registers import Access, MappedRegister, MemoryMap, PortBinding
 from tinyattn.verif.benches.common import (
     bench_config,
@@ -203,12 +203,11 @@ class RegblockTB:
         self.cfg = cfg
         self.seed = seed
         self.rng = random.Random(seed)
-        block = RegBlock(cfg)
-        block._MustUse__silence = True  # only its signature is needed here
-        self.mm = block.map
-        self.ports = PortMap(block.signature)
-        self.model = RegModel(self.mm, self.ports, block.addr_bits)
-        self.addr_bits = block.addr_bits
+        # The block's ports, not the block: the Verilog under test was built from it.
+        self.mm = register_map(cfg)
+        self.addr_bits = self.mm.addr_bits
+        self.ports = PortMap(regblock_signature(cfg, self.addr_bits))
+        self.model = RegModel(self.mm, self.ports, self.addr_bits)
         self.loop = CycleLoop(dut.clk)
         [self.port] = obi_ports(dut, "bus")
         self.inputs = Inputs(dut, self.ports, self.rng)
