@@ -26,7 +26,8 @@ from tinyattn.config import ClusterConfig
 
 from . import job as _job
 from .core_bus import L1_BASE, PERIPH_BASE, PRIVATE_BASE
-from .dma import ALIGN_BYTES, Direction, DmaError, dma_control_signature
+from .dma import dma_control_signature
+from .dma_codes import ALIGN_BYTES, Direction, DmaError
 from .engine import engine_control_signature
 from .job import FLAGS_ALL, PARAM_RECORD_BYTES, JobError, Op
 from .registers import (

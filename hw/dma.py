@@ -29,12 +29,12 @@ Alignment rule: ``l1_addr``, ``l2_addr``, ``row_bytes``, ``l1_stride`` and
 starts and ends anywhere inside a beat, strides smaller than a row, zero strides) is
 allowed; overlapping destination rows are written in row order, later rows win.
 
-See ``docs/dma.md`` for the L2 protocol, the error codes and the clear semantics.
+See ``docs/dma.md`` for the L2 protocol, the error codes and the clear semantics. The
+alignment, directions and error codes are in :mod:`tinyattn.hw.dma_codes` (no Amaranth),
+re-exported here.
 """
 
 from __future__ import annotations
-
-import enum
 
 from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -44,6 +44,7 @@ from amaranth.utils import exact_log2
 
 from tinyattn.config import ClusterConfig
 
+from .dma_codes import ALIGN_BYTES, Direction, DmaError
 from .obi import obi_signature
 
 __all__ = [
@@ -56,27 +57,6 @@ __all__ = [
     "l2_req_layout",
     "l2_rsp_layout",
 ]
-
-#: Addresses, row lengths and strides must be multiples of this many bytes.
-ALIGN_BYTES = 4
-
-
-class Direction(enum.IntEnum):
-    """Value of the descriptor's ``direction`` field."""
-
-    L2_TO_L1 = 0  # read L2, write L1
-    L1_TO_L2 = 1  # read L1, write L2
-
-
-class DmaError(enum.IntEnum):
-    """Value of ``error_code``. A descriptor with several faults reports the first listed."""
-
-    NONE = 0
-    ZERO_SIZE = 1  # rows == 0 or row_bytes == 0
-    MISALIGNED = 2  # an address, row_bytes or a stride is not a multiple of 4
-    L1_RANGE = 3  # l1_addr + (rows-1)*l1_stride + row_bytes > L1 size
-    L2_RANGE = 4  # l2_addr + (rows-1)*l2_stride + row_bytes > 2**l2_addr_bits
-
 
 #: One transfer. Byte addresses and byte strides; fixed widths, independent of the config,
 #: so the register map has one layout. Ranges are checked against the config at run time.

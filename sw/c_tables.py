@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tinyattn.hw.dma import Direction
+from tinyattn.hw.dma_codes import Direction
 from tinyattn.hw.job import Job, Op
 
 __all__ = ["Transfer", "c_dma", "c_job", "c_table"]

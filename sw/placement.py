@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.dma import Direction
+from tinyattn.hw.dma_codes import Direction
 from tinyattn.sw.stream import split_around
 from tinyattn.sw.tiler import (
     JOB,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.dma import ALIGN_BYTES, Direction
+from tinyattn.hw.dma_codes import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job, JobError, Op
 from tinyattn.sw.lowering import (
     ExecutionError,

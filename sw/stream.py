@@ -32,7 +32,7 @@ import numpy as np
 
 from tinyattn.config import ClusterConfig
 from tinyattn.hw.cluster_registers import register_map
-from tinyattn.hw.dma import ALIGN_BYTES, Direction
+from tinyattn.hw.dma_codes import ALIGN_BYTES, Direction
 from tinyattn.hw.job import Job
 from tinyattn.hw.registers import MemoryMap, PortBinding
 from tinyattn.hw.sequencer import SeqOp

@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from tinyattn.config import ClusterConfig
-from tinyattn.hw.dma import Direction
+from tinyattn.hw.dma_codes import Direction
 from tinyattn.hw.job import (
     FLAG_PER_HEAD,
     FLAG_PER_ROW,

@@ -1,4 +1,5 @@
-"""Import rules between the packages, checked on the source with ``ast`` (nothing is imported).
+"""Import rules between the packages, checked on the source with ``ast`` (nothing is
+imported), but for the Amaranth-free half of ``sw/``, which is imported in a subprocess.
 
 - ``hw/`` imports only ``tinyattn.config``, other ``hw/`` modules, the standard library and
   the third-party packages listed in :data:`HW_THIRD_PARTY`. The netlist cache of
@@ -14,6 +15,11 @@
 - ``verif/golden.py``, the arithmetic contract, imports only NumPy and the standard library.
 - ``sw/`` never imports ``tinyattn.sim`` (the driver generator must not need the simulator
   harness; the build cache it shares is :mod:`tinyattn.cache`).
+- The modules of ``sw/`` that plan a deployment (lowering, memory plan, tiler, C tables,
+  quantization, ...) import no Amaranth, directly or through ``hw/``: they take the DMA's
+  codes from ``hw/dma_codes.py`` and the job format from ``hw/job.py``, both plain Python.
+  Only the modules in :data:`SW_REGISTER_MAP_USERS` may load it. Checked by importing
+  them in a fresh interpreter, so an import hidden in another module counts too.
 - ``sim/benchmarks/__init__.py`` (the registry of ``tinyattn bench`` names, which
   ``tinyattn/cli.py`` imports at startup) imports only the standard library when it runs;
   the benchmark modules, and through them the simulator harness, load when a benchmark
@@ -25,6 +31,8 @@ Imports inside functions count as well as module-level ones.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +48,20 @@ HW_THIRD_PARTY = {
     "amaranth": "its version is part of the source hash",
     "numpy": "hw/job.py packs job records for the benches and firmware; no netlist uses it",
     "pythondata_cpu_picorv32": "only to locate picorv32.v, whose bytes are in the source hash",
+}
+
+#: The ``sw/`` modules that may load Amaranth, and why: the register map
+#: (``hw/cluster_registers.py``) binds its fields to the Amaranth signatures of the units'
+#: control ports, and the sequencer's command codes are an Amaranth enum. Every other
+#: ``sw/`` module must import without Amaranth.
+SW_REGISTER_MAP_USERS = {
+    "command_list": "encodes register writes and sequencer commands (register map, SeqOp)",
+    "firmware": "emits the register header of the firmware build (register map)",
+    "regmap_emit": "generates the register docs, header and SystemRDL (register map)",
+    "stream": "encodes the engine ops as register accesses (register map, SeqOp)",
+    "placement": "cuts loads around stores with sw/stream.py's split_around",
+    "schedule": "builds the command stream (sw/stream.py)",
+    "deploy_flow": "builds the firmware (sw/firmware.py) and the schedule",
 }
 
 #: Source folders and the packages they are (pyproject's package-dir mapping).
@@ -146,6 +168,45 @@ def test_sw_never_imports_sim() -> None:
     }
     broken = sorted(f"sw/{f}:{line}: {m}" for (f, m), line in found.items())
     assert not broken, "sw/ must not import tinyattn.sim:\n" + "\n".join(broken)
+
+
+#: Imports each module named in argv in turn, in one fresh interpreter, and prints, as
+#: JSON, the first one after which ``amaranth`` is loaded (or null) and the ``hw/``
+#: modules loaded by then.
+_IMPORT_PROBE = """
+import importlib, json, sys
+first = None
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    if "amaranth" in sys.modules:
+        first = name
+        break
+hw = sorted(m for m in sys.modules if m.startswith("tinyattn.hw."))
+print(json.dumps({"first": first, "hw": hw}))
+"""
+
+
+def test_sw_plans_without_amaranth(tmp_path: Path) -> None:
+    """Every ``sw/`` module but :data:`SW_REGISTER_MAP_USERS` imports without Amaranth."""
+    modules = {p.stem for p in _py_files(ROOT / "sw") if p.stem != "__init__"}
+    assert set(SW_REGISTER_MAP_USERS) <= modules, "a listed module no longer exists"
+    plain = [
+        "tinyattn.sw",
+        *(f"tinyattn.sw.{m}" for m in sorted(modules - set(SW_REGISTER_MAP_USERS))),
+    ]
+    assert "tinyattn.sw.tiler" in plain and "tinyattn.sw.c_tables" in plain
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *plain],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout  # fmt: skip
+    probe = json.loads(out)
+    assert probe["first"] is None, (
+        f"importing {probe['first']} loads amaranth (hw modules loaded: {probe['hw']}); "
+        "sw/ plans without the HDL: take the DMA's codes from tinyattn.hw.dma_codes and "
+        "the job format from tinyattn.hw.job, or list the module in SW_REGISTER_MAP_USERS "
+        "with the reason it needs the register map"
+    )
+    assert "tinyattn.hw.dma" not in probe["hw"]  # the codes, not the DMA
 
 
 def test_benchmark_registry_imports_only_the_standard_library() -> None:
