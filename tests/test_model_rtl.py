@@ -5,15 +5,19 @@
 the cluster and reads the hidden states back from L2. Every hidden state must equal
 ``QuantizedMobileBert.forward`` bit for bit.
 
-- a one-layer synthetic model on a small cluster with a 2 KiB L1, so that the plans use
-  every buffering mode (``ONCE``, ``DOUBLE``, ``CACHED``), several tiles per op and the
-  attention head loop, under Icarus and Verilator;
+- a one-layer synthetic model on a small cluster with a 4 KiB L1, so that the plans use
+  every buffering mode (``ONCE``, ``DOUBLE``, ``CACHED``) and several tiles per op, under
+  Icarus and Verilator;
+- on the same cluster, a model whose attention has 4 heads of 16 at S = 16: every head's
+  K and Vᵀ at once do not fit the L1, so the tiler falls back to the head loop (one
+  ATTENTION job per head), under Verilator;
 - the 2-layer fixture at S = 128 on the default cluster, under Verilator: the measured
   cycles per record are printed beside the prediction (only a loose bound is asserted).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -49,6 +53,18 @@ TINY = MobileBertConfig(
     max_position_embeddings=32,
 )
 
+#: TINY with 4 attention heads of 16 (a 64-wide bottleneck) and narrow hidden and FFN
+#: layers: at S = 16, the K and Vᵀ of all heads (2 x 16 x 64 bytes) with the query and
+#: output tiles exceed the 4 KiB L1, one head's fit.
+HEAD_LOOP = dataclasses.replace(
+    TINY,
+    intra_bottleneck_size=64,
+    num_attention_heads=4,
+    hidden_size=16,
+    intermediate_size=16,
+    true_hidden_size=None,  # derived again from the bottleneck
+)
+
 needs_gcc = pytest.mark.skipif(
     shutil.which("riscv64-unknown-elf-gcc") is None,
     reason="riscv64-unknown-elf-gcc missing (make test installs gcc-riscv64-unknown-elf)",
@@ -81,6 +97,35 @@ def test_tiny_model_bit_exact(sim: str, seed: int) -> None:
         f"{out.cycles:,} cycles measured, {out.predicted:,} predicted; run {out.run.cycles:,} "
         f"cycles in {wall:.1f} s ({out.run.cycles_per_second:,.0f} cycles/s), "
         f"firmware {out.code_bytes:,} bytes"
+    )
+
+
+def test_attention_head_loop_bit_exact(seed: int) -> None:
+    """The tiler's fallback for an attention op whose heads do not fit L1 together: one
+    ATTENTION job per head, run by the runtime's head loop, bit-exact (Verilator only; the
+    cluster build is the one of the test above)."""
+    from tinyattn.sim.runner import simulator_missing
+
+    missing = simulator_missing("verilator")
+    if missing:
+        pytest.skip(f"SIMULATOR MISSING: {missing}")
+    model = MobileBert.synthetic(HEAD_LOOP, seed=5)
+    calib = np.random.default_rng(1).integers(0, HEAD_LOOP.vocab_size, (4, 16))
+    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    ids, types = _ids(seed, 16, HEAD_LOOP.vocab_size, HEAD_LOOP.type_vocab_size)
+    t0 = time.monotonic()
+    out = run_model(q, TINY_CFG, ids, types, "verilator")  # raises unless bit-exact
+    wall = time.monotonic() - t0
+    [attention] = [r for r in out.schedule.records if r.kind == KIND_ATTENTION]
+    # The head loop: one job per head and query tile, not one job over all heads.
+    assert attention.heads == HEAD_LOOP.num_attention_heads and not attention.all_heads
+    assert attention.tiles == attention.heads * -(-attention.m // attention.tm)
+    assert out.jobs == out.schedule.total.jobs
+    assert out.run.macs == out.schedule.program.macs.total
+    print(
+        f"\nhead loop: seed {seed}, {attention.heads} heads x {attention.tiles // attention.heads}"
+        f" query tiles, {out.jobs} jobs, {out.cycles:,} cycles measured, {out.predicted:,} "
+        f"predicted, {wall:.1f} s"
     )
 
 
