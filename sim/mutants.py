@@ -186,6 +186,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "base = Mux(attention, 0, Mux(per_row, walker.m0, walker.n0))",
         _ENGINE,
     ),
+    Mutant(
+        "raw-wait-skipped",
+        "a job that reads the previous job's output starts before that job is done "
+        "(the read-after-write wait is skipped)",
+        "hw/engine.py",
+        "with m.Elif((in_flight == 0) | ((in_flight == 1) & ~checker.reads_written)):",
+        "with m.Elif((in_flight == 0) | (in_flight == 1)):",
+        _ENGINE,
+    ),
     # -- ITAMax (the streaming softmax) ----------------------------------------------
     Mutant(
         "itamax-numerator",
