@@ -55,11 +55,29 @@ hypothesis_settings.load_profile(
 # ---------------------------------------------------------------------------- simulators
 
 
+def _parametrizes_sim(metafunc: pytest.Metafunc) -> bool:
+    """True when the test's own ``parametrize`` names ``sim`` (a per-configuration plan)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if "sim" in names:
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "sim" in metafunc.fixturenames:
-        # indirect: the value goes through the `sim` fixture below, which skips (or,
-        # under CI, fails) a missing simulator; a direct parametrization would bypass it.
-        metafunc.parametrize("sim", selected_simulators(), indirect=True)
+    if "sim" not in metafunc.fixturenames or _parametrizes_sim(metafunc):
+        return
+    sims = selected_simulators()
+    # `@pytest.mark.simulators("verilator")`: the test runs under those only (its docstring
+    # or module says why); under SIM=icarus it is then an empty parameter set, a skip.
+    only = metafunc.definition.get_closest_marker("simulators")
+    if only is not None:
+        sims = [s for s in sims if s in only.args]
+    # indirect: the value goes through the `sim` fixture below, which skips (or,
+    # under CI, fails) a missing simulator; a direct parametrization would bypass it.
+    metafunc.parametrize("sim", sims, indirect=True)
 
 
 @pytest.fixture

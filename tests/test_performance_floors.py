@@ -22,9 +22,13 @@ import pytest
 from tinyattn.config import ClusterConfig
 from tinyattn.sim.benchmarks.cluster import run_cluster_bench
 from tinyattn.sim.benchmarks.engine import run_engine_bench, run_queue_bench
+from tinyattn.sim.runner import selected_simulators, simulator_missing
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
-pytestmark = pytest.mark.sim
+#: The floors run under Verilator. A cycle count is the netlist's, not the simulator's:
+#: test_cycle_counts_agree_across_simulators checks that on one engine, one queue and one
+#: cluster case, so the floors need not run again under Icarus (minutes a case there).
+pytestmark = [pytest.mark.sim, pytest.mark.simulators("verilator")]
 
 #: test_engine_rtl.py's and test_cluster_rtl.py's configurations (the same builds).
 ENGINE_4X16 = ENGINE_CONFIGS["4x16"]
@@ -33,33 +37,20 @@ CLUSTER_SMALL = CLUSTER_CONFIGS["small"]
 
 STALL_SEEDS = (1, 2, 3)
 
-
-def _seeds(seeds: tuple[int, ...], sim: str) -> tuple[int, ...]:
-    """All the row's seeds under Verilator; the first under Icarus, a cross-check (both
-    simulators gave the same cycle counts for every row and seed measured)."""
-    return seeds if sim == "verilator" else seeds[:1]
-
-
-BOTH = ("icarus", "verilator")
-#: Icarus is slow on the 8x32 engine (minutes a run on a loaded machine) and gives the
-#: same cycle counts (2097 for the plain GEMM on both): those rows run on Verilator.
-VERILATOR = ("verilator",)
-
-#: id -> (config, (m, n, k), grant-stall probability, seeds, simulators, floor). Names
+#: id -> (config, (m, n, k), grant-stall probability, seeds, floor). Names
 #: read M x K x N, as in ``make bench``.
 ENGINE_FLOORS = {
     # (a) plain GEMM, ideal memory: 98.04% and 97.66% measured (no seed dependence).
-    "4x16 gemm 32x64x64": (ENGINE_4X16, (32, 64, 64), 0.0, (1,), BOTH, 0.970),
-    "8x32 gemm 64x128x64": (ENGINE_8X32, (64, 64, 128), 0.0, (1,), VERILATOR, 0.965),
+    "4x16 gemm 32x64x64": (ENGINE_4X16, (32, 64, 64), 0.0, (1,), 0.970),
+    "8x32 gemm 64x128x64": (ENGINE_8X32, (64, 64, 128), 0.0, (1,), 0.965),
     # (b) 10% of the grants withheld on every lane: 86.16-87.00% (4x16) and
     #     94.16-94.38% (8x32) measured over the seeds.
-    "4x16 gemm 32x64x64 10% stalls": (ENGINE_4X16, (32, 64, 64), 0.1, STALL_SEEDS, BOTH, 0.85),
+    "4x16 gemm 32x64x64 10% stalls": (ENGINE_4X16, (32, 64, 64), 0.1, STALL_SEEDS, 0.85),
     "8x32 gemm 64x128x64 10% stalls": (
         ENGINE_8X32,
         (64, 64, 128),
         0.1,
         STALL_SEEDS,
-        VERILATOR,
         0.930,
     ),
 }
@@ -67,11 +58,9 @@ ENGINE_FLOORS = {
 
 @pytest.mark.parametrize("case", list(ENGINE_FLOORS))
 def test_engine_utilization_floor(case: str, sim: str) -> None:
-    cfg, (m, n, k), stalls, seeds, sims, floor = ENGINE_FLOORS[case]
-    if sim not in sims:
-        pytest.skip(f"{case}: too slow under {sim}; runs under {', '.join(sims)}")
+    cfg, (m, n, k), stalls, seeds, floor = ENGINE_FLOORS[case]
     measured = []
-    for seed in _seeds(seeds, sim):
+    for seed in seeds:
         (record,) = run_engine_bench(
             cfg, sim=sim, stalls=(stalls,), cases=[(case, "gemm", m, n, k, 1)], seed=seed
         )
@@ -83,24 +72,22 @@ def test_engine_utilization_floor(case: str, sim: str) -> None:
     assert not low, f"{case}: utilization under the floor of {floor:.1%}: {'; '.join(low)}"
 
 
-#: id -> (config, (m, k, n), seeds, simulators, floor); backgrounds 25% and 50% of cycles.
+#: id -> (config, (m, k, n), seeds, floor); backgrounds 25% and 50% of cycles.
 CLUSTER_FLOORS = {
     # The default cluster (6 background cores): 93.43% (25%) and 93.60% (50%) measured.
-    "default gemm 128x128x64": (ClusterConfig(), (128, 128, 64), (1,), VERILATOR, 0.925),
+    "default gemm 128x128x64": (ClusterConfig(), (128, 128, 64), (1,), 0.925),
     # 8 banks only, and the engine's port spans 4 of them: 83.39% (25%) and 81.56% (50%)
     # measured, under the 85% target (82.6-96.6% over seeds 1-3 in a run that also
     # measured 0% background first: the seed draws the background's addresses).
-    "small gemm 64x64x32": (CLUSTER_SMALL, (64, 64, 32), (1,), BOTH, 0.805),
+    "small gemm 64x64x32": (CLUSTER_SMALL, (64, 64, 32), (1,), 0.805),
 }
 
 
 @pytest.mark.parametrize("case", list(CLUSTER_FLOORS))
 def test_cluster_utilization_floor_with_background(case: str, sim: str) -> None:
-    cfg, gemm, seeds, sims, floor = CLUSTER_FLOORS[case]
-    if sim not in sims:
-        pytest.skip(f"{case}: too slow under {sim}; runs under {', '.join(sims)}")
+    cfg, gemm, seeds, floor = CLUSTER_FLOORS[case]
     measured = []
-    for seed in _seeds(seeds, sim):
+    for seed in seeds:
         for r in run_cluster_bench(cfg, sim=sim, gemm=gemm, backgrounds=(0.25, 0.5), seed=seed):
             assert r["bg_rate"] > 0.15, r  # the background really loaded L1
             measured.append((seed, r["background"], r["utilization"], r["bg_rate"]))
@@ -138,3 +125,31 @@ def test_engine_queue_utilization_floor(case: str, sim: str) -> None:
         f"{case}: utilization {record['utilization']:.2%} ({record['cycles']} cycles for "
         f"{record['ideal_cycles']}) under the floor of {floor:.1%}"
     )
+
+
+def test_cycle_counts_agree_across_simulators() -> None:
+    """The floors above run under Verilator only; this is why that is enough. The same
+    runs under Icarus give the same cycle counts, record for record: a GEMM with 10% of
+    the grants withheld (the seed draws the stalls), a queue of back-to-back jobs, and a
+    GEMM beside background traffic on the small cluster."""
+    sims = selected_simulators()
+    if set(sims) != {"icarus", "verilator"}:
+        pytest.skip(f"compares the two simulators: SIM={','.join(sims)} selects one")
+    for name in sims:
+        if missing := simulator_missing(name):
+            pytest.skip(f"SIMULATOR MISSING: {missing}")
+    runs = {
+        "engine gemm, 10% stalls": lambda sim: run_engine_bench(
+            ENGINE_4X16, sim=sim, stalls=(0.1,), cases=[("gemm", "gemm", 16, 64, 32, 1)]
+        ),
+        "engine queue": lambda sim: run_queue_bench(
+            ENGINE_4X16, sim=sim, stalls=(0.0,), queues=[("queue", 3, ((16, 32, 32),))]
+        ),
+        "cluster gemm, 50% background": lambda sim: run_cluster_bench(
+            CLUSTER_SMALL, sim=sim, gemm=(32, 32, 32), backgrounds=(0.5,)
+        ),
+    }
+    for what, run in runs.items():
+        icarus, verilator = ([r["cycles"] for r in run(sim)] for sim in ("icarus", "verilator"))
+        print(f"{what}: {icarus} cycles under Icarus, {verilator} under Verilator")
+        assert icarus == verilator, f"{what}: Icarus {icarus} cycles, Verilator {verilator}"
