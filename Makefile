@@ -52,11 +52,11 @@ demo: $(STAMP) sim-deps
 	$(VENV)/bin/tinyattn run tests/fixtures/mobilebert-2l --seq 128
 
 test: $(STAMP) sim-deps
-	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
+	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 # The slower sweeps: larger configurations and the 24-layer model.
 test-slow: $(STAMP) sim-deps
-	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) -m slow $(PYTEST_ARGS)
+	SIM=$(SIM) $(PY) -m pytest -n $(JOBS) --dist worksteal -m slow $(PYTEST_ARGS)
 
 # Benchmarks (sim/benchmarks/; Verilator, default configuration): tables on stdout, records in
 # build/bench.json.

@@ -141,7 +141,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-# ---------------------------------------------------------------------------- timeouts
+# ---------------------------------------------------------------------------- timeouts and order
 
 #: Per-test budgets in seconds, by kind: about 3x to 15x the slowest case measured, on a
 #: machine loaded far beyond `make test -n 2` (docs/verification.md, "CI mode, ...").
@@ -171,7 +171,21 @@ def _timeout_kind(item: pytest.Item) -> str:
     return "python"
 
 
+#: Test ids naming a configuration whose simulation takes a minute or more.
+_LARGE_CONFIG = re.compile(r"default|\b16x64\b|\b8x32\b")
+
+
+def _cost_rank(item: pytest.Item) -> int:
+    """0: a simulation of a large configuration, 1: another simulation, 2: Python only."""
+    if item.get_closest_marker("sim") is None:
+        return 2
+    return 0 if _LARGE_CONFIG.search(item.nodeid) else 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Longest first: the xdist workers (`make test` adds --dist worksteal) then end
+    # together on the many short cases instead of one waiting for a late simulation.
+    items.sort(key=_cost_rank)  # stable: file order within a rank
     if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
         return  # an explicit --timeout (0: none) or PYTEST_TIMEOUT applies to every test
     scale = float(os.environ.get("TINYATTN_TIMEOUT_SCALE", "1"))
