@@ -1,5 +1,6 @@
-"""pytest set-up: simulator selection (``SIM=icarus|verilator|all``), seeds, what a missing
-tool does, Hypothesis profiles and per-test timeouts.
+"""pytest set-up: simulator selection (``SIM=icarus|verilator|all``, narrowed per test by
+``@pytest.mark.simulators(...)``), seeds, what a missing tool does, Hypothesis profiles,
+per-test timeouts and the run order (the long simulations first).
 
 **Missing tools.** On a developer machine a missing simulator or compiler is a loud skip,
 listed again at the end of the run under a red banner. When ``CI`` is set (any value but
