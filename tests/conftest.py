@@ -28,11 +28,14 @@ from __future__ import annotations
 import os
 import re
 
+import numpy as np
 import pytest
 from coverage_summary import pytest_configure  # noqa: F401 (functional coverage summary)
 from hypothesis import settings as hypothesis_settings
+from models import FIXTURE, calibration_ids
 
 from tinyattn.sim.runner import selected_simulators, simulator_missing
+from tinyattn.sw.mobilebert import MobileBert
 
 _SKIPPED_SIMS: dict[str, str] = {}
 
@@ -193,3 +196,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(TIMEOUTS[_timeout_kind(item)] * scale))
+
+
+# -- the MobileBERT checkpoint fixture shared by the model tests (helpers: tests/models.py) --
+
+
+@pytest.fixture(scope="module")
+def model() -> MobileBert:
+    """The 2-layer MobileBERT checkpoint fixture, in float."""
+    return MobileBert.from_pretrained(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def calib_ids() -> np.ndarray:
+    """The fixture's calibration batch (:func:`models.calibration_ids`)."""
+    return calibration_ids()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import FIXTURE, small_config
 
 from tinyattn import cli
 from tinyattn.sw.mobilebert import (
@@ -21,19 +22,7 @@ from tinyattn.sw.mobilebert import (
 from tinyattn.sw.report import load_source
 from tinyattn.sw.report import main as report_main
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
-
-SMALL = MobileBertConfig(
-    vocab_size=64,
-    hidden_size=32,
-    embedding_size=8,
-    intra_bottleneck_size=16,
-    num_attention_heads=2,
-    intermediate_size=24,
-    num_feedforward_networks=2,
-    num_hidden_layers=1,
-    max_position_embeddings=16,
-)
+SMALL = small_config(num_feedforward_networks=2, num_hidden_layers=1)
 
 
 @pytest.fixture(scope="module")

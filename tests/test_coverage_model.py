@@ -4,6 +4,8 @@ the launcher's failure naming the unhit bins, the configuration and the seed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from coverage_summary import check_coverage
@@ -29,6 +31,18 @@ from tinyattn.verif.coverage import (
 from tinyattn.verif.engine_jobs import attention_dims, gemm_dims
 
 BOTH = ["ragged", "aligned"]
+
+
+def _export_and_read(
+    model: EngineCoverage | DmaCoverage | InterconnectCoverage, folder: Path
+) -> tuple[dict[str, dict[str, int]], set[str]]:
+    """Export ``model``'s database into ``folder``, read it back: the bins per item and the
+    set of hit bins as ``"item: bin"``."""
+    path = folder / "coverage.xml"
+    model.export(path)
+    cov = read_coverage(path)
+    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    return cov, hit
 
 
 @pytest.mark.parametrize("name", list(ENGINE_CONFIGS))
@@ -74,10 +88,7 @@ def test_engine_bins_and_export(tmp_path) -> None:
     attention = Job(op=Op.ATTENTION, m=3, n=e.vec_len, k=8, heads=2)
     model.sample(attention, 0, 0.6, occupancy_label(1, 1))
     model.sample(gemm, int(JobError.GRANULE), 0.3, "idle")  # rejected: only its error bin
-    path = tmp_path / "coverage.xml"
-    model.export(path)
-    cov = read_coverage(path)
-    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    cov, hit = _export_and_read(model, tmp_path)
     assert hit == {
         "engine.kind: gemm",
         "engine.kind: attention",
@@ -132,9 +143,7 @@ def test_dma_bins(tmp_path) -> None:
     model.sample(one_row, 0)
     model.sample(contiguous, 0)
     model.sample(gapped, int(DmaError.L1_RANGE))
-    model.export(tmp_path / "coverage.xml")
-    cov = read_coverage(tmp_path / "coverage.xml")
-    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    cov, hit = _export_and_read(model, tmp_path)
     assert hit == {
         "dma.transfer: L2->L1 x 1-D x done",
         "dma.transfer: L1->L2 x 1-D x done",
@@ -176,9 +185,7 @@ def test_interconnect_bins_and_export(tmp_path) -> None:
         model.sample_wait("wide", 3)
     with pytest.raises(ValueError, match="granted to None"):
         model.sample_bank(1, 1, None)
-    model.export(tmp_path / "coverage.xml")
-    cov = read_coverage(tmp_path / "coverage.xml")
-    hit = {f"{item}: {b}" for item, bins in cov.items() for b, n in bins.items() if n}
+    cov, hit = _export_and_read(model, tmp_path)
     assert hit == {
         "interconnect.collision: narrow x 2",
         "interconnect.collision: narrow+wide x 2",

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from itamax_reference import itamax_reference
 
 from tinyattn.verif import golden
 
@@ -149,18 +150,6 @@ def test_matmul_exact_falls_back_when_float_would_round() -> None:
 
 
 # -- ITAMax ------------------------------------------------------------------------
-
-
-def itamax_reference(row: list[int], group: int) -> list[int]:
-    """The DESIGN.md recurrence, one logit at a time, in plain Python integers."""
-    m, s = -128, 0
-    for start in range(0, len(row), group):
-        g = row[start : start + group]
-        m_new = max(m, *g)
-        s = (s >> (m_new - m)) + sum(256 >> (m_new - x) for x in g)
-        m = m_new
-    inv = 65280 // s
-    return [inv >> (m - x) for x in row]
 
 
 @pytest.mark.parametrize(

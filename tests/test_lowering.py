@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
+from models import quantize_for_engine, small_config, synthetic_for_engine
 
 from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.hw.job import (
@@ -32,41 +32,23 @@ from tinyattn.sw.lowering import (
     lower,
     unify_epilogues,
 )
-from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
+from tinyattn.sw.mobilebert import MobileBert
 from tinyattn.sw.quantize import QuantizedMobileBert
 from tinyattn.sw.report import cosine_similarity
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 CFG = ClusterConfig()
-
-
-@pytest.fixture(scope="module")
-def model() -> MobileBert:
-    return MobileBert.from_pretrained(FIXTURE)
-
-
-@pytest.fixture(scope="module")
-def calib_ids() -> np.ndarray:
-    # The calibration ids of tests/test_mobilebert_quant.py.
-    return np.random.default_rng(100).integers(0, 512, (4, 128))
 
 
 @pytest.fixture(scope="module")
 def qmodel(model: MobileBert, calib_ids: np.ndarray) -> QuantizedMobileBert:
     """The fixture quantized so that every epilogue parameter is one per job (see docs)."""
-    return unify_epilogues(model.quantize(calib_ids, per_channel_epilogue=False))
+    return quantize_for_engine(model, calib_ids)
 
 
 @pytest.fixture(scope="module")
 def synthetic2() -> QuantizedMobileBert:
     """The first 2 layers of the 24-layer mobilebert-uncased geometry, quantized whole."""
-    model = MobileBert.synthetic(MobileBertConfig.mobilebert_uncased(), seed=0)
-    calib = np.random.default_rng(1).integers(0, model.config.vocab_size, (4, 128))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
-    cfg2 = dataclasses.replace(q.config, num_hidden_layers=2)
-    return QuantizedMobileBert(
-        cfg2, q.embeddings, q.layers[:2], q.scales, q.zero_points, q.settings
-    )
+    return synthetic_for_engine(2)
 
 
 def _check_bit_exact(q: QuantizedMobileBert, seq_len: int, seed: int) -> Program:
@@ -99,24 +81,8 @@ def test_synthetic_geometry_first_two_layers(synthetic2: QuantizedMobileBert, se
 
 @pytest.mark.slow
 def test_synthetic_24_layers(seed: int) -> None:
-    model = MobileBert.synthetic(MobileBertConfig.mobilebert_uncased(), seed=0)
-    calib = np.random.default_rng(1).integers(0, model.config.vocab_size, (4, 128))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
-    program = _check_bit_exact(q, 128, seed)
+    program = _check_bit_exact(synthetic_for_engine(), 128, seed)
     assert len(program.jobs()) == 1 + 24 * 16
-
-
-SMALL = MobileBertConfig(
-    vocab_size=64,
-    hidden_size=32,
-    embedding_size=8,
-    intra_bottleneck_size=16,
-    num_attention_heads=2,
-    intermediate_size=24,
-    num_feedforward_networks=3,
-    num_hidden_layers=2,
-    max_position_embeddings=16,
-)
 
 
 @pytest.mark.parametrize(
@@ -126,10 +92,10 @@ SMALL = MobileBertConfig(
 )
 def test_other_topologies_match_forward(overrides: dict[str, bool], seed: int) -> None:
     """Small models (head dims 8 and 16) with the rewired bottlenecks of docs/quantization.md."""
-    config = dataclasses.replace(SMALL, true_hidden_size=None, **overrides)
+    config = small_config(true_hidden_size=None, **overrides)
     model = MobileBert.synthetic(config, seed=3)
     calib = np.random.default_rng(0).integers(0, config.vocab_size, (4, 16))
-    _check_bit_exact(unify_epilogues(model.quantize(calib, per_channel_epilogue=False)), 16, seed)
+    _check_bit_exact(quantize_for_engine(model, calib), 16, seed)
 
 
 def test_unified_epilogues_keep_the_accuracy(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models import FIXTURE, small_config
 from safetensors.numpy import load_file, save_file
 
 from tinyattn.sw.mobilebert import (
@@ -23,20 +24,9 @@ from tinyattn.sw.mobilebert import (
     no_norm,
 )
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 TOL = 1e-4
 
-SMALL = MobileBertConfig(
-    vocab_size=64,
-    hidden_size=32,
-    embedding_size=8,
-    intra_bottleneck_size=16,
-    num_attention_heads=2,
-    intermediate_size=24,
-    num_feedforward_networks=3,
-    num_hidden_layers=2,
-    max_position_embeddings=16,
-)
+SMALL = small_config()
 
 
 @pytest.fixture(scope="module")

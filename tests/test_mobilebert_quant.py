@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from itamax_reference import itamax_reference
+from models import FIXTURE, small_config
 
 from tinyattn.sw.intops import HeadParams
 from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
@@ -25,30 +27,9 @@ from tinyattn.sw.quantize import (
 )
 from tinyattn.sw.report import cosine_similarity, main, quantize_report
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 SEQ = 128
 
-SMALL = MobileBertConfig(
-    vocab_size=64,
-    hidden_size=32,
-    embedding_size=8,
-    intra_bottleneck_size=16,
-    num_attention_heads=2,
-    intermediate_size=24,
-    num_feedforward_networks=3,
-    num_hidden_layers=2,
-    max_position_embeddings=16,
-)
-
-
-@pytest.fixture(scope="module")
-def model() -> MobileBert:
-    return MobileBert.from_pretrained(FIXTURE)
-
-
-@pytest.fixture(scope="module")
-def calib_ids() -> np.ndarray:
-    return np.random.default_rng(100).integers(0, 512, (4, SEQ))
+SMALL = small_config()
 
 
 @pytest.fixture(scope="module")
@@ -276,17 +257,6 @@ def _ref_gemm_element(op: GemmOp, t: dict[str, np.ndarray], i: int, j: int) -> i
     return max(y, 0) if op.relu else y
 
 
-def _ref_itamax(row: list[int], group: int) -> list[int]:
-    m, s = -128, 0
-    for g0 in range(0, len(row), group):
-        g = row[g0 : g0 + group]
-        m2 = max(m, *g)
-        s = (s >> (m2 - m)) + sum(256 >> (m2 - x) for x in g)
-        m = m2
-    inv = 65280 // s
-    return [inv >> (m - x) for x in row]
-
-
 def _dot(a: Sequence[int], b: Sequence[int]) -> int:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
@@ -296,7 +266,7 @@ def _ref_attention_row(
 ) -> list[int]:
     qi = q[i].tolist()
     logits = [_requant(_wrap(_dot(qi, kr)), *h.qk_requant, 0) for kr in k.tolist()]
-    p = _ref_itamax(logits, group)
+    p = itamax_reference(logits, group)
     return [_requant(_wrap(_dot(p, vc)), *h.av_requant, 0) for vc in v.T.tolist()]
 
 

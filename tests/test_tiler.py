@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from models import quantize_for_engine, synthetic_for_engine
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.hw.dma import Direction
 from tinyattn.hw.job import JobError
 from tinyattn.sw import stream as stream_mod
-from tinyattn.sw.lowering import ExecutionError, LoweringError, Program, lower, unify_epilogues
+from tinyattn.sw.lowering import ExecutionError, LoweringError, Program, lower
 from tinyattn.sw.memplan import PlanError, l1_reserved
-from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
+from tinyattn.sw.mobilebert import MobileBert
 from tinyattn.sw.quantize import QuantizedMobileBert
 from tinyattn.sw.schedule import (
     Schedule,
@@ -31,7 +31,6 @@ from tinyattn.sw.stream import StreamError
 from tinyattn.sw.tiler import JOB, KIND_ATTENTION, KIND_GEMM, LOAD, WAIT_DMA, op_actions
 from tinyattn.verif.engine_model import check_job, job_tensors
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 CFG = ClusterConfig()
 #: A small cluster the fixture still fits: 8 x 32 engine (head dim 32 = vec_len), 32-key
 #: attention tiles of at most 64 keys, 32 KiB L1 in 16 banks, 64-bit DMA.
@@ -43,36 +42,14 @@ SMALL = ClusterConfig(
 
 
 @pytest.fixture(scope="module")
-def model() -> MobileBert:
-    return MobileBert.from_pretrained(FIXTURE)
-
-
-@pytest.fixture(scope="module")
-def calib_ids() -> np.ndarray:
-    return np.random.default_rng(100).integers(0, 512, (4, 128))
-
-
-@pytest.fixture(scope="module")
 def qmodel(model: MobileBert, calib_ids: np.ndarray) -> QuantizedMobileBert:
-    return unify_epilogues(model.quantize(calib_ids, per_channel_epilogue=False))
+    return quantize_for_engine(model, calib_ids)
 
 
 @pytest.fixture(scope="module")
 def qmodel_small(model: MobileBert, calib_ids: np.ndarray) -> QuantizedMobileBert:
     """Quantized for ITAMax groups of the small engine's n_pe = 8."""
-    return unify_epilogues(model.quantize(calib_ids, per_channel_epilogue=False, group=8))
-
-
-def _synthetic(layers: int | None) -> QuantizedMobileBert:
-    model = MobileBert.synthetic(MobileBertConfig.mobilebert_uncased(), seed=0)
-    calib = np.random.default_rng(1).integers(0, model.config.vocab_size, (4, 128))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
-    if layers is None:
-        return q
-    cfg = dataclasses.replace(q.config, num_hidden_layers=layers)
-    return QuantizedMobileBert(
-        cfg, q.embeddings, q.layers[:layers], q.scales, q.zero_points, q.settings
-    )
+    return quantize_for_engine(model, calib_ids, group=8)
 
 
 def _check_bit_exact(
@@ -150,14 +127,14 @@ def test_attention_runs_as_a_head_loop_when_all_heads_do_not_fit(
 
 
 def test_synthetic_first_two_layers(seed: int) -> None:
-    q = _synthetic(2)
+    q = synthetic_for_engine(2)
     assert q.config.vocab_size == 30522
     _check_bit_exact(q, CFG, 128, seed)
 
 
 @pytest.mark.slow
 def test_synthetic_24_layers(seed: int) -> None:
-    sched = _check_bit_exact(_synthetic(None), CFG, 128, seed)
+    sched = _check_bit_exact(synthetic_for_engine(), CFG, 128, seed)
     assert len([p for p in sched.plans if p is not None]) == 1 + 24 * 16
 
 
