@@ -591,40 +591,30 @@ class _Lowerer:
         width = 3 * E if emb.trigram else E
         x = self.add(Tensor(op.input, S, width, "int8", "activation"))
         b = "embeddings"
+        # Trigram: [e[t+1], e[t], e[t-1]], three shifted gathers side by side, int8 zeros
+        # past the ends; else e[t] alone. (label, dst_row, src_pos, count) per gather.
         if emb.trigram:
-            # [e[t+1], e[t], e[t-1]]: three shifted gathers, int8 zeros past the ends.
-            shifted = (("next", 0, 1, S - 1), ("this", 0, 0, S), ("prev", 1, 0, S - 1))
-            for blk, (label, dst_row, src_pos, count) in enumerate(shifted):
-                if count:
-                    self.steps.append(
-                        Gather(
-                            name=f"{b}.gather.word.{label}",
-                            block=b,
-                            table=word.name,
-                            index=ids.name,
-                            dst=x.name,
-                            dst_row=dst_row,
-                            dst_col=blk * E,
-                            src_pos=src_pos,
-                            count=count,
-                        )
+            shifted = ((".next", 0, 1, S - 1), (".this", 0, 0, S), (".prev", 1, 0, S - 1))
+        else:
+            shifted = (("", 0, 0, S),)
+        for blk, (label, dst_row, src_pos, count) in enumerate(shifted):
+            if count:
+                self.steps.append(
+                    Gather(
+                        name=f"{b}.gather.word{label}",
+                        block=b,
+                        table=word.name,
+                        index=ids.name,
+                        dst=x.name,
+                        dst_row=dst_row,
+                        dst_col=blk * E,
+                        src_pos=src_pos,
+                        count=count,
                     )
+                )
+        if emb.trigram:
             self.steps.append(Fill(f"{b}.zero.next", b, x.name, S - 1, 0, 1, E))
             self.steps.append(Fill(f"{b}.zero.prev", b, x.name, 0, 2 * E, 1, E))
-        else:
-            self.steps.append(
-                Gather(
-                    name=f"{b}.gather.word",
-                    block=b,
-                    table=word.name,
-                    index=ids.name,
-                    dst=x.name,
-                    dst_row=0,
-                    dst_col=0,
-                    src_pos=0,
-                    count=S,
-                )
-            )
         if op.residual_input is not None:
             # Row t * P + s of the flattened (types, positions, H) table.
             table = emb.position_type.reshape(T * P, H)

@@ -550,6 +550,16 @@ def iterations(rec: OpRecord) -> list[tuple[int, int, int]]:
     return its
 
 
+def _tile_operands(addr: dict[str, int], pitch: dict[str, int], keys: str) -> dict[str, int]:
+    """The ``<key>_addr`` and ``<key>_stride`` job fields of operands ``keys``: where their
+    tiles sit in L1 and their row pitch there."""
+    fields = {}
+    for key in keys:
+        fields[f"{key}_addr"] = addr[key]
+        fields[f"{key}_stride"] = pitch[key]
+    return fields
+
+
 def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
     f = rec.head_fields[h]
     addr = {k: rec.operand(k).l1_addr + slot[k] * rec.operand(k).l1_slot for k in slot}
@@ -563,15 +573,8 @@ def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
             k=rec.k,
             heads=rec.heads,
             flags=FLAG_PER_HEAD,
-            a_addr=addr["a"],
-            b_addr=addr["b"],
-            c_addr=addr["c"],
-            d_addr=addr["d"],
             p_addr=addr["p"],
-            a_stride=pitch["a"],
-            b_stride=pitch["b"],
-            c_stride=pitch["c"],
-            d_stride=pitch["d"],
+            **_tile_operands(addr, pitch, "abcd"),
             a_hstride=rec.k,
             b_hstride=rec.k,
             c_hstride=rec.k,
@@ -584,14 +587,7 @@ def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
             n=rec.n,
             k=rec.k,
             heads=1,
-            a_addr=addr["a"],
-            b_addr=addr["b"],
-            c_addr=addr["c"],
-            d_addr=addr["d"],
-            a_stride=pitch["a"],
-            b_stride=pitch["b"],
-            c_stride=pitch["c"],
-            d_stride=pitch["d"],
+            **_tile_operands(addr, pitch, "abcd"),
             flags=rec.flags,
             p_addr=addr["p"] if rec.flags & FLAG_PER_HEAD else 0,
             qk=(f[0], f[1], f[2]),
@@ -605,15 +601,8 @@ def _job(rec: OpRecord, h: int, i: int, j: int, slot: dict[str, int]) -> Job:
         n=cols,
         k=rec.k,
         flags=rec.flags,
-        a_addr=addr["a"],
-        b_addr=addr["b"],
-        c_addr=addr["c"],
-        d_addr=addr["d"] if residual else 0,
+        **_tile_operands(addr, pitch, "abcd" if residual else "abc"),
         p_addr=addr["p"],
-        a_stride=pitch["a"],
-        b_stride=pitch["b"],
-        c_stride=pitch["c"],
-        d_stride=pitch["d"] if residual else 0,
         res_y_mult=f[0],
         res_r_mult=f[1],
         res_shift=f[2],
