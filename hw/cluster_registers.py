@@ -65,16 +65,30 @@ REGMAP_VERSION = (1, 2)
 _SOURCE, _SINK = SignalKind.SOURCE, SignalKind.SINK
 
 
+def _push_signals(unit: str, item: str) -> tuple[InternalSignal, InternalSignal]:
+    """The push strobe and the pending flag of ``unit``'s queue of ``item`` s: a push
+    into a full queue is held pending until the unit takes it."""
+    return (
+        InternalSignal(
+            f"{unit.lower()}_push",
+            1,
+            _SINK,
+            f"push the staged {item} (held pending until accepted)",
+        ),
+        InternalSignal(
+            f"{unit.lower()}_push_pending",
+            1,
+            _SOURCE,
+            f"a pushed {item} waits for the {unit}'s queue",
+        ),
+    )
+
+
 class Internal:
     """The register block's own signals that the map binds to (written out in
     :class:`~tinyattn.hw.regblock.RegBlock`)."""
 
-    ENGINE_PUSH = InternalSignal(
-        "engine_push", 1, _SINK, "push the staged job (held pending until accepted)"
-    )
-    ENGINE_PUSH_PENDING = InternalSignal(
-        "engine_push_pending", 1, _SOURCE, "a pushed job waits for the engine's queue"
-    )
+    ENGINE_PUSH, ENGINE_PUSH_PENDING = _push_signals("engine", "job")
     JOBS_DONE = InternalSignal(
         "jobs_done", REG_BITS, _SOURCE, "count of engine done events, wrapping"
     )
@@ -82,12 +96,7 @@ class Internal:
     MACS_HI = InternalSignal(
         "macs_hi", REG_BITS, _SOURCE, "macs[63:32] as latched by the last MACS_LO read"
     )
-    DMA_PUSH = InternalSignal(
-        "dma_push", 1, _SINK, "push the staged descriptor (held pending until accepted)"
-    )
-    DMA_PUSH_PENDING = InternalSignal(
-        "dma_push_pending", 1, _SOURCE, "a pushed descriptor waits for the DMA's queue"
-    )
+    DMA_PUSH, DMA_PUSH_PENDING = _push_signals("DMA", "descriptor")
     DMA_DONE_COUNT = InternalSignal(
         "dma_done_count", REG_BITS, _SOURCE, "count of DMA done events, wrapping"
     )
@@ -275,6 +284,34 @@ def _const(name: str, value: int, desc: str) -> Register:
     return Register(name, desc, (Field("VALUE", 0, REG_BITS, RO, value, desc, CONSTANT),))
 
 
+def _push_register(
+    name: str, unit: str, item: str, held: str, push: InternalSignal, pending: InternalSignal
+) -> tuple[Register, Field]:
+    """The push register of ``unit``'s queue of ``item`` s (its PUSH field pushes the
+    staged ``item``) and the STATUS.PUSH_PENDING field, bit 1; while a push is pending,
+    writes to ``held`` get no grant."""
+    field = _field(
+        "PUSH",
+        0,
+        W1P,
+        push,
+        f"push the staged {item}; with the queue full it stays pending (STATUS.PUSH_PENDING) "
+        f"until the {unit} takes it",
+    )
+    register = Register(
+        name, f"push the staged {item} into the queue", (field,), stall_while=pending
+    )
+    pending_field = _field(
+        "PUSH_PENDING",
+        1,
+        RO,
+        pending,
+        f"a pushed {item} waits for room in the queue; writes to {held} are held (no gnt) "
+        "meanwhile",
+    )
+    return register, pending_field
+
+
 def _cluster_block(cfg: ClusterConfig) -> Block:
     major, minor = REGMAP_VERSION
     version = (
@@ -349,16 +386,17 @@ def _engine_block(ports: Ports) -> Block:
                 f"head stride of {what}, bytes",
             ),
         ]
+    push, push_pending = _push_register(
+        "JOB_PUSH",
+        "engine",
+        "job",
+        "JOB_PUSH and the JOB_* staging registers",
+        Internal.ENGINE_PUSH,
+        pending,
+    )
     status = (
         _field("BUSY", 0, RO, engine.status.busy, "a job runs, one is queued, or a clear drains"),
-        _field(
-            "PUSH_PENDING",
-            1,
-            RO,
-            pending,
-            "a pushed job waits for room in the queue; writes to JOB_PUSH and the JOB_* "
-            "staging registers are held (no gnt) meanwhile",
-        ),
+        push_pending,
         _field(
             "ERROR_CODE",
             4,
@@ -382,14 +420,6 @@ def _engine_block(ports: Ports) -> Block:
         W1P,
         engine.clear,
         "soft clear: drops the queued jobs, the running one and a pending push",
-    )
-    push = _field(
-        "PUSH",
-        0,
-        W1P,
-        Internal.ENGINE_PUSH,
-        "push the staged job; with the queue full it stays pending (STATUS.PUSH_PENDING) "
-        "until the engine takes it",
     )
     op = _field(
         "OP",
@@ -423,9 +453,7 @@ def _engine_block(ports: Ports) -> Block:
         (
             Register("STATUS", "engine status", status),
             Register("CTRL", "engine control", (clear,)),
-            Register(
-                "JOB_PUSH", "push the staged job into the queue", (push,), stall_while=pending
-            ),
+            push,
             counter("JOBS_DONE", Internal.JOBS_DONE, "done events (jobs finished or rejected)"),
             counter("BUSY_CYCLES", engine.busy_cycles, "cycles with a job running"),
             counter(
@@ -483,16 +511,17 @@ def _dma_block(ports: Ports) -> Block:
         f = _field(field_name, 0, RW, hw, desc, values=values, enum=enum)
         return Register(name, desc, (f,), offset=offset, stall_while=pending)
 
+    push, push_pending = _push_register(
+        "PUSH",
+        "DMA",
+        "descriptor",
+        "PUSH and the staging registers",
+        Internal.DMA_PUSH,
+        pending,
+    )
     status = (
         _field("BUSY", 0, RO, dma.busy, "a transfer runs, one is queued, or a clear drains"),
-        _field(
-            "PUSH_PENDING",
-            1,
-            RO,
-            pending,
-            "a pushed descriptor waits for room in the queue; writes to PUSH and the staging "
-            "registers are held (no gnt) meanwhile",
-        ),
+        push_pending,
         _field(
             "ERROR",
             2,
@@ -528,14 +557,6 @@ def _dma_block(ports: Ports) -> Block:
         ),
         _field("ERROR_ACK", 1, W1P, dma.error_ack, "clears STATUS.ERROR and STATUS.ERROR_CODE"),
     )
-    push = _field(
-        "PUSH",
-        0,
-        W1P,
-        Internal.DMA_PUSH,
-        "push the staged descriptor; with the queue full it stays pending "
-        "(STATUS.PUSH_PENDING) until the DMA takes it",
-    )
     done = _field(
         "COUNT",
         0,
@@ -550,9 +571,7 @@ def _dma_block(ports: Ports) -> Block:
         (
             Register("STATUS", "DMA status", status),
             Register("CTRL", "DMA control", ctrl),
-            Register(
-                "PUSH", "push the staged descriptor into the queue", (push,), stall_while=pending
-            ),
+            push,
             Register("DONE_COUNT", done.desc, (done,)),
             # Staging starts at a round offset, after room for more status registers.
             staging("L2_ADDR", cmd.l2_addr, "ADDR", "L2 byte address of row 0", offset=0x20),

@@ -57,7 +57,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db
@@ -96,6 +96,9 @@ __all__ = [
     "stall_class",
     "summary_line",
 ]
+
+#: A coverage model class (:class:`EngineCoverage`, :class:`DmaCoverage`, ...).
+_Model = TypeVar("_Model")
 
 #: Name of the exported coverage database in a bench's run folder.
 COVERAGE_FILE = "coverage.xml"
@@ -366,16 +369,22 @@ def _sample_engine_job(sample: _JobSample) -> None:
     """The sampled function (the cover items wrap it)."""
 
 
-_ENGINE: EngineCoverage | None = None
+#: The coverage models of this process, by class (see :func:`_process_model`).
+_PROCESS_MODELS: dict[type, Any] = {}
+
+
+def _process_model(cls: type[_Model], cfg: ClusterConfig) -> _Model:
+    """The ``cls`` model of this process (one per simulation run: it collects the hits of
+    every cocotb test of the run); rebuilt empty for another configuration."""
+    model = _PROCESS_MODELS.get(cls)
+    if model is None or model.cfg != cfg:
+        model = _PROCESS_MODELS[cls] = cls(cfg)
+    return model
 
 
 def engine_coverage(cfg: ClusterConfig) -> EngineCoverage:
-    """The engine model of this process (one per simulation run: it collects the hits
-    of every cocotb test of the run); rebuilt empty for another configuration."""
-    global _ENGINE
-    if _ENGINE is None or _ENGINE.cfg != cfg:
-        _ENGINE = EngineCoverage(cfg)
-    return _ENGINE
+    """The engine model of this process (:func:`_process_model`)."""
+    return _process_model(EngineCoverage, cfg)
 
 
 # ---------------------------------------------------------------------------------------- DMA
@@ -448,15 +457,9 @@ def _sample_dma_transfer(sample: _DmaSample) -> None:
     """The sampled function (the cover items wrap it)."""
 
 
-_DMA: DmaCoverage | None = None
-
-
 def dma_coverage(cfg: ClusterConfig) -> DmaCoverage:
-    """The DMA model of this process, like :func:`engine_coverage`."""
-    global _DMA
-    if _DMA is None or _DMA.cfg != cfg:
-        _DMA = DmaCoverage(cfg)
-    return _DMA
+    """The DMA model of this process (:func:`_process_model`)."""
+    return _process_model(DmaCoverage, cfg)
 
 
 # ------------------------------------------------------------------------------- interconnect
@@ -590,15 +593,9 @@ def _sample_wait(sample: _WaitSample) -> None:
     """The sampled function (the cover items wrap it)."""
 
 
-_INTERCONNECT: InterconnectCoverage | None = None
-
-
 def interconnect_coverage(cfg: ClusterConfig) -> InterconnectCoverage:
-    """The interconnect model of this process, like :func:`engine_coverage`."""
-    global _INTERCONNECT
-    if _INTERCONNECT is None or _INTERCONNECT.cfg != cfg:
-        _INTERCONNECT = InterconnectCoverage(cfg)
-    return _INTERCONNECT
+    """The interconnect model of this process (:func:`_process_model`)."""
+    return _process_model(InterconnectCoverage, cfg)
 
 
 # ------------------------------------------------------------------------- export and reading

@@ -156,6 +156,31 @@ def run_mobilebert_bench(
     return records, cmp
 
 
+def _report_end_to_end(
+    report: BenchmarkReport,
+    cfg: ClusterConfig,
+    name: str,
+    records: list[dict[str, Any]],
+    comparison: Comparison,
+    *,
+    rate_decimals: int,
+    notes: str,
+    after: str = "",
+) -> None:
+    """Add a model run's ``records`` under ``name``, say its per-kind comparison and the
+    end-to-end line of its last (total) record: cycles, ideal cycles, utilization and
+    inferences/s (``rate_decimals`` decimals), ``notes`` in parentheses, then ``after``."""
+    report.add(name, records)
+    report.say(comparison.format())
+    t = records[-1]
+    report.say(
+        f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
+        f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
+        f"{t['inferences_per_s']:,.{rate_decimals}f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
+        f"({notes}){after}"
+    )
+
+
 def report_model(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
     """The ``model`` benchmark: :func:`run_model_bench`, its comparison and the end-to-end line."""
     report.say(
@@ -163,15 +188,11 @@ def report_model(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
         f"on {sim}: measured (rdcycle per record) against the tiler's prediction"
     )
     records, comparison = run_model_bench(cfg, sim=sim)
-    report.add("model", records)
-    report.say(comparison.format())
     t = records[-1]
-    report.say(
-        f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
-        f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
-        f"{t['inferences_per_s']:,.0f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
-        f"(static prediction {t['predicted_static']:,} cycles)"
-    )
+    _report_end_to_end(
+        report, cfg, "model", records, comparison, rate_decimals=0,
+        notes=f"static prediction {t['predicted_static']:,} cycles",
+    )  # fmt: skip
 
 
 def report_mobilebert(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> None:
@@ -182,13 +203,9 @@ def report_mobilebert(cfg: ClusterConfig, sim: str, report: BenchmarkReport) -> 
         "the tiler's prediction"
     )
     records, comparison = run_mobilebert_bench(cfg, sim=sim)
-    report.add("mobilebert", records)
-    report.say(comparison.format())
     t = records[-1]
-    report.say(
-        f"end to end: {t['cycles']:,} cycles, {t['ideal_cycles']:,} ideal, utilization "
-        f"{t['utilization']:.1%} of {cfg.engine.macs_per_cycle} MAC/cycle; "
-        f"{t['inferences_per_s']:,.1f} inferences/s at {CLOCK_HZ / 1e6:.0f} MHz "
-        f"(reference system: {t['reference_inferences_per_s']} inferences/s); "
-        f"simulated in {t['wall_s']:.0f} s"
-    )
+    _report_end_to_end(
+        report, cfg, "mobilebert", records, comparison, rate_decimals=1,
+        notes=f"reference system: {t['reference_inferences_per_s']} inferences/s",
+        after=f"; simulated in {t['wall_s']:.0f} s",
+    )  # fmt: skip
