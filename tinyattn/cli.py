@@ -12,11 +12,12 @@ command quietly with status 141, as a program stopped by SIGPIPE has in the shel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -116,8 +117,13 @@ def probability(text: str) -> float:
 # -- inputs and outputs ----------------------------------------------------------------------
 
 
-def _load_config(path: str | None) -> ClusterConfig:
-    return ClusterConfig.load(path) if path else ClusterConfig()
+def _load_config(path: str | None, top: str | None = None) -> ClusterConfig:
+    """The configuration in ``path`` (the default one when None), checked to build
+    ``top`` when given (:meth:`ClusterConfig.check_for`)."""
+    cfg = ClusterConfig.load(path) if path else ClusterConfig()
+    if top is not None:
+        cfg.check_for(top)
+    return cfg
 
 
 def _check_top(cfg: ClusterConfig, top: str) -> None:
@@ -175,16 +181,23 @@ def _ensure_folder(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: cannot create the folder: {exc.strerror}") from None
 
 
+@contextlib.contextmanager
+def _writing(flag: str, path: Path) -> Iterator[None]:
+    """Writes to the output ``flag path``: an OSError inside is one line, a UsageError."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write: {exc.strerror}") from None
+
+
 def _write(path: Path, data: str | bytes, flag: str) -> None:
     """Write ``data`` to ``path`` (parent folders created); an OSError is one line."""
     _ensure_folder(path.parent, flag)
-    try:
+    with _writing(flag, path):
         if isinstance(data, bytes):
             path.write_bytes(data)
         else:
             path.write_text(data)
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot write: {exc.strerror}") from None
 
 
 def _check_simulator(sim: str) -> None:
@@ -250,10 +263,8 @@ def _write_register_files(cfg: ClusterConfig, out: Path) -> None:
     """The register map's C header, Markdown reference and SystemRDL, beside the Verilog."""
     from tinyattn.sw.regmap_emit import write_all
 
-    try:
+    with _writing("--out", out):
         written = write_all(cfg, out)
-    except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write: {exc.strerror}") from None
     for path in written:
         print(f"wrote {path}")
 
@@ -343,9 +354,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tinyattn.sim.benchmarks import selected
     from tinyattn.sim.benchmarks.output import BenchmarkReport, write_json
 
-    cfg = _load_config(args.config)
     # Every benchmark runs the engine, and all but `engine` the whole cluster.
-    cfg.check_for("cluster")
+    cfg = _load_config(args.config, "cluster")
     json_out = check_output(args.json, "--json") if args.json else None
     _check_simulator(args.sim)
     report = BenchmarkReport(synthesize=not args.no_synth)
@@ -359,10 +369,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise
     if json_out is not None:
         _ensure_folder(json_out.parent, "--json")
-        try:
+        with _writing("--json", json_out):
             write_json(json_out, report.records)
-        except OSError as exc:
-            raise UsageError(f"--json {json_out}: cannot write: {exc.strerror}") from None
         print(f"wrote {json_out}")
     return EXIT_OK
 
@@ -371,8 +379,7 @@ def cmd_run_firmware(args: argparse.Namespace) -> int:
     from tinyattn.sim.cosim import FirmwareRunError, L2Timing, run_firmware
     from tinyattn.sw.firmware import FirmwareError
 
-    cfg = _load_config(args.config)
-    cfg.check_for("cluster")
+    cfg = _load_config(args.config, "cluster")
     program: object
     sources = [_input_file(p, p) for p in args.program]
     if len(sources) == 1 and sources[0].suffix not in (".c", ".S", ".s"):
@@ -505,18 +512,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from tinyattn.sw.deploy_flow import write_deployment
     from tinyattn.sw.firmware import FirmwareError
 
-    cfg = _load_config(args.config)
-    cfg.check_for("cluster")
+    cfg = _load_config(args.config, "cluster")
     _check_model_args(args)
     out = check_output(args.out, "--out", folder=True)
     _check_rv32_gcc()
     prepared = _prepare(args, cfg)
     try:
-        dep = write_deployment(prepared, cfg, out)  # type: ignore[arg-type]
+        with _writing("--out", out):
+            dep = write_deployment(prepared, cfg, out)  # type: ignore[arg-type]
     except FirmwareError as exc:  # no rv32 gcc, or the runtime does not fit
         raise UsageError(str(exc).splitlines()[0]) from None
-    except OSError as exc:
-        raise UsageError(f"--out {out}: cannot write: {exc.strerror}") from None
     s = dep.schedule
     print(
         f"deployed {args.model} ({prepared.qmodel.config.num_hidden_layers} layers, "  # type: ignore[attr-defined]
@@ -540,8 +545,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tinyattn.sim.verilog import build_root
     from tinyattn.sw.schedule import deploy
 
-    cfg = _load_config(args.config)
-    cfg.check_for("cluster_l2")
+    cfg = _load_config(args.config, "cluster_l2")
     _check_model_args(args)
     default_png = build_root() / f"run-{Path(args.model).name}-S{args.seq}.png"
     png = check_output(args.png or default_png, "--png")
@@ -581,10 +585,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tinyattn.sim.run_report import plot_run
 
     title = f"{args.model}, {q.config.num_hidden_layers} layers, S = {args.seq}"
-    try:
+    with _writing("--png", png):
         plot_run(run, png, title)
-    except OSError as exc:
-        raise UsageError(f"--png {png}: cannot write: {exc.strerror}") from None
     print(f"wrote {_shown(png)}")
     if mismatches:
         print("NOT bit-exact against QuantizedMobileBert.forward: " + "; ".join(mismatches))
@@ -713,6 +715,52 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The simulators a command can run on (``--sim``).
+SIMULATORS = ("verilator", "icarus")
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="cluster configuration (TOML); default: the reference configuration",
+    )
+
+
+def _sim_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sim", default="verilator", choices=SIMULATORS, help="simulator (default: %(default)s)"
+    )
+
+
+def _seed_arg(p: argparse.ArgumentParser, default: int, what: str = "random seed") -> None:
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=default,
+        help=f"{what}, 0..{MAX_SEED} (default: {default})",
+    )
+
+
+def _out_folder_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help=help)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """MODEL and its options, shared by ``deploy`` and ``run``."""
+    p.add_argument("model", metavar="MODEL", help="HF checkpoint folder, or 'synthetic'")
+    p.add_argument(
+        "--layers", type=positive_int, help="keep only the first N layers, 1..the model's"
+    )
+    p.add_argument(
+        "--seq",
+        type=positive_int,
+        default=128,
+        help="sequence length, 1..the model's positions (default: 128)",
+    )
+    _seed_arg(p, 0, "ids and synthetic weights")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="tinyattn",
@@ -727,79 +775,78 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser
     )
 
-    def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--config",
-            metavar="FILE",
-            help="cluster configuration (TOML); default: the reference configuration",
-        )
+    def command(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help: str,
+        description: str,
+        *,
+        config: bool = True,
+    ) -> argparse.ArgumentParser:
+        """The parser of command ``name``, run by ``func``; with ``--config`` unless told."""
+        p = sub.add_parser(name, help=help, description=description)
+        if config:
+            _config_arg(p)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser(
+    p = command(
         "generate",
-        help="write the Verilog of a top and its resolved configuration",
-        description="Write <out>/tinyattn_<top>.v, <out>/config.json (the resolved "
+        cmd_generate,
+        "write the Verilog of a top and its resolved configuration",
+        "Write <out>/tinyattn_<top>.v, <out>/config.json (the resolved "
         "configuration) and the register map files tinyattn_regs.h, registers.md and "
         "tinyattn.rdl. Output is byte-identical for equal inputs. Tops: " + _tops_help(),
     )
-    config_arg(p)
     p.add_argument(
         "--top", default="compute_core", help="design to generate (default: %(default)s)"
     )
-    p.add_argument(
-        "--out",
-        required=True,
-        metavar="DIR",
-        help="output folder (created, with missing parents, if needed; an existing file is "
-        "refused)",
+    _out_folder_arg(
+        p, "output folder (created, with missing parents, if needed; an existing file is refused)"
     )
-    p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser(
+    p = command(
         "config",
-        help="print or write the resolved configuration as TOML",
-        description="Print the configuration (the default one, or FILE after validation) as "
+        cmd_config,
+        "print or write the resolved configuration as TOML",
+        "Print the configuration (the default one, or FILE after validation) as "
         "TOML; a starting point for your own.",
     )
-    config_arg(p)
     p.add_argument(
         "--out", metavar="FILE", help="write to FILE instead of stdout (missing folders are made)"
     )
-    p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser(
+    p = command(
         "lint",
-        help="run verilator --lint-only -Wall on generated Verilog",
-        description="Generate each top (or --top) and lint it with Verilator, -Wall, with the "
+        cmd_lint,
+        "run verilator --lint-only -Wall on generated Verilog",
+        "Generate each top (or --top) and lint it with Verilator, -Wall, with the "
         "reviewed waivers of sim/tools.py. Exit 1 on any warning.",
     )
-    config_arg(p)
     p.add_argument("--top", help="one top only (default: all)")
-    p.set_defaults(func=cmd_lint)
 
-    p = sub.add_parser(
+    p = command(
         "demo",
-        help="run a random GEMM tile through the compute core RTL and check it",
-        description="Generate the compute core, run a random GEMM tile through it in a "
+        cmd_demo,
+        "run a random GEMM tile through the compute core RTL and check it",
+        "Generate the compute core, run a random GEMM tile through it in a "
         "simulator (two K chunks accumulated through the core's partial-sum input), compare "
         "bit for bit with the golden model and print the cycle count.",
     )
-    config_arg(p)
-    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    _sim_arg(p)
     p.add_argument(
         "--rows",
         type=positive_int,
         default=64,
         help="rows M of the tile, 1..engine.max_dim (default: %(default)s)",
     )
-    p.add_argument(
-        "--seed", type=seed_int, default=1, help=f"random seed, 0..{MAX_SEED} (default: 1)"
-    )
-    p.set_defaults(func=cmd_demo)
+    _seed_arg(p, 1)
 
-    p = sub.add_parser(
+    p = command(
         "bench",
-        help="measure cycles against the ideal (engine, interconnect) under Verilator",
-        description="Run the benchmarks and print a table of cycles, ideal cycles and "
+        cmd_bench,
+        "measure cycles against the ideal (engine, interconnect) under Verilator",
+        "Run the benchmarks and print a table of cycles, ideal cycles and "
         "utilization (useful MACs / (cycles x peak)); --json writes the records. engine: GEMM "
         "128x512x128 and 128x128x512; attention S=128 and S=64 (H=4, head dim 32), S=128 with "
         "per-head requantization in one job, and S=128 at head dim 16; 8 queued GEMMs (first "
@@ -815,26 +862,22 @@ def build_parser() -> argparse.ArgumentParser:
         "24-layer MobileBERT (a few minutes of simulation).",
     )
     p.add_argument("what", choices=(*BENCHMARKS, "all"))
-    config_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
-    p.add_argument(
-        "--sim", default="verilator", choices=("verilator", "icarus"), help="default: verilator"
-    )
+    _sim_arg(p)
     p.add_argument("--no-synth", action="store_true", help="skip the yosys area measurement")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser(
+    p = command(
         "run-firmware",
-        help="build C firmware and run it on the cluster's RISC-V core in the RTL",
-        description="Build PROGRAM (C/assembly sources with the SDK of sw/firmware, or an "
+        cmd_run_firmware,
+        "build C firmware and run it on the cluster's RISC-V core in the RTL",
+        "Build PROGRAM (C/assembly sources with the SDK of sw/firmware, or an "
         "ELF) for rv32imc, load it into control core 0's private memory and simulate the "
         "cluster until the firmware writes HOST_EXIT. Prints the console, the exit code, "
         "the cycles and the engine/DMA counters. Exit status: 0 when the firmware exits "
         "with 0, 1 when it exits otherwise, traps or times out, 2 for bad input.",
     )
     p.add_argument("program", nargs="+", metavar="PROGRAM", help="C/assembly sources or one ELF")
-    config_arg(p)
-    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    _sim_arg(p)
     p.add_argument("--l2", metavar="FILE", help="bytes placed at L2 address 0 before the run")
     p.add_argument("--l2-out", metavar="FILE", help="write that L2 range after the run")
     p.add_argument(
@@ -857,101 +900,82 @@ def build_parser() -> argparse.ArgumentParser:
         default=2_000_000,
         help="cycle limit, >= 1 (default: %(default)s)",
     )
-    p.add_argument(
-        "--seed", type=seed_int, default=1, help=f"random seed, 0..{MAX_SEED} (default: 1)"
-    )
+    _seed_arg(p, 1)
     p.add_argument("--waves", action="store_true", help="write dump.fst in the run folder")
-    p.set_defaults(func=cmd_run_firmware)
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("model", metavar="MODEL", help="HF checkpoint folder, or 'synthetic'")
-        config_arg(p)
-        p.add_argument(
-            "--layers", type=positive_int, help="keep only the first N layers, 1..the model's"
-        )
-        p.add_argument(
-            "--seq",
-            type=positive_int,
-            default=128,
-            help="sequence length, 1..the model's positions (default: 128)",
-        )
-        p.add_argument(
-            "--seed",
-            type=seed_int,
-            default=0,
-            help=f"ids and synthetic weights, 0..{MAX_SEED} (default: 0)",
-        )
-
-    p = sub.add_parser(
+    p = command(
         "deploy",
-        help="quantize, lower, plan and tile MODEL; write firmware, L2 image and plan report",
-        description="Write OUT/firmware (the runtime's sources, tinyattn_regs.h, link.ld, "
+        cmd_deploy,
+        "quantize, lower, plan and tile MODEL; write firmware, L2 image and plan report",
+        "Write OUT/firmware (the runtime's sources, tinyattn_regs.h, link.ld, "
         "the ELF, .bin and .hex), OUT/l2.bin (the schedule image with the input ids) and "
         "OUT/plan.txt (per operation: tiles, buffers, predicted cycles). Needs the rv32 gcc, "
         "no simulator. A model that cannot fit is refused with one line.",
     )
-    model_args(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.set_defaults(func=cmd_deploy)
+    _model_args(p)
+    _out_folder_arg(p, "output folder")
 
-    p = sub.add_parser(
+    p = command(
         "run",
-        help="deploy MODEL and run it on the cluster RTL; bit-exact check and cycles",
-        description="Deploy MODEL, run the firmware on the cluster RTL, read every hidden "
+        cmd_run,
+        "deploy MODEL and run it on the cluster RTL; bit-exact check and cycles",
+        "Deploy MODEL, run the firmware on the cluster RTL, read every hidden "
         "state back from L2 and compare it with QuantizedMobileBert.forward; print measured "
         "against predicted cycles per operation, utilization and inferences/s at 500 MHz.",
     )
-    model_args(p)
-    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    _model_args(p)
+    _sim_arg(p)
     p.add_argument(
         "--png",
         metavar="FILE",
         help="utilization per record and a timeline of layer 0 (default: "
         "run-<model>-S<seq>.png in the build folder, see `tinyattn cache info`)",
     )
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
+    p = command(
         "mutants",
-        help="break the design on purpose (one mutant at a time) and check a bench fails",
-        description="Apply each mutant of the catalogue (tinyattn/sim/mutants.py) to a "
+        cmd_mutants,
+        "break the design on purpose (one mutant at a time) and check a bench fails",
+        "Apply each mutant of the catalogue (tinyattn/sim/mutants.py) to a "
         "scratch copy of the sources and run its benches (Icarus, small configurations); "
         "prints which case killed each one. Fails when a mutant survives.",
+        config=False,
     )
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
     p.add_argument("--jobs", "-j", type=positive_int, default=2, help="mutants at a time")
     p.add_argument("--markdown", metavar="PATH", help="also write the table to PATH")
-    p.set_defaults(func=cmd_mutants)
 
-    p = sub.add_parser(
+    p = command(
         "cache",
-        help="show or clear the build cache (netlists, simulator builds, firmware)",
-        description="The build cache: the checkout's build/ when tinyattn runs from its "
+        cmd_cache,
+        "show or clear the build cache (netlists, simulator builds, firmware)",
+        "The build cache: the checkout's build/ when tinyattn runs from its "
         "source checkout (an editable install), else $XDG_CACHE_HOME/tinyattn (default "
         "~/.cache/tinyattn); $TINYATTN_BUILD_DIR overrides both. info: location, size and "
         "entries; clear: remove what tinyattn made there (anything else is left alone).",
+        config=False,
     )
     p.add_argument("action", choices=("info", "clear"))
-    p.set_defaults(func=cmd_cache)
 
-    p = sub.add_parser(
+    p = command(
         "sweep",
-        help="sweep configurations on Dask: cycles, utilization, inferences/s, area per point",
-        description="Evaluate every point of SPEC (TOML: fields to vary, workload predict | "
+        cmd_sweep,
+        "sweep configurations on Dask: cycles, utilization, inferences/s, area per point",
+        "Evaluate every point of SPEC (TOML: fields to vary, workload predict | "
         "engine | run, metrics; docs/sweep.md) as one Dask task each. Rows are appended to "
         "OUT/rows.jsonl as points finish, so a rerun resumes; then a table on stdout, "
         "OUT/results.csv and OUT/pareto.png (throughput against area). Exit 1 when a point "
         "failed; invalid points are rows with their reason.",
+        config=False,
     )
     p.add_argument("spec", metavar="SPEC", help="the sweep spec (TOML)")
-    p.add_argument("--out", required=True, metavar="DIR", help="results folder (resumed)")
+    _out_folder_arg(p, "results folder (resumed)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
     p.add_argument(
         "--workers", type=int_in(1, 1024), help="LocalCluster workers (default: one per core)"
     )
     p.add_argument("--serial", action="store_true", help="run here, without Dask")
-    p.set_defaults(func=cmd_sweep)
 
     sub.add_parser(
         "quantize-report",
