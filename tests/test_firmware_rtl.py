@@ -24,7 +24,7 @@ from tinyattn.config import (
     InterconnectConfig,
     MemoryConfig,
 )
-from tinyattn.sim.cosim import FirmwareRunError, L2Timing, describe_trap, run_firmware
+from tinyattn.sim.cosim import FirmwareRun, FirmwareRunError, L2Timing, describe_trap, run_firmware
 from tinyattn.sim.verilog import verilog_for
 from tinyattn.verif.firmware_scenarios import (
     SEQ_LIST_BYTES,
@@ -52,6 +52,26 @@ needs_gcc = pytest.mark.skipif(
 pytestmark = [pytest.mark.sim, needs_gcc]
 
 
+def _run_with_header(
+    cfg: ClusterConfig,
+    sim: str,
+    program: str,
+    header: tuple[str, str],
+    l2_image: np.ndarray,
+    folder: Path,
+    timing: L2Timing,
+    seed: int,
+) -> FirmwareRun:
+    """Run ``verif/firmware/<program>`` on ``cfg`` with its scenario header ``(name, text)``
+    written into ``folder``, which goes on the include path."""
+    name, text = header
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text)
+    return run_firmware(
+        cfg, [PROGRAMS / program], l2_image, sim, cflags=[f"-I{folder}"], l2=timing, seed=seed
+    )
+
+
 def test_hello_console_and_exit_code(sim: str) -> None:
     run = run_firmware(SMALL, [SDK / "hello.c"], None, sim, cflags=["-DHELLO_EXIT_CODE=7"])
     assert run.exit_code == 7, run.console
@@ -68,19 +88,11 @@ def test_cluster_jobs_bit_exact(sim: str, cfg: ClusterConfig, seed: int, tmp_pat
     for rnd in range(2 if cfg == SMALL else 1):
         s = seed * 10 + rnd
         scn = cluster_jobs_scenario(cfg, s, small=cfg == SMALL)
-        include = tmp_path / f"round{rnd}"
-        include.mkdir()
-        (include / "scenario.h").write_text(scn.header)
         timing = L2Timing(req_stall=0.3, rsp_gap=0.3, max_latency=8) if rnd % 2 else L2Timing()
-        run = run_firmware(
-            cfg,
-            [PROGRAMS / "cluster_jobs.c"],
-            scn.l2_image,
-            sim,
-            cflags=[f"-I{include}"],
-            l2=timing,
-            seed=s,
-        )
+        run = _run_with_header(
+            cfg, sim, "cluster_jobs.c", ("scenario.h", scn.header), scn.l2_image,
+            tmp_path / f"round{rnd}", timing, s,
+        )  # fmt: skip
         assert run.exit_code == 0, f"seed {s}: {run.console}"
         assert run.l2 is not None
         scn.check(run.l2)
@@ -101,17 +113,11 @@ def test_sequencer_runs_the_scenario(
     if sim == "icarus" and cfg != SMALL:
         pytest.skip("the default cluster is too slow under Icarus; Verilator runs it")
     scn = sequencer_scenario(cfg, seed, small=cfg == SMALL)
-    (tmp_path / "seq_scenario.h").write_text(scn.header)
     timing = L2Timing(req_stall=0.3, rsp_gap=0.3, max_latency=8)
-    run = run_firmware(
-        cfg,
-        [PROGRAMS / "seq_jobs.c"],
-        scn.l2_image,
-        sim,
-        cflags=[f"-I{tmp_path}"],
-        l2=timing,
-        seed=seed,
-    )
+    run = _run_with_header(
+        cfg, sim, "seq_jobs.c", ("seq_scenario.h", scn.header), scn.l2_image, tmp_path, timing,
+        seed,
+    )  # fmt: skip
     assert run.exit_code == 0, f"seed {seed}: {run.console}"
     assert run.l2 is not None
     scn.jobs.check(run.l2)

@@ -22,9 +22,11 @@ import os
 import random
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tinyattn.config import ClusterConfig
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench, simulator_missing
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
@@ -110,40 +112,43 @@ def test_uninitialized_state_reads_random_values(
     assert any(v != 0 for v in (*first.values(), *second.values()))
 
 
-@pytest.mark.parametrize("kind", ["fixed", "random"])
-def test_engine_with_random_x(verilator: str, kind: str, seed: int) -> None:
+def _bench_with_random_x(
+    verilator: str,
+    kind: str,
+    seed: int,
+    what: str,
+    *,
+    top: str,
+    cfg: ClusterConfig,
+    bench: str,
+    tests: list[str],
+    env: dict[str, str],
+    **options: Any,
+) -> None:
+    """Run ``tests`` of ``bench`` on ``top`` with X randomized (``kind``'s seed): all pass."""
     x_seed = _x_seed(kind)
-    print(f"engine 4x16, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
+    print(f"{what}, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
     result = run_bench(
-        "engine",
-        ENGINE_SMALL,
-        ENGINE_BENCH,
-        verilator,
-        seed=seed,
-        testcase=ENGINE_TESTS,
-        env={"TINYATTN_JOBS": "8"},
-        x_seed=x_seed,
+        top, cfg, bench, verilator, seed=seed, testcase=tests, env=env, x_seed=x_seed, **options
     )
     assert result.x_seed == x_seed
     assert result.ok, failure_report(result, seed)
-    assert set(result.passed) == set(ENGINE_TESTS), result.passed
+    assert set(result.passed) == set(tests), result.passed
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+def test_engine_with_random_x(verilator: str, kind: str, seed: int) -> None:
+    _bench_with_random_x(
+        verilator, kind, seed, "engine 4x16",
+        top="engine", cfg=ENGINE_SMALL, bench=ENGINE_BENCH, tests=ENGINE_TESTS,
+        env={"TINYATTN_JOBS": "8"},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["fixed", "random"])
 def test_cluster_with_random_x(verilator: str, kind: str, seed: int) -> None:
-    x_seed = _x_seed(kind)
-    print(f"cluster small, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
-    result = run_bench(
-        "cluster",
-        CLUSTER_SMALL,
-        CLUSTER_BENCH,
-        verilator,
-        seed=seed,
-        testcase=CLUSTER_TESTS,
-        env={"TINYATTN_ROUNDS": "3"},
-        public=PUBLIC,
-        x_seed=x_seed,
-    )
-    assert result.x_seed == x_seed
-    assert result.ok, failure_report(result, seed)
-    assert set(result.passed) == set(CLUSTER_TESTS), result.passed
+    _bench_with_random_x(
+        verilator, kind, seed, "cluster small",
+        top="cluster", cfg=CLUSTER_SMALL, bench=CLUSTER_BENCH, tests=CLUSTER_TESTS,
+        env={"TINYATTN_ROUNDS": "3"}, public=PUBLIC,
+    )  # fmt: skip

@@ -194,6 +194,24 @@ class EngineTB:
         #: tests may pick one per job to reach every stall class of the coverage model).
         self.fixed_withhold = env_float("TINYATTN_WITHHOLD", 0) if _WITHHOLD_SET else None
 
+    @classmethod
+    async def started(cls, dut: Any, seed_offset: int, withhold: float = 0.3) -> EngineTB:
+        """A bench on ``bench_config()``, seeded ``bench_seed() + seed_offset`` (one offset
+        per test, so tests draw different jobs), out of reset. ``withhold`` is the model
+        L1's grant-withholding probability unless TINYATTN_WITHHOLD sets it."""
+        tb = cls(
+            dut,
+            bench_config(),
+            bench_seed() + seed_offset,
+            env_float("TINYATTN_WITHHOLD", withhold),
+        )
+        await tb.reset()
+        return tb
+
+    def randomize_image(self) -> None:
+        """Fill the model L1 with random bytes from the bench's generator."""
+        self.image[:] = self.rng.integers(0, 256, self.image.size, dtype=np.uint8)
+
     def direct_stall(self, kind: str) -> None:
         """Set the model L1's withholding for the next ``kind`` job: a stall class of
         the coverage model not hit yet, else the default (0.3); never when
@@ -220,6 +238,16 @@ class EngineTB:
             what=f"done events of {len(jobs)} jobs (seed {self.seed})",
         )
         return [(c - start, err) for c, err in self.monitor.events[first_event:]]
+
+    async def run_checked(self, job: Job, what: str, *, timeout: int) -> int:
+        """Run the valid ``job`` alone: no error, L1 equal to the golden model's after it
+        (``what`` names it in a failure). Returns its cycles, queueing to done event."""
+        want = self.image.copy()
+        assert run_job(want, job, self.cfg) == JobError.NONE, f"{what}: not a valid job"
+        [(cycles, err)] = await self.run_jobs([job], timeout=timeout)
+        assert err == 0, f"{what}: {job} reported error {JobError(err).name} (seed {self.seed})"
+        self.check_image(want, what, job)
+        return cycles
 
     def check_image(self, want: np.ndarray, what: str, job: Job | None = None) -> None:
         diff = np.flatnonzero(self.image != want)
@@ -252,22 +280,17 @@ def _small_dims(
 @cocotb.test()
 async def gemm_random(dut: Any) -> None:
     """Random GEMM jobs (all flag combinations, ragged tiles) one after another."""
-    cfg = bench_config()
-    seed = bench_seed()
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
+    tb = await EngineTB.started(dut, 0)
+    cfg = tb.cfg
     for i in range(env_int("TINYATTN_JOBS", 6)):
-        tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+        tb.randomize_image()
         # Shape, flags and stall class: a random one among those the run has not hit yet.
         m, n, k = _small_dims(cfg, tb.rng, tb.coverage.directed_shape("gemm", tb.rng))
         flags = tb.coverage.model.pick_flags(tb.rng)
         tb.direct_stall("gemm")
         job = random_gemm(tb.image, cfg, tb.rng, m=m, n=n, k=k, flags=flags)
-        want = tb.image.copy()
-        assert run_job(want, job, cfg) == JobError.NONE
-        [(cycles, err)] = await tb.run_jobs([job], timeout=200 * (m * n * k // 64 + 200))
-        assert err == 0, f"job {i} {job} reported error {JobError(err).name} (seed {seed})"
-        tb.check_image(want, f"job {i} (m={m} n={n} k={k} flags={job.flags:#x})", job)
+        what = f"job {i} (m={m} n={n} k={k} flags={job.flags:#x})"
+        cycles = await tb.run_checked(job, what, timeout=200 * (m * n * k // 64 + 200))
         dut._log.info("job %d m=%d n=%d k=%d flags=%#x: %d cycles", i, m, n, k, job.flags, cycles)
     tb.checker.finish()
 
@@ -275,11 +298,9 @@ async def gemm_random(dut: Any) -> None:
 @cocotb.test()
 async def gemm_queue(dut: Any) -> None:
     """Three jobs queued back to back: done events in order, all results right."""
-    cfg = bench_config()
-    seed = bench_seed() + 1
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
-    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    tb = await EngineTB.started(dut, 1)
+    cfg, seed = tb.cfg, tb.seed
+    tb.randomize_image()
     alloc = Allocator(tb.image.size, tb.rng)
     e = cfg.engine
     jobs = [
@@ -392,11 +413,9 @@ def invalid_jobs(cfg: ClusterConfig, good: Job) -> list[tuple[str, Job, JobError
 @cocotb.test()
 async def gemm_errors(dut: Any) -> None:
     """Every invalid-job class: an event with the right code, L1 untouched, no hang."""
-    cfg = bench_config()
-    seed = bench_seed() + 2
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
-    tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    tb = await EngineTB.started(dut, 2)
+    cfg, seed = tb.cfg, tb.seed
+    tb.randomize_image()
     good = random_gemm(
         tb.image, cfg, tb.rng, m=5, n=8, k=8, flags=tb.coverage.model.pick_flags(tb.rng)
     )
@@ -410,11 +429,7 @@ async def gemm_errors(dut: Any) -> None:
         )
     tb.check_image(before, "after rejected jobs")
     # And the engine still works.
-    want = tb.image.copy()
-    run_job(want, good, cfg)
-    [(_, err)] = await tb.run_jobs([good], timeout=100_000)
-    assert err == 0
-    tb.check_image(want, "valid job after rejected ones")
+    await tb.run_checked(good, "valid job after rejected ones", timeout=100_000)
     tb.checker.finish()
 
 
@@ -454,17 +469,15 @@ async def gemm_soft_clear(dut: Any) -> None:
 
     Fails for a clear that is ignored, one that leaves a queued job, and stray writes.
     """
-    cfg = bench_config()
-    seed = bench_seed() + 3
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
+    tb = await EngineTB.started(dut, 3)
+    cfg, seed = tb.cfg, tb.seed
     e = cfg.engine
     size = tb.image.size
     small = env_int("TINYATTN_SMALL", 0)
     trials = env_int("TINYATTN_CLEARS", len(CLEAR_POINTS))
     for trial in range(trials):
         mode = CLEAR_POINTS[trial % len(CLEAR_POINTS)]
-        tb.image[:] = tb.rng.integers(0, 256, size, dtype=np.uint8)
+        tb.randomize_image()
         alloc = Allocator(size, tb.rng)
         # Two tiles each way where the clear may hit the first job anywhere; one where
         # it must run to its end first.
@@ -551,13 +564,9 @@ async def gemm_soft_clear(dut: Any) -> None:
             what, clear_cycle, n_done, len(accepted),
         )  # fmt: skip
     # And the engine still works.
-    tb.image[:] = tb.rng.integers(0, 256, size, dtype=np.uint8)
+    tb.randomize_image()
     job = random_gemm(tb.image, cfg, tb.rng, m=e.tile_m + 1, n=e.vec_len, k=e.vec_len)
-    want = tb.image.copy()
-    assert run_job(want, job, cfg) == JobError.NONE
-    [(_, err)] = await tb.run_jobs([job], timeout=200_000)
-    assert err == 0, f"job after the clears: error {JobError(err).name} (seed {seed})"
-    tb.check_image(want, "job after the soft clears", job)
+    await tb.run_checked(job, "job after the soft clears", timeout=200_000)
     tb.checker.finish()
 
 
@@ -568,12 +577,10 @@ async def job_perf(dut: Any) -> None:
     Records cycles from queueing to the done event, the ideal cycles at peak
     MAC rate, utilization (useful MACs / (cycles x peak)) and the counters.
     """
-    cfg = bench_config()
-    seed = bench_seed() + 4
+    tb = await EngineTB.started(dut, 4, withhold=0.0)
+    cfg = tb.cfg
     e = cfg.engine
-    withhold = env_float("TINYATTN_WITHHOLD", 0.0)
-    tb = EngineTB(dut, cfg, seed, withhold)
-    await tb.reset()
+    withhold = tb.l1.withhold
     kind = os.environ.get("TINYATTN_PERF_KIND", "gemm")
     m = env_int("TINYATTN_PERF_M", 2 * e.tile_m)
     n = env_int("TINYATTN_PERF_N", 2 * e.vec_len)
@@ -638,12 +645,10 @@ def _attention_dims(
 @cocotb.test()
 async def attention_random(dut: Any) -> None:
     """Random multi-head attention jobs: ragged query tiles, any key count of the granule."""
-    cfg = bench_config()
-    seed = bench_seed() + 5
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
+    tb = await EngineTB.started(dut, 5)
+    cfg = tb.cfg
     for i in range(env_int("TINYATTN_JOBS", 6)):
-        tb.image[:] = tb.rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+        tb.randomize_image()
         m, n, k, heads = _attention_dims(
             cfg, tb.rng, tb.coverage.directed_shape("attention", tb.rng)
         )
@@ -651,12 +656,8 @@ async def attention_random(dut: Any) -> None:
         tb.direct_stall("attention")
         per_head = tb.coverage.model.pick_per_head(tb.rng)
         job = random_attention(tb.image, cfg, tb.rng, m=m, n=n, k=k, heads=heads, per_head=per_head)
-        want = tb.image.copy()
-        assert run_job(want, job, cfg) == JobError.NONE
-        [(cycles, err)] = await tb.run_jobs([job], timeout=50 * heads * (m + 8) * (n + 8) + 5000)
-        assert err == 0, f"job {i} {job} reported error {JobError(err).name} (seed {seed})"
         what = f"attention {i} (m={m} n={n} k={k} heads={heads} per_head={per_head})"
-        tb.check_image(want, what, job)
+        cycles = await tb.run_checked(job, what, timeout=50 * heads * (m + 8) * (n + 8) + 5000)
         dut._log.info("%s: %d cycles", what, cycles)
     tb.checker.finish()
 
@@ -668,13 +669,11 @@ async def mixed_queue(dut: Any) -> None:
     The jobs share one L1 image and run in queue order; the image after the last
     one must equal the golden model applying them in the same order.
     """
-    cfg = bench_config()
-    seed = bench_seed() + 6
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
+    tb = await EngineTB.started(dut, 6)
+    cfg, seed = tb.cfg, tb.seed
     e = cfg.engine
     rng = tb.rng
-    tb.image[:] = rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    tb.randomize_image()
     alloc = Allocator(tb.image.size, rng)
     jobs = []
     mix = env_int("TINYATTN_MIX", 4)
@@ -734,13 +733,11 @@ async def job_chain(dut: Any) -> None:
     after the chain must equal the golden model applying the jobs in order, and the
     done events must come in queue order with the rejected job's error in its place.
     """
-    cfg = bench_config()
-    seed = bench_seed() + 7
-    tb = EngineTB(dut, cfg, seed, env_float("TINYATTN_WITHHOLD", 0.3))
-    await tb.reset()
+    tb = await EngineTB.started(dut, 7)
+    cfg, seed = tb.cfg, tb.seed
     e = cfg.engine
     rng = tb.rng
-    tb.image[:] = rng.integers(0, 256, tb.image.size, dtype=np.uint8)
+    tb.randomize_image()
     alloc = Allocator(tb.image.size, rng)
     m = e.tile_m + 1
     width = e.vec_len + 8  # two output tiles, the second ragged
@@ -791,12 +788,10 @@ async def queue_perf(dut: Any) -> None:
     own strides, so the MobileBERT FFN shapes fit in L1), and each shape writes its own
     output with its own parameters; the image after the queue must be the golden model's.
     """
-    cfg = bench_config()
-    seed = bench_seed() + 8
+    tb = await EngineTB.started(dut, 8, withhold=0.0)
+    cfg, seed = tb.cfg, tb.seed
     e = cfg.engine
-    withhold = env_float("TINYATTN_WITHHOLD", 0.0)
-    tb = EngineTB(dut, cfg, seed, withhold)
-    await tb.reset()
+    withhold = tb.l1.withhold
     rng = tb.rng
     shapes = _queue_shapes() or [
         (e.tile_m, e.vec_len, 2 * e.vec_len),
