@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sim_cases import plan_cases
 
 from tinyattn.config import ClusterConfig, EngineConfig
 from tinyattn.sim.runner import (
@@ -24,6 +25,22 @@ def test_sim_selection() -> None:
     assert selected_simulators("icarus,verilator") == ["icarus", "verilator"]
     with pytest.raises(ValueError, match="unknown simulator 'modelsim'"):
         selected_simulators("modelsim")
+
+
+def test_plan_cases_follow_sim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launcher's (configuration, simulator) plan, narrowed to what SIM selects; a pair
+    left out of the plan (the 8 x 32 engine under Icarus, say) never runs."""
+    plan = {("small", "icarus"): 0, ("small", "verilator"): 0, ("large", "verilator"): 0}
+    monkeypatch.setenv("SIM", "all")
+    cases = plan_cases(plan)
+    assert [c.id for c in cases] == ["icarus-small", "verilator-small", "verilator-large"]
+    assert [c.values for c in cases] == [
+        ("small", "icarus"),
+        ("small", "verilator"),
+        ("large", "verilator"),
+    ]
+    monkeypatch.setenv("SIM", "icarus")
+    assert [c.id for c in plan_cases(plan)] == ["icarus-small"]
 
 
 def test_verilator_control_file() -> None:
