@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sim_cases import plan_cases
 
 from tinyattn.config import (
     ClusterConfig,
@@ -44,6 +45,11 @@ SMALL = ClusterConfig(
     dma=DmaConfig(dma_bits=64),
     core=CoreConfig(private_bytes=8192, stack_bytes=1024),
 )
+
+#: The job scenarios' configurations, and the simulators each runs under: the default
+#: cluster is too slow under Icarus for a whole scenario (Verilator runs it).
+SCENARIO_CONFIGS = {"small": SMALL, "default": ClusterConfig()}
+SCENARIO_PLAN = (("small", "icarus"), ("small", "verilator"), ("default", "verilator"))
 
 needs_gcc = pytest.mark.skipif(
     shutil.which("riscv64-unknown-elf-gcc") is None,
@@ -80,11 +86,10 @@ def test_hello_console_and_exit_code(sim: str) -> None:
     assert run.counters["engine_jobs_done"] == 0 and run.cycles > 100
 
 
-@pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["small", "default"])
-def test_cluster_jobs_bit_exact(sim: str, cfg: ClusterConfig, seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "sim"), plan_cases(SCENARIO_PLAN), indirect=["sim"])
+def test_cluster_jobs_bit_exact(sim: str, name: str, seed: int, tmp_path: Path) -> None:
     """DMA in, GEMM + ATTENTION + GEMM queued, irq wait, DMA out: L2 equals the golden model."""
-    if sim == "icarus" and cfg != SMALL:
-        pytest.skip("the default cluster is too slow under Icarus; Verilator runs it")
+    cfg = SCENARIO_CONFIGS[name]
     for rnd in range(2 if cfg == SMALL else 1):
         s = seed * 10 + rnd
         scn = cluster_jobs_scenario(cfg, s, small=cfg == SMALL)
@@ -101,17 +106,14 @@ def test_cluster_jobs_bit_exact(sim: str, cfg: ClusterConfig, seed: int, tmp_pat
         assert f"jobs 3, macs {scn.macs}" in run.console
 
 
-@pytest.mark.parametrize("cfg", [SMALL, ClusterConfig()], ids=["small", "default"])
-def test_sequencer_runs_the_scenario(
-    sim: str, cfg: ClusterConfig, seed: int, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize(("name", "sim"), plan_cases(SCENARIO_PLAN), indirect=["sim"])
+def test_sequencer_runs_the_scenario(sim: str, name: str, seed: int, tmp_path: Path) -> None:
     """The command sequencer loads, runs three jobs and stores: L2 equals the golden model.
 
     A second list pushes a descriptor beyond L1; the sequencer stops with HW_ERROR
     before its HOST_EXIT write.
     """
-    if sim == "icarus" and cfg != SMALL:
-        pytest.skip("the default cluster is too slow under Icarus; Verilator runs it")
+    cfg = SCENARIO_CONFIGS[name]
     scn = sequencer_scenario(cfg, seed, small=cfg == SMALL)
     timing = L2Timing(req_stall=0.3, rsp_gap=0.3, max_latency=8)
     run = _run_with_header(
