@@ -32,12 +32,12 @@ ALL_TESTS = [
 PLAN = {
     ("4x16", "icarus"): (ALL_TESTS, {"TINYATTN_JOBS": "12"}),
     ("4x16", "verilator"): (ALL_TESTS, {"TINYATTN_JOBS": "24"}),
-    # TINYATTN_CLEARS: soft clears of gemm_soft_clear (4 by default, one per clear point
-    # and a second "running" one); Icarus at the default engine takes the first two.
     ("8x32", "verilator"): (ALL_TESTS, {"TINYATTN_JOBS": "12"}),
+    # The two dataflows at the default geometry; its error codes and soft clears run under
+    # Verilator here and under both simulators at 4 x 16.
     ("16x64", "icarus"): (
-        ["gemm_random", "gemm_errors", "gemm_soft_clear", "attention_random"],
-        {"TINYATTN_JOBS": "1", "TINYATTN_SMALL": "1", "TINYATTN_CLEARS": "2"},
+        ["gemm_random", "attention_random"],
+        {"TINYATTN_JOBS": "1", "TINYATTN_SMALL": "1"},
     ),
     # 8 random jobs of each kind and 6 mixed: the coverage model's 16 flag combinations
     # and 8 shapes per kind (verif/coverage.py) need that many jobs.
