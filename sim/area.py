@@ -12,7 +12,8 @@
 - ``estimate``: no synthesis at all: a per-part model (:func:`estimate_cells`) whose
   coefficients come from the full synthesis of the default engine, part by part
   (``docs/performance.md``), plus a fixed part calibrated on the 4 x 16 engine; +0.4% on the
-  8 x 32 engine (held out), +1.9% on the default.
+  8 x 32 engine (held out, older sources), -2.9% on today's default (1,845,411 cells: the
+  whole-tile residual FIFO and the split lanes came after the synthesis it is built from).
 
 ``docs/sweep.md`` states the error of both fast modes against the full synthesis, measured.
 The synthesis logs are cached beside the engine's netlist in the build folder
