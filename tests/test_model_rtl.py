@@ -20,18 +20,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from models import FIXTURE, calibration_ids, quantize_for_engine
 
 from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 from tinyattn.sim.model_run import run_model
-from tinyattn.sw.lowering import unify_epilogues
 from tinyattn.sw.mobilebert import MobileBert, MobileBertConfig
+from tinyattn.sw.quantize import QuantizedMobileBert
 from tinyattn.sw.tiler import CACHED, DOUBLE, KIND_ATTENTION, ONCE
-
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mobilebert-2l"
 
 #: 4 x 16 engine (acc_bits 32, as the lowering requires), 4 KiB L1, 64-bit DMA.
 TINY_CFG = ClusterConfig(
@@ -77,10 +75,18 @@ def _ids(seed: int, seq_len: int, vocab: int, types: int) -> tuple[np.ndarray, n
     return rng.integers(0, vocab, seq_len), rng.integers(0, types, seq_len)
 
 
+def _synthetic(
+    config: MobileBertConfig, model_seed: int, calib_seed: int, seq_len: int
+) -> QuantizedMobileBert:
+    """A synthetic model of ``config`` quantized for the engine (groups of 4) on 4 random
+    calibration sequences of ``seq_len`` ids."""
+    model = MobileBert.synthetic(config, seed=model_seed)
+    calib = np.random.default_rng(calib_seed).integers(0, config.vocab_size, (4, seq_len))
+    return quantize_for_engine(model, calib, group=4)
+
+
 def test_tiny_model_bit_exact(sim: str, seed: int) -> None:
-    model = MobileBert.synthetic(TINY, seed=3)
-    calib = np.random.default_rng(0).integers(0, TINY.vocab_size, (4, 32))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    q = _synthetic(TINY, model_seed=3, calib_seed=0, seq_len=32)
     ids, types = _ids(seed, 32, TINY.vocab_size, TINY.type_vocab_size)
     t0 = time.monotonic()
     out = run_model(q, TINY_CFG, ids, types, sim)  # raises ModelMismatchError unless bit-exact
@@ -100,21 +106,15 @@ def test_tiny_model_bit_exact(sim: str, seed: int) -> None:
     )
 
 
-def test_attention_head_loop_bit_exact(seed: int) -> None:
+@pytest.mark.simulators("verilator")
+def test_attention_head_loop_bit_exact(sim: str, seed: int) -> None:
     """The tiler's fallback for an attention op whose heads do not fit L1 together: one
     ATTENTION job per head, run by the runtime's head loop, bit-exact (Verilator only; the
     cluster build is the one of the test above)."""
-    from tinyattn.sim.runner import simulator_missing
-
-    missing = simulator_missing("verilator")
-    if missing:
-        pytest.skip(f"SIMULATOR MISSING: {missing}")
-    model = MobileBert.synthetic(HEAD_LOOP, seed=5)
-    calib = np.random.default_rng(1).integers(0, HEAD_LOOP.vocab_size, (4, 16))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    q = _synthetic(HEAD_LOOP, model_seed=5, calib_seed=1, seq_len=16)
     ids, types = _ids(seed, 16, HEAD_LOOP.vocab_size, HEAD_LOOP.type_vocab_size)
     t0 = time.monotonic()
-    out = run_model(q, TINY_CFG, ids, types, "verilator")  # raises unless bit-exact
+    out = run_model(q, TINY_CFG, ids, types, sim)  # raises unless bit-exact
     wall = time.monotonic() - t0
     [attention] = [r for r in out.schedule.records if r.kind == KIND_ATTENTION]
     # The head loop: one job per head and query tile, not one job over all heads.
@@ -129,20 +129,14 @@ def test_attention_head_loop_bit_exact(seed: int) -> None:
     )
 
 
-def test_fixture_bit_exact_default_cluster(seed: int) -> None:
+@pytest.mark.simulators("verilator")
+def test_fixture_bit_exact_default_cluster(sim: str, seed: int) -> None:
     """The 2-layer fixture at S = 128 on the default cluster (Verilator only)."""
-    from tinyattn.sim.runner import simulator_missing
-
-    missing = simulator_missing("verilator")
-    if missing:
-        pytest.skip(f"SIMULATOR MISSING: {missing}")
-    model = MobileBert.from_pretrained(FIXTURE)
-    calib = np.random.default_rng(100).integers(0, 512, (4, 128))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False))
+    q = quantize_for_engine(MobileBert.from_pretrained(FIXTURE), calibration_ids())
     ids, types = _ids(seed, 128, q.config.vocab_size, q.config.type_vocab_size)
     cfg = ClusterConfig()
     t0 = time.monotonic()
-    out = run_model(q, cfg, ids, types, "verilator")  # raises ModelMismatchError unless bit-exact
+    out = run_model(q, cfg, ids, types, sim)  # raises ModelMismatchError unless bit-exact
     wall = time.monotonic() - t0
     assert out.jobs == out.schedule.total.jobs
     assert out.run.macs == out.schedule.program.macs.total
@@ -161,20 +155,15 @@ def test_fixture_bit_exact_default_cluster(seed: int) -> None:
     print("\n" + "\n".join(lines))
 
 
-def test_a_bad_id_stops_the_gather(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.simulators("verilator")
+def test_a_bad_id_stops_the_gather(sim: str, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """An image whose ids escaped the host's check (a corrupted transfer, say): the runtime's
     gather refuses the id before indexing with it, finishes the loads it pushed and names
     the record (Verilator only: the check is in the firmware, not in the RTL)."""
     from tinyattn.sim.model_run import run_schedule
-    from tinyattn.sim.runner import simulator_missing
     from tinyattn.sw.schedule import Schedule, deploy
 
-    missing = simulator_missing("verilator")
-    if missing:
-        pytest.skip(f"SIMULATOR MISSING: {missing}")
-    model = MobileBert.synthetic(TINY, seed=3)
-    calib = np.random.default_rng(0).integers(0, TINY.vocab_size, (4, 32))
-    q = unify_epilogues(model.quantize(calib, per_channel_epilogue=False, group=4))
+    q = _synthetic(TINY, model_seed=3, calib_seed=0, seq_len=32)
     sched = deploy(q, TINY_CFG, 32)
     ids, types = _ids(seed, 32, TINY.vocab_size, TINY.type_vocab_size)
     good = Schedule.image_with_inputs
@@ -188,4 +177,4 @@ def test_a_bad_id_stops_the_gather(seed: int, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(Schedule, "image_with_inputs", corrupted)
     with pytest.raises(RuntimeError, match=r"(?s)exit code 259\b.*record 0 failed: status 3"):
-        run_schedule(sched, ids, types, "verilator")
+        run_schedule(sched, ids, types, sim)
