@@ -28,10 +28,11 @@ import pytest
 
 from tinyattn.config import ClusterConfig
 from tinyattn.sim.cosim import PUBLIC
-from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench, simulator_missing
+from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
-pytestmark = pytest.mark.sim
+# X randomization is a Verilator feature (Icarus is four-state: X stays X).
+pytestmark = [pytest.mark.sim, pytest.mark.simulators("verilator")]
 
 #: The small configurations of test_engine_rtl.py ("4x16") and test_cluster_rtl.py
 #: ("small"): the same netlists (the X builds are their own simulator builds).
@@ -44,14 +45,6 @@ ENGINE_TESTS = ["gemm_random", "gemm_soft_clear", "attention_random", "mixed_que
 CLUSTER_TESTS = ["address_map", "firmware_jobs"]
 #: The fixed X seed (any value >= 1; Verilator's 0 means "pick one").
 FIXED_X_SEED = 12345
-
-
-@pytest.fixture
-def verilator() -> str:
-    missing = simulator_missing("verilator")
-    if missing:
-        pytest.skip(f"SIMULATOR MISSING: {missing}")
-    return "verilator"
 
 
 def _x_seed(kind: str) -> int:
@@ -86,7 +79,7 @@ async def read_x(dut):
 
 
 def test_uninitialized_state_reads_random_values(
-    verilator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "xprobe.v").write_text(PROBE_V)
     (tmp_path / "xprobe_bench.py").write_text(textwrap.dedent(PROBE_BENCH))
@@ -98,7 +91,7 @@ def test_uninitialized_state_reads_random_values(
             "engine",  # only the configuration JSON; the wrapper is the design
             ENGINE_SMALL,
             "xprobe_bench",
-            verilator,
+            sim,
             wrapper=("xprobe", [tmp_path / "xprobe.v"]),
             x_seed=x_seed,
         )
@@ -113,7 +106,7 @@ def test_uninitialized_state_reads_random_values(
 
 
 def _bench_with_random_x(
-    verilator: str,
+    sim: str,
     kind: str,
     seed: int,
     what: str,
@@ -129,7 +122,7 @@ def _bench_with_random_x(
     x_seed = _x_seed(kind)
     print(f"{what}, X randomization seed {x_seed} (repeat: {X_SEED_ENV}={x_seed})")
     result = run_bench(
-        top, cfg, bench, verilator, seed=seed, testcase=tests, env=env, x_seed=x_seed, **options
+        top, cfg, bench, sim, seed=seed, testcase=tests, env=env, x_seed=x_seed, **options
     )
     assert result.x_seed == x_seed
     assert result.ok, failure_report(result, seed)
@@ -137,18 +130,18 @@ def _bench_with_random_x(
 
 
 @pytest.mark.parametrize("kind", ["fixed", "random"])
-def test_engine_with_random_x(verilator: str, kind: str, seed: int) -> None:
+def test_engine_with_random_x(sim: str, kind: str, seed: int) -> None:
     _bench_with_random_x(
-        verilator, kind, seed, "engine 4x16",
+        sim, kind, seed, "engine 4x16",
         top="engine", cfg=ENGINE_SMALL, bench=ENGINE_BENCH, tests=ENGINE_TESTS,
         env={"TINYATTN_JOBS": "8"},
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["fixed", "random"])
-def test_cluster_with_random_x(verilator: str, kind: str, seed: int) -> None:
+def test_cluster_with_random_x(sim: str, kind: str, seed: int) -> None:
     _bench_with_random_x(
-        verilator, kind, seed, "cluster small",
+        sim, kind, seed, "cluster small",
         top="cluster", cfg=CLUSTER_SMALL, bench=CLUSTER_BENCH, tests=CLUSTER_TESTS,
         env={"TINYATTN_ROUNDS": "3"}, public=PUBLIC,
     )  # fmt: skip
