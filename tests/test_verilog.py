@@ -44,6 +44,24 @@ def test_verilator_lint_clean(top: str, cfg: ClusterConfig) -> None:
     assert run.returncode == 0 and "%Warning" not in run.stderr, run.stderr[-3000:]
 
 
+def test_lint_verdict_follows_the_file_content(tmp_path: Path) -> None:
+    """The kept lint verdict is reused only for the same content: an edit lints again."""
+    clean = "module t(input wire clk, input wire d, output reg q);\n"
+    clean += "  always @(posedge clk) q <= d;\nendmodule\n"
+    netlist = tmp_path / "t.v"
+    netlist.write_text(clean)
+    first = verilator_lint([netlist], "t")
+    assert first.returncode == 0 and "%Warning" not in first.stderr, first.stderr
+    assert len(list(tmp_path.glob(".lint-*.json"))) == 1
+    netlist.write_text(clean.replace("q <= d", "q = d"))  # blocking in a clocked block
+    edited = verilator_lint([netlist], "t")
+    assert "BLKSEQ" in edited.stderr, edited.stderr
+    netlist.write_text(clean)
+    again = verilator_lint([netlist], "t")
+    assert (again.returncode, again.stderr) == (first.returncode, first.stderr)
+    assert len(list(tmp_path.glob(".lint-*.json"))) == 2
+
+
 def test_waivers_are_few_and_explained() -> None:
     assert len(VERILATOR_WAIVERS) <= 6
     assert all(len(reason) > 40 for reason in VERILATOR_WAIVERS.values())

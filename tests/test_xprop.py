@@ -17,6 +17,7 @@ x_seed=N)`` builds with ``unique`` instead and runs with ``+verilator+rand+reset
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ import pytest
 from tinyattn.config import ClusterConfig
 from tinyattn.sim.cosim import PUBLIC
 from tinyattn.sim.runner import X_SEED_ENV, failure_report, run_bench
+from tinyattn.sim.verilog import build_root, file_lock
 from tinyattn.verif.bench_configs import CLUSTER_CONFIGS, ENGINE_CONFIGS
 
 # X randomization is a Verilator feature (Icarus is four-state: X stays X).
@@ -81,7 +83,14 @@ async def read_x(dut):
 def test_uninitialized_state_reads_random_values(
     sim: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "xprobe.v").write_text(PROBE_V)
+    # The probe's Verilog lives in the build cache under its own hash, so a second run
+    # reuses its two builds (the simulator build is keyed by its sources' folder).
+    probe_dir = build_root() / f"xprobe-{hashlib.sha256(PROBE_V.encode()).hexdigest()[:12]}"
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    probe_v = probe_dir / "xprobe.v"
+    with file_lock(probe_dir / ".lock"):
+        if not probe_v.exists() or probe_v.read_text() != PROBE_V:
+            probe_v.write_text(PROBE_V)
     (tmp_path / "xprobe_bench.py").write_text(textwrap.dedent(PROBE_BENCH))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv(X_SEED_ENV, raising=False)
@@ -92,7 +101,7 @@ def test_uninitialized_state_reads_random_values(
             ENGINE_SMALL,
             "xprobe_bench",
             sim,
-            wrapper=("xprobe", [tmp_path / "xprobe.v"]),
+            wrapper=("xprobe", [probe_v]),
             x_seed=x_seed,
         )
         assert result.ok, failure_report(result, 1)
