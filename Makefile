@@ -12,6 +12,11 @@ JOBS ?= 2
 # BLAS threads fight the simulators for the cores; one each is faster.
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
+# Each simulation is its own Python process that imports tinyattn, cocotb and NumPy:
+# with PYTHONDONTWRITEBYTECODE set (some sandboxes set it) the editable tinyattn is
+# compiled from source every time, 0.8 s a launch. The caches go to __pycache__/
+# (ignored by git).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-slow lint bench mutants clean distclean sim-deps
 
