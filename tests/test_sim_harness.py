@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from sim_cases import plan_cases
 
 from tinyattn.config import ClusterConfig, EngineConfig
+from tinyattn.sim import runner
 from tinyattn.sim.runner import (
     WAVES_FILE,
     failure_report,
@@ -89,3 +91,30 @@ def test_waves_are_written(sim: str, seed: int) -> None:
     dump = result.test_dir / WAVES_FILE
     assert dump.exists() and dump.stat().st_size > 100
     assert dump.read_bytes()[:1] != b"$", "expected FST (binary), not VCD"
+
+
+def test_verilator_build_settings_are_scoped_and_yield_to_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The make and ccache settings of a Verilator build last for the build only, and a
+    variable the user set wins (``OBJCACHE``, ``OPT_FAST``, ``CCACHE_*``)."""
+    monkeypatch.setattr(runner.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    for name in ("MAKEFLAGS", "OBJCACHE", "OPT_FAST", "CCACHE_BASEDIR", "CCACHE_SLOPPINESS"):
+        monkeypatch.delenv(name, raising=False)
+    checkout = Path(__file__).resolve().parents[1]
+    with runner._verilator_make_fixes("verilator", checkout / "build" / "x" / "verilator-1"):
+        flags = os.environ["MAKEFLAGS"].split()
+        assert "OBJCACHE=ccache" in flags and f"OPT_FAST={runner.VERILATOR_CXX_OPT}" in flags
+        # The checkout holds both the build and .venv's Verilator and cocotb.
+        assert os.environ["CCACHE_BASEDIR"] == str(checkout)
+        assert os.environ["CCACHE_SLOPPINESS"] == runner.CCACHE_SLOPPINESS
+    assert not {"MAKEFLAGS", "CCACHE_BASEDIR", "CCACHE_SLOPPINESS"} & set(os.environ)
+
+    monkeypatch.setenv("OPT_FAST", "-O2")
+    monkeypatch.setenv("CCACHE_SLOPPINESS", "time_macros")
+    with runner._verilator_make_fixes("verilator", tmp_path / "verilator-1"):
+        assert not any(f.startswith("OPT_FAST=") for f in os.environ["MAKEFLAGS"].split())
+        assert os.environ["CCACHE_SLOPPINESS"] == "time_macros"
+    assert os.environ["CCACHE_SLOPPINESS"] == "time_macros"
+    with runner._verilator_make_fixes("icarus", tmp_path):
+        assert "MAKEFLAGS" not in os.environ
