@@ -22,7 +22,10 @@ weight-stationary::
 The engine is composed of parts, each a component in its own module
 (``docs/engine.md`` has the table of their ports and how they connect):
 
-- the :class:`~tinyattn.hw.engine_job_checker.JobChecker` validates a job;
+- the :class:`~tinyattn.hw.engine_controller.Controller` takes jobs from its
+  :class:`~tinyattn.hw.engine_job_queue.JobQueue`, accepts them into the job slots
+  the other parts read, reports them done in queue order and counts cycles and MACs;
+  the :class:`~tinyattn.hw.engine_job_checker.JobChecker` validates a job for it;
 - the :class:`~tinyattn.hw.engine_weight_fetcher.WeightFetcher` loads block
   after block into the core's two banks;
 - the :class:`~tinyattn.hw.engine_x_fetcher.XFetcher` loads each chunk of X or
@@ -41,15 +44,13 @@ They run concurrently and meet through monotonic counters (a producer runs at
 most two units of work ahead; every buffer has two slots). The fetchers and
 the writer share the port through a fixed-priority
 :class:`~tinyattn.hw.engine_port.PortArbiter`. This module holds the top: the
-job queue, the controller (take a job, check it, run it, report it), the
 buffers and the wiring.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.hdl import Cat, Module, Mux
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tinyattn.config import ClusterConfig, ConfigError
@@ -57,57 +58,20 @@ from tinyattn.config import ClusterConfig, ConfigError
 from .compute_core import PIPELINE_DEPTH, ComputeCore
 from .engine_buffers import engine_buffers
 from .engine_collector import Collector
+from .engine_controller import Controller, engine_control_signature, status_layout
 from .engine_issuer import Issuer
 from .engine_job_checker import JobChecker
 from .engine_param_fetcher import ParamFetcher
 from .engine_port import PortArbiter, ReadTag
 from .engine_residual_fetcher import ResidualFetcher
-from .engine_walker import JOB_SEQ_BITS, job_context_signature
 from .engine_weight_fetcher import WeightFetcher
-from .engine_write_fence import WriteFence
 from .engine_writer import Writer
 from .engine_x_fetcher import XFetcher
 from .itamax import ItaMax
-from .job import JobError
-from .job_layout import JobOp, job_layout
 from .obi import obi_signature
 from .wide_port import WidePort
 
 __all__ = ["Engine", "engine_control_signature", "status_layout"]
-
-
-def status_layout() -> data.StructLayout:
-    return data.StructLayout(
-        {
-            "busy": unsigned(1),
-            "error": unsigned(3),  # JobError of the last job (0: it succeeded)
-            "queued": unsigned(5),  # jobs waiting in the queue
-        }
-    )
-
-
-def engine_control_signature(cfg: ClusterConfig) -> wiring.Signature:
-    """The engine's control ports, seen from the controller (the register block).
-
-    ``jobs`` (out): stream of :func:`~tinyattn.hw.job_layout.job_layout`; ``clear``
-    (out): soft clear; ``done`` (in): one-cycle event per finished job; ``status`` (in):
-    :func:`status_layout`; ``busy_cycles``, ``stall_cycles``, ``idle_cycles`` (in, 32
-    bits) and ``macs`` (in, 64 bits): the counters. :class:`Engine` has it as
-    ``control : In(...)``. A function of ``cfg`` alone, so that the register map exists
-    for configurations the engine cannot elaborate (``vec_len < 16``).
-    """
-    return wiring.Signature(
-        {
-            "jobs": Out(stream.Signature(job_layout(cfg))),
-            "clear": Out(1),
-            "done": In(1),
-            "status": In(status_layout()),
-            "busy_cycles": In(32),
-            "stall_cycles": In(32),
-            "idle_cycles": In(32),
-            "macs": In(64),
-        }
-    )
 
 
 class Engine(wiring.Component):
@@ -161,32 +125,14 @@ class Engine(wiring.Component):
         for i in range(e.port_lanes):
             wiring.connect(m, wiring.flipped(self.mem[i]), port.lanes[i])
 
-        # ---------------------------------------------------------------- job queue
-        layout = job_layout(cfg)
-        queue = SyncFIFO(width=layout.size, depth=e.job_queue_depth)
-        # Soft clear: stop issuing, let the port and the core drain, then reset.
-        # No job is taken while a clear drains (it would be dropped at the reset).
-        clearing = Signal()
-        internal_reset = Signal()
-        m.submodules.queue = ResetInserter(internal_reset)(queue)
-        m.d.comb += [
-            queue.w_stream.payload.eq(self.control.jobs.payload),
-            queue.w_stream.valid.eq(self.control.jobs.valid & ~clearing),
-            self.control.jobs.ready.eq(queue.w_stream.ready & ~clearing),
-            self.control.status.queued.eq(queue.level),
-        ]
-        with m.If(self.control.clear):
-            m.d.sync += clearing.eq(1)
-        with m.Elif(internal_reset):
-            m.d.sync += clearing.eq(0)
+        # The controller: the job queue, the soft clear, the job slots every part reads,
+        # the reports and the counters (see hw/engine_controller.py).
+        m.submodules.controller = controller = Controller(cfg)
+        m.submodules.checker = checker = JobChecker(cfg)
+        wiring.connect(m, wiring.flipped(self.control), controller.control)
+        wiring.connect(m, controller.checker, checker)
 
         # ---------------------------------------------------------------- parts
-        # The accepted jobs (two slots) and what every part sees of them.
-        context = job_context_signature(cfg).create()
-        accepted = context.accepted
-        m.d.comb += [context.go.eq(~clearing), context.reset.eq(internal_reset)]
-
-        m.submodules.checker = checker = JobChecker(cfg)
         m.submodules.weight_fetcher = weight_fetcher = WeightFetcher(cfg)
         m.submodules.x_fetcher = x_fetcher = XFetcher(cfg)
         m.submodules.param_fetcher = param_fetcher = ParamFetcher(cfg)
@@ -197,7 +143,7 @@ class Engine(wiring.Component):
         parts = (
             weight_fetcher, x_fetcher, param_fetcher, residual_fetcher, issuer, collector, writer,
         )  # fmt: skip
-        wiring.connect(m, context, *(part.ctrl for part in parts))
+        wiring.connect(m, controller.context, *(part.ctrl for part in parts))
 
         # The buffers between the parts (see hw/engine_buffers.py).
         buffers = engine_buffers(cfg)
@@ -280,113 +226,18 @@ class Engine(wiring.Component):
                 part.response.valid.eq(reads.valid & (reads.payload.tag == tag)),
                 part.response.payload.eq(reads.payload.rdata),
             ]
-        # A clear completes once nothing is in flight: on the port, in stage B of the
-        # issuer or in the core.
-        m.d.comb += internal_reset.eq(
-            clearing & port.idle & ~issuer.beats.valid & ~collector.pending
-        )
-
-        # ---------------------------------------------------------------- controller
-        # The controller takes a job from the queue (IDLE), checks it (CHECK) and, as
-        # soon as a slot is free, accepts it into the slots the parts read, while the
-        # jobs before it still run: each part moves on to it when it has finished its
-        # share of the previous job. A job that reads what the job still in flight
-        # before it writes waits until that job is done. Jobs are reported in order.
-        job = Signal(layout)  # the job being checked
-        m.d.comb += checker.job.eq(job)
-        reported = Signal(JOB_SEQ_BITS)  # accepted jobs reported done
-        writer_finished = Signal(JOB_SEQ_BITS)  # accepted jobs whose writes are all issued
-        in_flight = Signal(range(3))  # accepted, not yet reported
-        m.d.comb += in_flight.eq((accepted - reported)[:JOB_SEQ_BITS])
-        running = Signal()
-        m.d.comb += running.eq(in_flight != 0)
-        # The byte range the last accepted job writes: the next one may not read it early.
-        written_first = Signal(32)
-        written_last = Signal(32)
-        m.d.comb += [checker.written_first.eq(written_first), checker.written_last.eq(written_last)]
-        slot_macs = Array(Signal(64, name=f"slot_macs{s}") for s in range(2))
-        err_code = Signal(3)
-        # done is registered: it rises in the cycle after the job's end, with the
-        # error code and the MAC counter.
-        m.d.sync += self.control.done.eq(0)
-
-        # A job is done once the writer has issued its last row and those writes have
-        # landed (the port is busy with the next job's reads by then).
-        m.submodules.fence = fence = ResetInserter(internal_reset)(WriteFence(e.port_lanes))
+        # What the controller needs of the datapath: the writer's progress, the traffic
+        # on each lane (for the write fence), and whether work is still in flight (a soft
+        # clear completes once nothing is: on the port, in stage B of the issuer or in
+        # the core).
         beats = arbiter.beats
-        issued = beats.valid & beats.ready
         m.d.comb += [
-            fence.issued.eq(Mux(issued, beats.payload.mask, 0)),
-            fence.responded.eq(Cat(lane.rvalid for lane in self.mem)),
-            fence.mark.eq(writer.finished),
+            controller.writer_finished.eq(writer.finished),
+            writer.hold.eq(controller.writer_hold),
+            controller.port_requests.eq(Mux(beats.valid & beats.ready, beats.payload.mask, 0)),
+            controller.port_responses.eq(Cat(lane.rvalid for lane in self.mem)),
+            controller.port_idle.eq(port.idle),
+            controller.compute_idle.eq(~issuer.beats.valid & ~collector.pending),
+            controller.stalled.eq(issuer.stalled),
         ]
-        with m.If(writer.finished):
-            m.d.sync += writer_finished.eq(writer_finished + 1)
-        # Write after write: a job writes once the previous job's writes have landed.
-        m.d.comb += writer.hold.eq(writer_finished != reported)
-        report = Signal()
-        m.d.comb += [
-            report.eq((writer_finished != reported) & fence.landed & ~clearing),
-            fence.retire.eq(report),
-        ]
-        with m.If(report):
-            m.d.sync += [
-                self.control.done.eq(1),
-                err_code.eq(JobError.NONE),
-                reported.eq(reported + 1),
-                self.control.macs.eq(self.control.macs + slot_macs[reported[0]]),
-            ]
-
-        macs_job = job.m * job.n * job.k
-        attention = job.op == JobOp.ATTENTION
-        attention_macs = (macs_job * job.heads) << 1  # QK and PV
-        with m.FSM(name="ctrl") as ctrl_fsm:
-            with m.State("IDLE"):
-                with m.If(queue.r_stream.valid & ~clearing):
-                    m.d.comb += queue.r_stream.ready.eq(1)
-                    m.d.sync += job.eq(queue.r_stream.payload)
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                # Every check in this one cycle; the job waits here for its turn.
-                with m.If(internal_reset):
-                    m.next = "IDLE"  # a soft clear drops the job
-                with m.Elif(clearing):
-                    pass  # dropped at the clear's reset
-                with m.Elif(checker.error != 0):
-                    # Rejected: reported in order, after the jobs before it; L1 untouched.
-                    with m.If(in_flight == 0):
-                        m.d.sync += [self.control.done.eq(1), err_code.eq(checker.error)]
-                        m.next = "IDLE"
-                with m.Elif((in_flight == 0) | ((in_flight == 1) & ~checker.reads_written)):
-                    for slot in range(2):
-                        with m.If(accepted[0] == slot):
-                            m.d.sync += [
-                                context.jobs[slot].eq(job),
-                                slot_macs[slot].eq(Mux(attention, attention_macs, macs_job)),
-                            ]
-                    m.d.sync += [
-                        accepted.eq(accepted + 1),
-                        written_first.eq(checker.output_first),
-                        written_last.eq(checker.output_last),
-                    ]
-                    m.next = "IDLE"
-        # A soft clear abandons the jobs (later statements win).
-        with m.If(internal_reset):
-            m.d.sync += [
-                accepted.eq(0),
-                reported.eq(0),
-                writer_finished.eq(0),
-                self.control.done.eq(0),
-            ]
-        m.d.comb += self.control.status.error.eq(err_code)
-
-        # ---------------------------------------------------------------- counters
-        m.d.sync += [
-            self.control.busy_cycles.eq(self.control.busy_cycles + running),
-            self.control.stall_cycles.eq(self.control.stall_cycles + issuer.stalled),
-            self.control.idle_cycles.eq(self.control.idle_cycles + ~running),
-        ]
-        m.d.comb += self.control.status.busy.eq(
-            running | queue.r_stream.valid | clearing | ~port.idle | ctrl_fsm.ongoing("CHECK")
-        )
         return m

@@ -21,7 +21,28 @@ from .job import (
 )
 from .job_layout import JobOp, job_layout
 
-__all__ = ["JobChecker"]
+__all__ = ["JobChecker", "job_check_signature"]
+
+
+def job_check_signature(cfg: ClusterConfig) -> wiring.Signature:
+    """A job and the checker's verdict on it, seen from the controller that asks.
+
+    ``job`` (out) is the job to check and ``written_first``, ``written_last`` (out) the
+    byte range the previous accepted job writes; ``error``, ``output_first``,
+    ``output_last`` and ``reads_written`` (in) are the verdict, in the same cycle
+    (:class:`JobChecker` has the signature flipped and describes each member).
+    """
+    return wiring.Signature(
+        {
+            "job": Out(job_layout(cfg)),
+            "error": In(3),
+            "output_first": In(32),
+            "output_last": In(32),
+            "written_first": Out(32),
+            "written_last": Out(32),
+            "reads_written": In(1),
+        }
+    )
 
 
 class JobChecker(wiring.Component):
@@ -49,17 +70,7 @@ class JobChecker(wiring.Component):
 
     def __init__(self, cfg: ClusterConfig) -> None:
         self._cfg = cfg
-        super().__init__(
-            {
-                "job": In(job_layout(cfg)),
-                "error": Out(3),
-                "output_first": Out(32),
-                "output_last": Out(32),
-                "written_first": In(32),
-                "written_last": In(32),
-                "reads_written": Out(1),
-            }
-        )
+        super().__init__(job_check_signature(cfg).flip())
 
     def elaborate(self, platform: object) -> Module:
         cfg = self._cfg

@@ -133,17 +133,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "clear-keeps-queue",
         "a soft clear does not flush the job queue",
-        "hw/engine.py",
-        "m.submodules.queue = ResetInserter(internal_reset)(queue)",
+        "hw/engine_job_queue.py",
+        "m.submodules.queue = ResetInserter(self.reset)(queue)",
         "m.submodules.queue = queue",
         _ENGINE,
     ),
     Mutant(
         "clear-ignored",
         "the engine ignores a soft clear",
-        "hw/engine.py",
-        "        with m.If(self.control.clear):\n            m.d.sync += clearing.eq(1)\n",
-        "        with m.If(self.control.clear & 0):\n            m.d.sync += clearing.eq(1)\n",
+        "hw/engine_job_queue.py",
+        "        with m.If(self.clear):\n            m.d.sync += self.clearing.eq(1)\n",
+        "        with m.If(self.clear & 0):\n            m.d.sync += self.clearing.eq(1)\n",
         _ENGINE,
     ),
     Mutant(
@@ -190,7 +190,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "raw-wait-skipped",
         "a job that reads the previous job's output starts before that job is done "
         "(the read-after-write wait is skipped)",
-        "hw/engine.py",
+        "hw/engine_controller.py",
         "with m.Elif((in_flight == 0) | ((in_flight == 1) & ~checker.reads_written)):",
         "with m.Elif((in_flight == 0) | (in_flight == 1)):",
         _ENGINE,

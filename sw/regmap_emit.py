@@ -524,9 +524,9 @@ _CONNECT = """\
 ## Connecting the block in the cluster top
 
 The block's `engine` and `dma` ports are the engine's and the DMA's control signatures
-(`engine_control_signature` in `hw/engine.py`, `dma_control_signature` in `hw/dma.py`),
-seen from the block; `Engine` and `Dma` have the same signatures flipped, as their
-`control` ports:
+(`engine_control_signature` in `hw/engine_controller.py`, `dma_control_signature` in
+`hw/dma.py`), seen from the block; `Engine` and `Dma` have the same signatures flipped,
+as their `control` ports:
 
 {ports}
 
