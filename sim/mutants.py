@@ -77,8 +77,8 @@ _ENGINE = (
     "tests/test_engine_rtl.py::test_engine[verilator-4x16]",
     "tests/test_engine_rtl.py::test_engine[icarus-4x16]",
 )
-#: The engine's controller alone, in Amaranth's simulator (seconds, no build); the bench's
-#: soft-clear trials reach a queued job at the clear only by chance.
+#: The engine's controller alone, in Amaranth's simulator (seconds, no build); the engine
+#: bench's soft-clear trials (a full queue at the early clear) follow.
 _CONTROLLER_CLEAR = (
     "tests/test_engine_parts.py::test_controller_soft_clear_waits_for_the_port_and_drops_every_job",
 )

@@ -444,9 +444,8 @@ def _output_mask(size: int, job: Job) -> np.ndarray:
 
 
 #: Where a trial of ``gemm_soft_clear`` clears: "early" (within 40 cycles of the last
-#: job's acceptance: the first job starting, two queued), "running" (anywhere in the
-#: first job, two queued), "second" (after the first job's done: the second running,
-#: the third queued).
+#: job's acceptance: the first job starting, the queue full), "running" (anywhere in the
+#: first job), "second" (after the first job's done: the second running).
 CLEAR_POINTS = ("early", "running", "second", "running")
 
 
@@ -454,8 +453,10 @@ CLEAR_POINTS = ("early", "running", "second", "running")
 async def gemm_soft_clear(dut: Any) -> None:
     """Soft clears at random points (seeded), with jobs queued behind the running one.
 
-    Per trial three GEMM jobs are queued on a fresh random L1; the clear comes at a
-    random cycle of the mode in :data:`CLEAR_POINTS`. Then:
+    Per trial, on a fresh random L1, GEMM jobs fill the engine: two in the accepted
+    slots, one in the check stage and ``job_queue_depth`` more in the queue (with fewer,
+    the slots and the check stage hold them all and the queue is empty at the clear). The
+    clear comes at a random cycle of the mode in :data:`CLEAR_POINTS`. Then:
 
     - no ``done`` between the clear and idle (and 20 cycles after), except in the
       cycle right after the clear for a job that finished on the clear's own edge;
@@ -488,7 +489,10 @@ async def gemm_soft_clear(dut: Any) -> None:
                 k=2 * e.vec_len, alloc=alloc,
             ),
             random_gemm(tb.image, cfg, tb.rng, m=e.tile_m, n=e.vec_len, k=e.vec_len, alloc=alloc),
-            random_gemm(tb.image, cfg, tb.rng, m=3, n=8, k=8, alloc=alloc),
+            *(
+                random_gemm(tb.image, cfg, tb.rng, m=3, n=8, k=8, alloc=alloc)
+                for _ in range(1 + e.job_queue_depth)
+            ),
         ]  # fmt: skip
         initial = tb.image.copy()  # random_gemm wrote the operands
         first_event = len(tb.monitor.events)
@@ -517,6 +521,10 @@ async def gemm_soft_clear(dut: Any) -> None:
                 what=f"{what}: first done (seed {seed})",
             )
             await tb.loop.run(int(tb.rng.integers(0, 60)))
+        queued = tb.monitor.status["queued"]
+        if mode == "early":
+            # The point of the trial: a clear must flush jobs still in the queue.
+            assert queued > 0, f"{what}: nothing queued at the clear (seed {seed})"
         tb.pins.next["clear"] = 1
         await tb.loop.step()
         tb.pins.next["clear"] = 0
@@ -560,8 +568,8 @@ async def gemm_soft_clear(dut: Any) -> None:
                     f"(seed {seed})"
                 )
         dut._log.info(
-            "%s: clear at cycle %d, %d of %d jobs done before it",
-            what, clear_cycle, n_done, len(accepted),
+            "%s: clear at cycle %d with %d jobs in the queue, %d of %d jobs done before it",
+            what, clear_cycle, queued, n_done, len(accepted),
         )  # fmt: skip
     # And the engine still works.
     tb.randomize_image()
