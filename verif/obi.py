@@ -263,6 +263,11 @@ class CycleLoop:
     async def step(self) -> None:
         """Run one cycle: drive after the falling edge, sample in the read-only phase."""
         await FallingEdge(self.clk)
+        await self.finish_cycle()
+
+    async def finish_cycle(self) -> None:
+        """Run the cycle whose falling edge the caller has just awaited (a bench that woke
+        on that edge and found work)."""
         self.cycle += 1
         self.drive_all(self.cycle)
         await ReadOnly()

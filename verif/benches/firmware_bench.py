@@ -85,12 +85,17 @@ class L2Server:
         request_valid = self.model.requests.valid
         while True:
             if self.model.quiet() and not request_valid.value:
-                # Idle: no request can be taken while asleep, so drop ready first.
                 await FallingEdge(d.clk)
+                if request_valid.value:
+                    # A request came at this cycle's rising edge: serve it in this cycle,
+                    # as an L2 that never sleeps would (and as the Verilog L2 does).
+                    await self.loop.finish_cycle()
+                    self.active_cycles += 1
+                    continue
+                # Idle: drop ready; valid next rises at a rising edge, and the step
+                # below then drives in that same cycle.
                 self.model.sleep()
-                await ReadOnly()
-                if not request_valid.value:
-                    await RisingEdge(request_valid)
+                await RisingEdge(request_valid)
             await self.loop.step()
             self.active_cycles += 1
 

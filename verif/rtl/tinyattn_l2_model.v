@@ -1,6 +1,6 @@
 // tinyattn_l2_model: the L2 behind the cluster's DMA, as a simulation model in Verilog.
 //
-// The cocotb L2 model (tinyattn.verif.benches.dma_bench.L2Model) wakes Python in every
+// The cocotb L2 model (tinyattn.verif.l2_model.L2Model) wakes Python in every
 // cycle the DMA has L2 traffic; this one keeps Python out of the loop, for long runs
 // (a whole model). It answers every request one cycle after accepting it, and takes one
 // request per cycle while its response is taken: the timing of L2Model with latency 0.
