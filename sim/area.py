@@ -1,19 +1,18 @@
 """The engine's area in yosys cells: the full synthesis, or a fast estimate of it.
 
 - ``full``: ``yosys synth; stat`` (:class:`tinyattn.sim.benchmarks.engine.Synthesis`, what
-  ``tinyattn bench engine`` reports): about an hour for the default engine on this class of
-  machine, 169 s of CPU for the 4 x 16 test engine, 523 s for an 8 x 32 one.
+  ``tinyattn bench engine`` reports): about half an hour of CPU for the default engine,
+  about 95 s for the 4 x 16 test engine.
 - ``coarse``: the coarse half of ``synth`` (``synth -run begin:fine``: hierarchy, ``proc``,
   ``opt``, ``wreduce``, ``alumacc``, ``share``, ``memory -nomap``), then the memories mapped to
   flops and every word-level cell to generic gates (``memory_map; techmap``), without the
   fine-grained optimization and without ABC. ABC and ``opt -full`` merge much of that logic,
   so the gate count is multiplied by :data:`COARSE_SCALE`, the ratio measured on the 4 x 16
-  engine. 2.3 to 2.6 times less CPU than ``full``; +9.3% on the 8 x 32 engine (held out).
+  engine (:data:`CALIBRATION_ENGINE`).
 - ``estimate``: no synthesis at all: a per-part model (:func:`estimate_cells`) whose
   coefficients come from the full synthesis of the default engine, part by part
-  (``docs/performance.md``), plus a fixed part calibrated on the 4 x 16 engine; +0.4% on the
-  8 x 32 engine (held out, older sources), -2.9% on today's default (1,845,411 cells: the
-  whole-tile residual FIFO and the split lanes came after the synthesis it is built from).
+  (``docs/performance.md``), with the part that is neither MACs, units, buffers nor port
+  split into a cost per lane and a fixed cost by the full synthesis of the 4 x 16 engine.
 
 ``docs/sweep.md`` states the error of both fast modes against the full synthesis, measured.
 The synthesis logs are cached beside the engine's netlist in the build folder
@@ -29,14 +28,16 @@ import shutil
 import subprocess
 from typing import Any
 
-from tinyattn.config import ClusterConfig
+from tinyattn.config import ClusterConfig, DmaConfig, EngineConfig, MemoryConfig
 
 from .verilog import file_lock, verilog_for
 
 __all__ = [
     "AREA_MODES",
+    "CALIBRATION_ENGINE",
     "COARSE_SCALE",
     "COARSE_SCRIPT",
+    "buffer_bits",
     "coarse_cells",
     "engine_area",
     "estimate_cells",
@@ -47,35 +48,60 @@ AREA_MODES = ("estimate", "coarse", "full")
 #: The coarse mode's yosys script after ``read_verilog`` (``{top}``: the module).
 COARSE_SCRIPT = "synth -top {top} -run begin:fine; memory_map; techmap; opt_clean; stat"
 
-#: Full-synthesis cells per coarse gate: 200,100 / 366,568, the 4 x 16 test engine
-#: (config c9721008d9f2; docs/sweep.md).
-COARSE_SCALE = 200_100 / 366_568
+#: The 4 x 16 test engine the coarse scale and the estimate are calibrated on (config
+#: a37af2ba9ba6; docs/sweep.md): 215,797 cells by the full synthesis, 389,329 coarse gates.
+CALIBRATION_ENGINE = ClusterConfig(
+    engine=EngineConfig(n_pe=4, vec_len=16, acc_bits=24, max_seq=64, tile_m=8),
+    memory=MemoryConfig(n_banks=8, bank_words=512),
+    dma=DmaConfig(dma_bits=128),
+)
+_CALIBRATION_FULL = 215_797
 
-#: Per-part cells of the full synthesis of the default engine (docs/performance.md, config
-#: 5e89aaa465f1: 1,757,471 cells): the compute core per MAC (717,956 / 1024), ITAMax per
-#: unit (11,720 / 16), the buffers per bit (655,000 / 327,680), the rest of the engine top
-#: per lane (345,000 / 64) and the port and queues per 32-bit port lane (27,342 / 16).
-EST_PER_MAC = 717_956 / 1024
-EST_PER_UNIT = 11_720 / 16
+#: Full-synthesis cells per coarse gate, on :data:`CALIBRATION_ENGINE`.
+COARSE_SCALE = _CALIBRATION_FULL / 389_329
+
+#: Per-part cells of the full synthesis of the default engine (docs/performance.md, engine
+#: v2, 1,845,411 cells): the compute core per MAC (730,558 / 1024), ITAMax per unit
+#: (15,253 / 16), the wide port, its lane queues and the job queue per 32-bit port lane
+#: (18,350 / 16), and the buffers per bit (about 655,000 cells for 327,680 bits: yosys maps
+#: them to flops and read multiplexers).
+EST_PER_MAC = 730_558 / 1024
+EST_PER_UNIT = 15_253 / 16
+EST_PER_PORT_LANE = 18_350 / 16
 EST_PER_BUFFER_BIT = 655_000 / 327_680
-EST_PER_LANE = 345_000 / 64
-EST_PER_PORT_LANE = 27_342 / 16
-#: What does not scale with any of them (controller, job registers): the 4 x 16 engine's
-#: full synthesis (200,100 cells) less the parts above (165,462).
-EST_FIXED = 34_638
+
+
+def buffer_bits(cfg: ClusterConfig) -> int:
+    """Bits the engine holds in buffers: :attr:`EngineConfig.buffer_bytes` and the residual
+    FIFO (``tile_m + 1`` rows of ``vec_len`` bytes)."""
+    e = cfg.engine
+    return e.buffer_bytes * 8 + (e.tile_m + 1) * e.vec_len * 8
+
+
+def _scaling_parts(cfg: ClusterConfig) -> float:
+    e = cfg.engine
+    return (
+        EST_PER_MAC * e.macs_per_cycle
+        + EST_PER_UNIT * e.n_pe
+        + EST_PER_PORT_LANE * e.port_lanes
+        + EST_PER_BUFFER_BIT * buffer_bits(cfg)
+    )
+
+
+#: The rest of the engine (fetchers, issuer, collector, writer with its epilogue, checker,
+#: controller): a part per lane and a fixed part, solved from two full syntheses. The
+#: default engine's rest is 1,081,324 cells less its buffers (655,000) and residual FIFO
+#: (65,789) at 64 lanes; the calibration engine's is its total less the parts above, at 16.
+_DEFAULT_REST = 1_081_324 - 655_000 - 65_789
+_CALIBRATION_REST = _CALIBRATION_FULL - _scaling_parts(CALIBRATION_ENGINE)
+EST_PER_LANE = (_DEFAULT_REST - _CALIBRATION_REST) / (64 - CALIBRATION_ENGINE.engine.vec_len)
+EST_FIXED = _DEFAULT_REST - 64 * EST_PER_LANE
 
 
 def estimate_cells(cfg: ClusterConfig) -> int:
-    """The engine's cells from its parameters alone (no synthesis); see :data:`EST_FIXED`."""
-    e = cfg.engine
-    return round(
-        EST_PER_MAC * e.macs_per_cycle
-        + EST_PER_UNIT * e.n_pe
-        + EST_PER_BUFFER_BIT * e.buffer_bytes * 8
-        + EST_PER_LANE * e.vec_len
-        + EST_PER_PORT_LANE * e.port_lanes
-        + EST_FIXED
-    )
+    """The engine's cells from its parameters alone (no synthesis): the scaling parts, a
+    part per lane and :data:`EST_FIXED`."""
+    return round(_scaling_parts(cfg) + EST_PER_LANE * cfg.engine.vec_len + EST_FIXED)
 
 
 _CELLS = re.compile(r"Number of cells:\s+(\d+)")
