@@ -1,7 +1,7 @@
 """The engine's area in yosys cells: the full synthesis, or a fast estimate of it.
 
 - ``full``: ``yosys synth; stat`` (:class:`tinyattn.sim.benchmarks.engine.Synthesis`, what
-  ``tinyattn bench engine`` reports): about half an hour of CPU for the default engine,
+  ``tinyattn bench engine`` reports): 20 minutes of CPU for the default engine,
   about 95 s for the 4 x 16 test engine.
 - ``coarse``: the coarse half of ``synth`` (``synth -run begin:fine``: hierarchy, ``proc``,
   ``opt``, ``wreduce``, ``alumacc``, ``share``, ``memory -nomap``), then the memories mapped to

@@ -356,7 +356,7 @@ def test_area_estimate_rows(tmp_path: Path) -> None:
 
     # The full syntheses the model is solved from (docs/sweep.md) come back out of it.
     assert abs(estimate_cells(CALIBRATION_ENGINE) / 215_797 - 1) < 1e-3
-    assert abs(estimate_cells(ClusterConfig()) / 1_845_411 - 1) < 1e-3
+    assert abs(estimate_cells(ClusterConfig()) / 1_844_887 - 1) < 1e-3  # +0.07%
     # The held-out 8 x 32 engine: 507,666 cells by the full synthesis, -1.5% estimated.
     assert abs(estimate_cells(HELD_OUT_ENGINE) / 507_666 - 1) < 0.02
     spec = _spec(
